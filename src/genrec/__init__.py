@@ -1,0 +1,43 @@
+"""genrec: prompt-based generative recommendation.
+
+    from genrec import Recommender, Catalog
+    rec = Recommender(catalog=Catalog.from_file("items.csv"))   # the embedded default model
+    rec.recommend(history=["50", "181"], k=10)
+"""
+
+from .catalog import Catalog, LoadReport
+from .errors import (
+    CatalogError,
+    DataError,
+    GenrecError,
+    IndexCacheError,
+    LimitError,
+    ModelNotFoundError,
+    SecurityError,
+    TemplateError,
+    UnknownItemError,
+)
+from .grounding import Match, Mention
+from .recommender import Limits, Recommendation, Recommendations, Recommender
+
+__all__ = [
+    "Recommender",
+    "Catalog",
+    "Recommendation",
+    "Recommendations",
+    "Match",
+    "Mention",
+    "Limits",
+    "LoadReport",
+    "GenrecError",
+    "CatalogError",
+    "TemplateError",
+    "SecurityError",
+    "UnknownItemError",
+    "ModelNotFoundError",
+    "LimitError",
+    "IndexCacheError",
+    "DataError",
+]
+
+__version__ = "0.1.0"

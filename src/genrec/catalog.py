@@ -1,0 +1,452 @@
+"""The item catalog: IDs, titles and any attributes, loaded from files, tables or records.
+
+IDs are kept as strings (a file's ``50`` and a caller's ``"50"`` are the same item). Titles shared
+by several IDs keep all of them: the model writes titles, so one title maps to a list of IDs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import CatalogError, UnknownItemError
+
+__all__ = ["Catalog", "LoadReport", "SkippedRow", "generation_title"]
+
+_MAX_LISTED_PROBLEMS = 5
+_SEPARATOR_BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+
+
+def generation_title(title: str) -> str:
+    """The form of a title the model writes: whitespace runs (newlines included) become one space."""
+    return " ".join(title.split())
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    row: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    """What a load read, kept and skipped. Lenient loads skip bad rows; none is dropped silently."""
+
+    source: str
+    rows_read: int = 0
+    items: int = 0
+    skipped: list[SkippedRow] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.source}: {self.rows_read} rows read, {self.items} items, {len(self.skipped)} skipped"
+        if self.skipped:
+            text += "\n" + "\n".join(f"  {s}" for s in self.skipped[:20])
+            if len(self.skipped) > 20:
+                text += f"\n  ... and {len(self.skipped) - 20} more"
+        return text
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _as_text(value: Any) -> str:
+    if _is_missing(value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an ID column pandas read as float: 12.0 -> "12"
+    return str(value).strip()
+
+
+def _clean_attribute(value: Any) -> Any:
+    if _is_missing(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()  # numpy scalar -> Python scalar, so templates and JSON see plain values
+    return value
+
+
+class Catalog:
+    """An immutable list of items. Build one with ``from_file``, ``from_dataframe``, ``from_records``
+    or ``demo``.
+
+    ``kind`` is the noun templates use for an item ("movie", "book"); ``name`` labels the catalog
+    in messages and caches.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[Any],
+        titles: Sequence[Any],
+        attributes: pd.DataFrame | None = None,
+        *,
+        kind: str = "item",
+        name: str = "catalog",
+        report: LoadReport | None = None,
+    ) -> None:
+        self.ids: list[str] = [_as_text(i) for i in ids]
+        self.titles: list[str] = [_as_text(t) for t in titles]
+        if len(self.ids) != len(self.titles):
+            raise CatalogError(f"{name}: {len(self.ids)} IDs but {len(self.titles)} titles")
+        problems = _validate(self.ids, self.titles, list(range(1, len(self.ids) + 1)))
+        if problems:
+            raise CatalogError(_problem_message(name, problems))
+        if attributes is None:
+            attributes = pd.DataFrame(index=range(len(self.ids)))
+        if len(attributes) != len(self.ids):
+            raise CatalogError(f"{name}: {len(attributes)} attribute rows for {len(self.ids)} items")
+        self.attributes = attributes.reset_index(drop=True)
+        self.kind = kind
+        self.name = name
+        self.report = report or LoadReport(source=name, rows_read=len(self.ids), items=len(self.ids))
+        self._position = {item_id: pos for pos, item_id in enumerate(self.ids)}
+        groups: dict[str, list[int]] = {}
+        for pos, title in enumerate(self.titles):
+            groups.setdefault(generation_title(title), []).append(pos)
+        #: distinct titles as the model writes them, in first-seen order
+        self.unique_titles: list[str] = list(groups)
+        #: for each unique title, the positions of every item that carries it
+        self.title_positions: list[list[int]] = list(groups.values())
+        self._title_index = {title: n for n, title in enumerate(self.unique_titles)}
+        self._hash: str | None = None
+        self._lock = threading.Lock()
+        self._grounder = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        id_column: str = "item_id",
+        title_column: str = "title",
+        lenient: bool = False,
+        kind: str = "item",
+        name: str = "records",
+    ) -> Catalog:
+        """Items from dicts; keys other than the ID and title become attributes."""
+        rows: list[tuple[int, Mapping[str, Any]]] = []
+        for n, record in enumerate(records, start=1):
+            if not isinstance(record, Mapping):
+                rows.append((n, {}))  # reported below as a row without ID/title
+                continue
+            rows.append((n, record))
+        return cls._from_rows(rows, id_column, title_column, lenient, kind, name, source=name)
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        *,
+        id_column: str = "item_id",
+        title_column: str = "title",
+        lenient: bool = False,
+        kind: str = "item",
+        name: str = "dataframe",
+    ) -> Catalog:
+        """Items from a table; columns other than the ID and title become attributes."""
+        for column in (id_column, title_column):
+            if column not in df.columns:
+                raise CatalogError(
+                    f"{name}: no column {column!r} (columns: {', '.join(map(str, df.columns))}); "
+                    f"name the right one with id_column= / title_column="
+                )
+        records = df.to_dict(orient="records")
+        # DataFrame rows are numbered from 1 like file rows, after the header
+        return cls._from_rows(list(enumerate(records, start=1)), id_column, title_column, lenient, kind, name, name)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        id_column: str | None = None,
+        title_column: str | None = None,
+        sep: str | None = None,
+        encoding: str = "utf-8",
+        header: bool = True,
+        columns: Sequence[str] | None = None,
+        quoting: bool | None = None,
+        lenient: bool = False,
+        kind: str = "item",
+    ) -> Catalog:
+        """Items from a CSV, TSV, ``sep``-separated or JSONL file.
+
+        With ``header=False`` the columns are named by ``columns`` or ``column_1``, ``column_2``, ...,
+        and the ID and title default to the first two columns. MovieLens ``u.item`` loads with
+        ``Catalog.from_file(path, sep="|", encoding="latin-1", header=False)``.
+        ``quoting`` defaults to on for comma files and off for other separators (``u.item`` titles
+        may contain quote characters).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CatalogError(f"catalog file not found: {path}")
+        if path.suffix.lower() in _JSONL_SUFFIXES:
+            rows = list(_read_jsonl(path, encoding))
+            return cls._from_rows(
+                rows, id_column or "item_id", title_column or "title", lenient, kind, path.stem, str(path)
+            )
+        if sep is None:
+            sep = _SEPARATOR_BY_SUFFIX.get(path.suffix.lower()) or _sniff_separator(path, encoding)
+        if quoting is None:
+            quoting = sep == ","
+        names, rows = _read_delimited(path, sep, encoding, header, columns, quoting)
+        if id_column is None:
+            id_column = "item_id" if header else names[0]
+        if title_column is None:
+            title_column = "title" if header else names[1]
+        for column in (id_column, title_column):
+            if column not in names:
+                raise CatalogError(
+                    f"{path}: no column {column!r} (columns: {', '.join(names)}); "
+                    f"name the right one with id_column= / title_column="
+                )
+        return cls._from_rows(rows, id_column, title_column, lenient, kind, path.stem, str(path))
+
+    @classmethod
+    def demo(cls) -> Catalog:
+        """The bundled demo catalog: well-known films with year and genres (facts only)."""
+        with resources.as_file(resources.files("genrec") / "data" / "demo_movies.csv") as path:
+            return cls.from_file(path, kind="movie")
+
+    @classmethod
+    def _from_rows(
+        cls,
+        rows: list[tuple[int, Mapping[str, Any]]],
+        id_column: str,
+        title_column: str,
+        lenient: bool,
+        kind: str,
+        name: str,
+        source: str,
+    ) -> Catalog:
+        report = LoadReport(source=source, rows_read=len(rows))
+        unreadable = [(n, r["__error__"]) for n, r in rows if "__error__" in r]
+        rows = [(n, r) for n, r in rows if "__error__" not in r]
+        ids = [_as_text(r.get(id_column)) for _, r in rows]
+        titles = [_as_text(r.get(title_column)) for _, r in rows]
+        row_numbers = [n for n, _ in rows]
+        problems = sorted(unreadable + _validate(ids, titles, row_numbers, id_column, title_column))
+        if problems and not lenient:
+            raise CatalogError(_problem_message(source, problems))
+        bad_rows = {n for n, _ in problems}
+        report.skipped = [SkippedRow(n, reason) for n, reason in problems]
+        keep = [i for i, n in enumerate(row_numbers) if n not in bad_rows]
+        attribute_rows = [
+            {k: _clean_attribute(v) for k, v in rows[i][1].items() if k not in (id_column, title_column)} for i in keep
+        ]
+        attributes = pd.DataFrame.from_records(attribute_rows) if attribute_rows else pd.DataFrame()
+        if attributes.empty and keep:
+            attributes = pd.DataFrame(index=range(len(keep)))
+        report.items = len(keep)
+        return cls(
+            [ids[i] for i in keep],
+            [titles[i] for i in keep],
+            attributes,
+            kind=kind,
+            name=name,
+            report=report,
+        )
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return _as_text(item_id) in self._position
+
+    def __repr__(self) -> str:
+        return f"Catalog(name={self.name!r}, kind={self.kind!r}, items={len(self)}, titles={len(self.unique_titles)})"
+
+    def position(self, item_id: Any) -> int:
+        """The row of an item; raises UnknownItemError naming the ID."""
+        key = _as_text(item_id)
+        try:
+            return self._position[key]
+        except KeyError:
+            raise UnknownItemError(f"unknown item ID {key!r} (not in catalog {self.name!r})", [key]) from None
+
+    def positions(self, item_ids: Iterable[Any]) -> list[int]:
+        """Rows of several items; one error lists every unknown ID."""
+        keys = [_as_text(i) for i in item_ids]
+        unknown = [k for k in keys if k not in self._position]
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise UnknownItemError(
+                f"{len(unknown)} unknown item ID(s) in catalog {self.name!r}: {shown}", unknown
+            )
+        return [self._position[k] for k in keys]
+
+    def title_of(self, item_id: Any) -> str:
+        return self.titles[self.position(item_id)]
+
+    def item(self, item_id: Any) -> dict[str, Any]:
+        """One item as a dict: ``item_id``, ``title`` and its attributes (what templates see)."""
+        return self._item_at(self.position(item_id))
+
+    def items(self, item_ids: Iterable[Any]) -> list[dict[str, Any]]:
+        return [self._item_at(p) for p in self.positions(item_ids)]
+
+    def _item_at(self, pos: int) -> dict[str, Any]:
+        record = {"item_id": self.ids[pos], "title": self.titles[pos]}
+        if len(self.attributes.columns):
+            for key, value in self.attributes.iloc[pos].items():
+                record.setdefault(str(key), _clean_attribute(value))
+        return record
+
+    def title_number(self, title: str) -> int | None:
+        """Index into ``unique_titles`` of an exact title (after whitespace folding), else None."""
+        return self._title_index.get(generation_title(title))
+
+    def ids_for_title(self, title: str) -> list[str]:
+        """Every ID that carries this exact title (whitespace folded); empty when none does."""
+        n = self.title_number(title)
+        return [] if n is None else [self.ids[p] for p in self.title_positions[n]]
+
+    def title_number_of(self, item_id: Any) -> int:
+        return self._title_index[generation_title(self.titles[self.position(item_id)])]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        df = pd.DataFrame({"item_id": self.ids, "title": self.titles})
+        if len(self.attributes.columns):
+            attrs = self.attributes.drop(columns=[c for c in ("item_id", "title") if c in self.attributes.columns])
+            df = pd.concat([df, attrs], axis=1)
+        return df
+
+    @property
+    def content_hash(self) -> str:
+        """A hash of the IDs and titles, for cache keys and for checking a model's training catalog."""
+        if self._hash is None:
+            digest = hashlib.sha256()
+            for item_id, title in zip(self.ids, self.titles):
+                digest.update(item_id.encode("utf-8", "surrogatepass"))
+                digest.update(b"\x1f")
+                digest.update(generation_title(title).encode("utf-8", "surrogatepass"))
+                digest.update(b"\x1e")
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    @property
+    def grounder(self):
+        """The fuzzy title matcher over this catalog, built once on first use."""
+        from .grounding import Grounder
+
+        with self._lock:
+            if self._grounder is None:
+                self._grounder = Grounder(self)
+            return self._grounder
+
+    def search(self, query: str, k: int = 10) -> list:
+        """Catalog items whose titles best match ``query`` (fuzzy), best first."""
+        return self.grounder.search(query, limit=k)
+
+
+# ---------------------------------------------------------------------- helpers
+def _validate(
+    ids: list[str],
+    titles: list[str],
+    row_numbers: list[int],
+    id_column: str = "item_id",
+    title_column: str = "title",
+) -> list[tuple[int, str]]:
+    problems: list[tuple[int, str]] = []
+    first_row: dict[str, int] = {}
+    for item_id, title, n in zip(ids, titles, row_numbers):
+        if not item_id:
+            problems.append((n, f"empty {id_column}"))
+            continue
+        if _has_undecodable(item_id) or _has_undecodable(title):
+            problems.append((n, "bytes that are not valid in the file's encoding (pass encoding=...)"))
+            continue
+        if not title:
+            problems.append((n, f"empty {title_column} for {id_column} {item_id!r}"))
+            continue
+        if item_id in first_row:
+            problems.append((n, f"duplicate {id_column} {item_id!r} (first at row {first_row[item_id]})"))
+            continue
+        first_row[item_id] = n
+    return problems
+
+
+def _has_undecodable(text: str) -> bool:
+    # surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _problem_message(source: str, problems: list[tuple[int, str]]) -> str:
+    lines = [f"{source}: {len(problems)} bad row(s)"]
+    lines += [f"  row {n}: {reason}" for n, reason in problems[:_MAX_LISTED_PROBLEMS]]
+    if len(problems) > _MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more")
+    lines.append("pass lenient=True (CLI: --lenient) to skip bad rows and count them in the load report")
+    return "\n".join(lines)
+
+
+def _sniff_separator(path: Path, encoding: str) -> str:
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        first = fh.readline()
+    counts = {sep: first.count(sep) for sep in ("\t", "|", ",", ";")}
+    best = max(counts, key=lambda s: counts[s])
+    if counts[best] == 0:
+        raise CatalogError(f"{path}: cannot tell the column separator from the first line; pass sep=...")
+    return best
+
+
+def _read_delimited(
+    path: Path, sep: str, encoding: str, header: bool, columns: Sequence[str] | None, quoting: bool
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    rows: list[tuple[int, dict[str, Any]]] = []
+    # surrogateescape keeps undecodable bytes so the row that holds them can be named
+    with open(path, encoding=encoding, errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
+        names: list[str] | None = list(columns) if columns else None
+        try:
+            if header:
+                head = next(reader, None)
+                if head is None:
+                    return names or ["item_id", "title"], []
+                head = [h.strip().lstrip("\ufeff") for h in head]
+                names = names or head
+            for fields in reader:
+                line = reader.line_num
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue  # blank line
+                if names is None:
+                    names = [f"column_{i + 1}" for i in range(len(fields))]
+                if len(fields) != len(names):
+                    rows.append((line, {"__error__": f"expected {len(names)} fields, found {len(fields)}"}))
+                    continue
+                rows.append((line, dict(zip(names, fields))))
+        except csv.Error as exc:
+            raise CatalogError(f"{path}: row {reader.line_num}: unreadable ({exc})") from exc
+    return names or ["item_id", "title"], rows
+
+
+def _read_jsonl(path: Path, encoding: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=encoding, errors="surrogateescape") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield n, {"__error__": f"not valid JSON ({exc.msg} at column {exc.colno})"}
+                continue
+            if not isinstance(record, dict):
+                yield n, {"__error__": f"expected a JSON object, found {type(record).__name__}"}
+                continue
+            yield n, record

@@ -1,0 +1,193 @@
+"""The ``genrec`` command. Errors genrec raises on purpose become one clean line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import GenrecError
+
+__all__ = ["main", "build_parser", "DEMO_HISTORY"]
+
+#: the demo's history: five well-known science-fiction films from the demo catalog
+DEMO_HISTORY = ["The Matrix", "Star Wars", "Alien", "Blade Runner", "The Terminator"]
+
+
+def _add_catalog_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("catalog")
+    g.add_argument("--catalog", required=required, help="CSV, TSV, JSONL or separated file of items")
+    g.add_argument("--id-column", help="column holding item IDs (default item_id, or column 1 without header)")
+    g.add_argument("--title-column", help="column holding titles (default title, or column 2 without header)")
+    g.add_argument("--sep", help="column separator (default: from the file extension)")
+    g.add_argument("--encoding", default="utf-8")
+    g.add_argument("--no-header", action="store_true", help="the file has no header row")
+    g.add_argument("--kind", default="item", help='what an item is, for prompts ("movie", "book")')
+    g.add_argument("--lenient", action="store_true", help="skip bad rows (they are counted and reported)")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="transformers model id or local directory (default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--prompts", help="folder of .jinja templates that override or add to the built-in ones")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
+    g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrec", description="Prompt-based generative recommendation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("recommend", help="top-k items for a history")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--history", default="", help="comma-separated item IDs or titles, oldest first")
+    p.add_argument("--item", action="append", default=[], help="one more history entry (for titles with commas)")
+    p.add_argument("--request", help="free-text request, e.g. 'something funny'")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--free", action="store_true", help="generate unconstrained and ground the text")
+    p.add_argument("--include-history", action="store_true", help="allow items from the history")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {item_id, title, score}")
+
+    p = sub.add_parser("ground", help="map free text onto catalog items")
+    _add_catalog_options(p)
+    p.add_argument("text")
+    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--list", action="store_true", help="the text is a list answer: ground each piece")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="top-10 on the bundled demo catalog with the default model")
+    _add_model_options(p)
+    p.add_argument("--history", default=",".join(DEMO_HISTORY))
+    p.add_argument("--request")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _load_catalog(args: argparse.Namespace):
+    from .catalog import Catalog
+
+    catalog = Catalog.from_file(
+        args.catalog,
+        id_column=args.id_column,
+        title_column=args.title_column,
+        sep=args.sep,
+        encoding=args.encoding,
+        header=not args.no_header,
+        lenient=args.lenient,
+        kind=args.kind,
+    )
+    if catalog.report.skipped:
+        print(str(catalog.report), file=sys.stderr)
+    return catalog
+
+
+def _recommender(args: argparse.Namespace, catalog: Any):
+    from .recommender import Recommender
+
+    return Recommender(catalog, model=args.model, prompts_dir=args.prompts, device=args.device, num_beams=args.beams)
+
+
+def _history(args: argparse.Namespace) -> list[str]:
+    entries = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
+    return entries + list(getattr(args, "item", []) or [])
+
+
+def _print_table(rows: Sequence[Any], header: str) -> None:
+    print(header)
+    if not rows:
+        print("(no items)")
+        return
+    width_id = max(len("item_id"), *(len(r.item_id) for r in rows))
+    width_title = max(len("title"), *(len(r.title) for r in rows))
+    print(f"{'#':>3}  {'item_id':<{width_id}}  {'title':<{width_title}}  {'score':>9}")
+    for n, r in enumerate(rows, start=1):
+        print(f"{n:>3}  {r.item_id:<{width_id}}  {r.title:<{width_title}}  {r.score:>9.3f}")
+
+
+def _cmd_recommend(args: argparse.Namespace, catalog: Any) -> int:
+    rec = _recommender(args, catalog)
+    history = _history(args)
+    recs = rec.recommend(
+        history,
+        k=args.k,
+        request=args.request,
+        constrained=not getattr(args, "free", False),
+        exclude_history=not getattr(args, "include_history", False),
+    )
+    if recs.history_dropped:
+        print(f"note: the {recs.history_dropped} oldest history items did not fit the context window", file=sys.stderr)
+    if recs.ungrounded:
+        print(f"note: {len(recs.ungrounded)} generated outputs matched no catalog item", file=sys.stderr)
+    if args.json:
+        print(json.dumps(recs.to_dicts(), ensure_ascii=False, indent=2))
+    else:
+        shown = ", ".join(rec.catalog.title_of(i) for i in rec.resolve(history)) or "(none)"
+        header = f"top-{args.k} for history: {shown}" + (f"\nrequest: {args.request}" if args.request else "")
+        _print_table(recs, header)
+    return 0
+
+
+def _cmd_ground(args: argparse.Namespace) -> int:
+    from .grounding import DEFAULT_THRESHOLD
+
+    catalog = _load_catalog(args)
+    if args.list:
+        mentions = catalog.grounder.ground_list(args.text, threshold=DEFAULT_THRESHOLD)
+        data = [{"text": m.text, "matches": [x.to_dict() for x in m.matches]} for m in mentions]
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False, indent=2))
+        else:
+            for m in mentions:
+                found = ", ".join(f"{x.item_id} {x.title} ({x.score:.0f})" for x in m.matches) or "(not in catalog)"
+                print(f"{m.text!r} -> {found}")
+        return 0
+    matches = catalog.grounder.ground(args.text, limit=args.limit)
+    if args.json:
+        print(json.dumps([m.to_dict() for m in matches], ensure_ascii=False, indent=2))
+    else:
+        _print_table(matches, f"matches for {args.text!r}" + ("" if matches else " (none above the threshold)"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.verbose:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    try:
+        if args.command == "recommend":
+            return _cmd_recommend(args, _load_catalog(args))
+        if args.command == "ground":
+            return _cmd_ground(args)
+        if args.command == "demo":
+            from .catalog import Catalog
+
+            args.free = False
+            args.include_history = False
+            return _cmd_recommend(args, Catalog.demo())
+        parser.error(f"unknown command {args.command}")
+    except GenrecError as exc:
+        print(f"genrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genrec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Beam search over catalog titles (or free text), several users at once.
+
+Each user's prompt is run through the model once; its key/value cache is then repeated for that
+user's beams. Every step masks the next-token log-probabilities of all beams of all users with one
+vectorised operation over the title index (no Python loop over beams or tokens), so the cost of
+the constraint does not grow with the catalog.
+
+Search semantics follow transformers' beam search (the same candidates are kept at every step, so
+the two agree on the same model and prompt), with two differences that matter for
+recommendation: a beam whose title cannot continue dies instead of running unconstrained, and with
+length penalty 0 the search stops as soon as the k best finished titles can no longer be beaten
+(scores are sums of log-probabilities, so they only fall as titles grow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DynamicCache, LogitsProcessor
+
+from .index import TitleIndex
+
+__all__ = ["Hypothesis", "beam_search", "TrieLogitsProcessor", "allowed_token_mask"]
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A finished beam: its tokens (end marker included), score and, when constrained, its trie leaf."""
+
+    tokens: tuple[int, ...]
+    score: float
+    node: int = -1
+    finished: bool = True
+
+
+def allowed_token_mask(
+    logp: torch.Tensor,
+    nodes: torch.Tensor,
+    arrays: dict[str, torch.Tensor],
+    dead_keys: torch.Tensor | None = None,
+    row_users: torch.Tensor | None = None,
+    n_nodes: int = 0,
+) -> torch.Tensor:
+    """``logp`` with every token that does not continue a title (from each row's trie node) set to
+    -inf. One gather/scatter for all rows; a row at a dead node or the sentinel gets all -inf."""
+    rows_total, _ = logp.shape
+    start = arrays["first_child"][nodes]
+    count = arrays["n_children"][nodes]
+    masked = torch.full_like(logp, NEG_INF)
+    total = int(count.sum())
+    if total == 0:
+        return masked
+    row = torch.repeat_interleave(torch.arange(rows_total, device=logp.device), count)
+    offset = torch.arange(total, device=logp.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+    child = torch.repeat_interleave(start, count) + offset
+    token = arrays["token"][child]
+    if dead_keys is not None and len(dead_keys):
+        keep = ~torch.isin(row_users[row] * n_nodes + child, dead_keys)
+        row, token = row[keep], token[keep]
+    masked[row, token] = logp[row, token]
+    return masked
+
+
+def _child_nodes(parent: torch.Tensor, token: torch.Tensor, arrays: dict[str, torch.Tensor], vocab: int, sentinel: int) -> torch.Tensor:
+    keys = arrays["keys"]
+    query = parent * vocab + token
+    pos = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+    return torch.where(keys[pos] == query, pos, torch.full_like(pos, sentinel))
+
+
+def _cache_argument(model: Any) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` during 5.x; use what this model takes."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    num_beams: int,
+    num_return: int,
+    index: TitleIndex | None = None,
+    dead_nodes: Sequence[np.ndarray] | None = None,
+    eos_token_ids: Sequence[int] = (),
+    max_new_tokens: int | None = None,
+    length_penalty: float = 0.0,
+    pad_token_id: int = 0,
+) -> list[list[Hypothesis]]:
+    """Beam search for each prompt (token ids), all prompts in one batch.
+
+    Constrained (``index`` given): every returned hypothesis is a complete title of the index, the
+    ``num_return`` best by score, distinct; ``dead_nodes[u]`` are trie nodes user ``u`` must not
+    enter (their titles are excluded). Fewer are returned when fewer titles are reachable.
+    Unconstrained (``index=None``): free text ending in one of ``eos_token_ids`` or at
+    ``max_new_tokens``.
+    """
+    if num_beams < 1 or num_return < 1:
+        raise ValueError("num_beams and num_return must be at least 1")
+    if num_return > num_beams:
+        raise ValueError(f"num_return ({num_return}) cannot exceed num_beams ({num_beams})")
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt")
+    device = next(model.parameters()).device
+    n_users, beams = len(prompts), num_beams
+    constrained = index is not None
+    if constrained:
+        arrays = index.torch_arrays(device)
+        max_steps = index.max_depth
+        sentinel = index.sentinel
+        n_nodes = index.n_nodes
+        dead_keys = None
+        if dead_nodes is not None:
+            parts = [torch.as_tensor(d, dtype=torch.long) + u * n_nodes for u, d in enumerate(dead_nodes) if len(d)]
+            dead_keys = torch.cat(parts).sort().values.to(device) if parts else None
+        if index.n_titles == 0 or max_steps == 0:
+            return [[] for _ in prompts]
+    else:
+        if max_new_tokens is None:
+            raise ValueError("unconstrained beam search needs max_new_tokens")
+        max_steps = max_new_tokens
+        eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
+
+    input_ids, attention = _left_pad(prompts, pad_token_id, device)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    cache_arg = _cache_argument(model)
+    cache = DynamicCache(config=model.config)  # filled in place by every forward pass
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_arg: cache},
+    )
+    logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+    vocab = logp.shape[-1]
+    # the prompt's cache is computed once per user and repeated for its beams
+    cache.batch_repeat_interleave(beams)
+    logp = logp.repeat_interleave(beams, dim=0)
+    attention = attention.repeat_interleave(beams, dim=0)
+    next_position = (positions[:, -1] + 1).repeat_interleave(beams)
+
+    scores = torch.full((n_users, beams), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # every beam starts identical: only the first may expand at step one
+    if constrained:
+        nodes = torch.full((n_users, beams), sentinel, dtype=torch.long, device=device)
+        nodes[:, 0] = 0
+        nodes = nodes.view(-1)
+    generated = torch.zeros((n_users * beams, 0), dtype=torch.long, device=device)
+    active = torch.arange(n_users, device=device)  # original user number of each active user
+    finished: list[list[Hypothesis]] = [[] for _ in prompts]
+    keep_top = 2 * beams
+    last_token = None
+
+    for step in range(max_steps):
+        if step > 0:
+            out = model(
+                input_ids=last_token.view(-1, 1),
+                attention_mask=attention,
+                position_ids=next_position.view(-1, 1),
+                use_cache=True,
+                **{cache_arg: cache},
+            )
+            logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+            next_position = next_position + 1
+        n_active = len(active)
+        if constrained:
+            row_users = active.repeat_interleave(beams)
+            logp = allowed_token_mask(logp, nodes, arrays, dead_keys, row_users, n_nodes)
+        candidates = (logp + scores.view(-1, 1)).view(n_active, beams * vocab)
+        top_scores, top_index = candidates.topk(min(keep_top, beams * vocab), dim=1)
+        beam_of = top_index // vocab
+        token = top_index % vocab
+        parent_row = torch.arange(n_active, device=device).view(-1, 1) * beams + beam_of
+        valid = top_scores > NEG_INF
+        if constrained:
+            child = _child_nodes(nodes[parent_row], token, arrays, index.vocab_size, sentinel)
+            child = torch.where(valid, child, torch.full_like(child, sentinel))
+            is_final = (arrays["node_title"][child] >= 0) & valid
+        else:
+            child = torch.full_like(token, -1)
+            is_final = torch.isin(token, eos) & valid if len(eos) else torch.zeros_like(valid)
+        # like transformers: only candidates ranked within the first `beams` may finish
+        rank = torch.arange(top_scores.shape[1], device=device).view(1, -1)
+        finishing = is_final & (rank < beams)
+        if bool(finishing.any()):
+            penalty = float(step + 1) ** length_penalty
+            for u, j in finishing.nonzero().tolist():
+                row = int(parent_row[u, j])
+                tokens = (*generated[row].tolist(), int(token[u, j]))
+                finished[int(active[u])].append(
+                    Hypothesis(tokens=tokens, score=float(top_scores[u, j]) / penalty, node=int(child[u, j]))
+                )
+        running = torch.where(is_final | ~valid, torch.full_like(top_scores, NEG_INF), top_scores)
+        scores, pick = running.topk(beams, dim=1)
+        chosen_row = parent_row.gather(1, pick)
+        chosen_token = token.gather(1, pick)
+        alive = scores > NEG_INF
+        if constrained:
+            chosen_node = torch.where(alive, child.gather(1, pick), torch.full_like(chosen_token, sentinel))
+        chosen_token = torch.where(alive, chosen_token, torch.full_like(chosen_token, pad_token_id))
+
+        if not constrained and step + 1 >= max_steps:
+            # free text that hit max_new_tokens is returned unfinished, as transformers does
+            penalty = float(max_steps) ** length_penalty
+            for u, b in alive.nonzero().tolist():
+                row = int(chosen_row[u, b])
+                finished[int(active[u])].append(
+                    Hypothesis(
+                        tokens=(*generated[row].tolist(), int(chosen_token[u, b])),
+                        score=float(scores[u, b]) / penalty,
+                        finished=False,
+                    )
+                )
+        done = _users_done(scores, finished, active, num_return, beams, length_penalty, step, max_steps)
+        if bool(done.all()):
+            break
+        keep = ~done
+        rows = chosen_row[keep].view(-1)
+        cache.reorder_cache(rows)  # also drops the rows of finished users
+        attention = torch.cat([attention[rows], torch.ones((len(rows), 1), dtype=attention.dtype, device=device)], dim=1)
+        next_position = next_position[rows]
+        generated = torch.cat([generated[rows], chosen_token[keep].view(-1, 1)], dim=1)
+        scores = scores[keep]
+        last_token = chosen_token[keep].view(-1)
+        if constrained:
+            nodes = chosen_node[keep].view(-1)
+        active = active[keep]
+
+    return [sorted(f, key=lambda h: -h.score)[:num_return] for f in finished]
+
+
+def _users_done(
+    scores: torch.Tensor,
+    finished: list[list[Hypothesis]],
+    active: torch.Tensor,
+    num_return: int,
+    beams: int,
+    length_penalty: float,
+    step: int,
+    max_steps: int,
+) -> torch.Tensor:
+    """Which active users can stop: no live beam left, the best live beam cannot beat the
+    ``num_return``-th finished one (exact when length_penalty is 0), or the length limit."""
+    best_running = scores[:, 0].tolist()
+    done = []
+    for u, user in enumerate(active.tolist()):
+        if best_running[u] == NEG_INF or step + 1 >= max_steps:
+            done.append(True)
+            continue
+        hyps = finished[user]
+        if length_penalty == 0.0:
+            if len(hyps) >= num_return:
+                kth = sorted((h.score for h in hyps), reverse=True)[num_return - 1]
+                done.append(best_running[u] <= kth)
+            else:
+                done.append(False)
+        else:
+            # transformers' heuristic: a full set of finished beams, and the best running one,
+            # scored at its current length, no better than the worst of them
+            if len(hyps) >= beams:
+                worst = sorted((h.score for h in hyps), reverse=True)[beams - 1]
+                done.append(best_running[u] / float(step + 1) ** length_penalty <= worst)
+            else:
+                done.append(False)
+    return torch.tensor(done, device=scores.device)
+
+
+class TrieLogitsProcessor(LogitsProcessor):
+    """The title constraint as a transformers ``LogitsProcessor``, for ``model.generate``.
+
+    Vectorised over rows: each call walks every row's generated tokens through the index with one
+    batched lookup per generated position. A row that finished a title or left the trie gets no
+    allowed token at all, so its beam dies: there is no fallback to unconstrained text. Use it with
+    ``eos_token_id`` set to the index's end marker.
+    """
+
+    def __init__(self, index: TitleIndex, prompt_length: int):
+        self.index = index
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        arrays = self.index.torch_arrays(scores.device)
+        sentinel = self.index.sentinel
+        nodes = torch.zeros(input_ids.shape[0], dtype=torch.long, device=scores.device)
+        for column in range(self.prompt_length, input_ids.shape[1]):
+            nodes = _child_nodes(nodes, input_ids[:, column], arrays, self.index.vocab_size, sentinel)
+        return allowed_token_mask(scores, nodes, arrays)

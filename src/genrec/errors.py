@@ -1,0 +1,62 @@
+"""The exceptions genrec raises. Every public function returns a valid result or raises one of these.
+
+The CLI and the MCP server turn them into clean messages at one boundary; anything else that
+escapes is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GenrecError",
+    "CatalogError",
+    "TemplateError",
+    "SecurityError",
+    "UnknownItemError",
+    "ModelNotFoundError",
+    "LimitError",
+    "IndexCacheError",
+    "DataError",
+]
+
+
+class GenrecError(Exception):
+    """Base class of every error genrec raises on purpose."""
+
+
+class CatalogError(GenrecError):
+    """A catalog file or table is malformed (names the file and row)."""
+
+
+class TemplateError(GenrecError):
+    """A prompt template is missing, does not parse, or fails to render (names file and line)."""
+
+
+class SecurityError(TemplateError):
+    """A template tried to reach something the sandbox forbids (Python internals, files, processes)."""
+
+
+class UnknownItemError(GenrecError, KeyError):
+    """One or more item IDs or titles are not in the catalog."""
+
+    def __init__(self, message: str, unknown: list[str] | None = None):
+        super().__init__(message)
+        self.unknown = list(unknown or [])
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ModelNotFoundError(GenrecError):
+    """The requested model (or the default model's package) cannot be found or loaded."""
+
+
+class LimitError(GenrecError, ValueError):
+    """An argument is out of range: k, history length, request length, catalog size."""
+
+
+class IndexCacheError(GenrecError):
+    """A cached artefact (converted model, title index) is corrupt or does not match its content hash."""
+
+
+class DataError(GenrecError):
+    """An interaction log or evaluation dataset is malformed or missing."""

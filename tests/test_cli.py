@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genrec.cli import main
+
+
+@pytest.fixture
+def items_csv(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title,year\n1,Alien,1979\n2,Aliens,1986\n3,Heat,1995\n4,\"Monsters, Inc.\",2001\n5,Jaws,1975\n")
+    return path
+
+
+def test_recommend_json(items_csv, tiny_model_dir, capsys):
+    rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--history", "1,Heat", "-k", "2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 2 and all(set(o) == {"item_id", "title", "score"} for o in out)
+    assert not {o["item_id"] for o in out} & {"1", "3"}
+
+
+def test_recommend_table_with_title_containing_comma(items_csv, tiny_model_dir, capsys):
+    rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--item", "Monsters, Inc.", "-k", "3"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith("top-3 for history: Monsters, Inc.") and "item_id" in out
+
+
+def test_unknown_id_is_a_clean_error(items_csv, tiny_model_dir, capsys):
+    rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--history", "1,99"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("genrec: error:") and "'99'" in err and "Traceback" not in err
+
+
+def test_bad_catalog_is_a_clean_error(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,title\n1,\n")
+    rc = main(["ground", "--catalog", str(bad), "x"])
+    assert rc == 2 and "row 2: empty title" in capsys.readouterr().err
+
+
+def test_lenient_catalog_reports_skips(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,title\n1,\n2,Heat\n")
+    rc = main(["ground", "--catalog", str(bad), "--lenient", "heat", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "1 skipped" in captured.err
+    assert json.loads(captured.out)[0]["item_id"] == "2"
+
+
+def test_ground_list(items_csv, capsys):
+    assert main(["ground", "--catalog", str(items_csv), "--list", "1. Aliens\n2. Nope Nope"]) == 0
+    out = capsys.readouterr().out
+    assert "'Aliens' -> 2 Aliens" in out and "(not in catalog)" in out
+
+
+def test_broken_prompts_folder_is_a_clean_error(items_csv, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "next_item.jinja").write_text("{% block user %}{{ oops }{% endblock %}")
+    rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--prompts", str(tmp_path)])
+    assert rc == 2 and "next_item.jinja line 1" in capsys.readouterr().err
