@@ -112,6 +112,11 @@ def beam_search(
     enter (their titles are excluded). Fewer are returned when fewer titles are reachable.
     Unconstrained (``index=None``): free text ending in one of ``eos_token_ids`` or at
     ``max_new_tokens``.
+
+    Each user is one row of the model's batch. Its prompt is prefilled once; at every step its
+    beams' new tokens go in as that row's next ``num_beams`` positions, and a tree-shaped 4D
+    attention mask lets each beam see the prompt, its own ancestors' tokens and itself. The cache
+    only grows: nothing is copied or reordered when beams change parents.
     """
     if num_beams < 1 or num_return < 1:
         raise ValueError("num_beams and num_return must be at least 1")
@@ -122,6 +127,7 @@ def beam_search(
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
     device = next(model.parameters()).device
+    mask_dtype = next(model.parameters()).dtype
     n_users, beams = len(prompts), num_beams
     constrained = index is not None
     if constrained:
@@ -141,50 +147,52 @@ def beam_search(
         max_steps = max_new_tokens
         eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
 
-    input_ids, attention = _left_pad(prompts, pad_token_id, device)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    input_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache_arg = _cache_argument(model)
     cache = DynamicCache(config=model.config)  # filled in place by every forward pass
     out = model(
         input_ids=input_ids,
-        attention_mask=attention,
+        attention_mask=prompt_mask,
         position_ids=positions,
         use_cache=True,
         logits_to_keep=1,
         **{cache_arg: cache},
     )
-    logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+    # one row per beam for the candidate step; every beam of a user starts from the same logits
+    logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).repeat_interleave(beams, dim=0)
     vocab = logp.shape[-1]
-    # the prompt's cache is computed once per user and repeated for its beams
-    cache.batch_repeat_interleave(beams)
-    logp = logp.repeat_interleave(beams, dim=0)
-    attention = attention.repeat_interleave(beams, dim=0)
-    next_position = (positions[:, -1] + 1).repeat_interleave(beams)
+    prompt_keep = prompt_mask.bool()
+    first_position = positions[:, -1] + 1
 
     scores = torch.full((n_users, beams), NEG_INF, device=device)
-    scores[:, 0] = 0.0  # every beam starts identical: only the first may expand at step one
+    scores[:, 0] = 0.0  # only the first beam may expand at the first step
     if constrained:
         nodes = torch.full((n_users, beams), sentinel, dtype=torch.long, device=device)
         nodes[:, 0] = 0
         nodes = nodes.view(-1)
-    generated = torch.zeros((n_users * beams, 0), dtype=torch.long, device=device)
-    active = torch.arange(n_users, device=device)  # original user number of each active user
+    generated = torch.zeros((n_users, beams, 0), dtype=torch.long, device=device)
+    # ancestry[u, b, f]: where, among the generated keys of user u, beam b's f-th token sits
+    ancestry = torch.zeros((n_users, beams, 0), dtype=torch.long, device=device)
+    active = torch.arange(n_users, device=device)  # original user number of each row
     finished: list[list[Hypothesis]] = [[] for _ in prompts]
     keep_top = 2 * beams
+    beam_range = torch.arange(beams, device=device)
     last_token = None
 
     for step in range(max_steps):
+        n_active = len(active)
         if step > 0:
+            fed = step - 1  # how many tokens per beam are already in the cache
+            attention = _tree_mask(prompt_keep, ancestry, fed, beams, mask_dtype)
             out = model(
-                input_ids=last_token.view(-1, 1),
+                input_ids=last_token,
                 attention_mask=attention,
-                position_ids=next_position.view(-1, 1),
+                position_ids=(first_position + fed).view(-1, 1).expand(n_active, beams),
                 use_cache=True,
                 **{cache_arg: cache},
             )
-            logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-            next_position = next_position + 1
-        n_active = len(active)
+            logp = torch.log_softmax(out.logits.float(), dim=-1).view(n_active * beams, -1)
         if constrained:
             row_users = active.repeat_interleave(beams)
             logp = allowed_token_mask(logp, nodes, arrays, dead_keys, row_users, n_nodes)
@@ -204,51 +212,67 @@ def beam_search(
         # like transformers: only candidates ranked within the first `beams` may finish
         rank = torch.arange(top_scores.shape[1], device=device).view(1, -1)
         finishing = is_final & (rank < beams)
+        flat_generated = generated.reshape(n_active * beams, -1)
         if bool(finishing.any()):
             penalty = float(step + 1) ** length_penalty
             for u, j in finishing.nonzero().tolist():
-                row = int(parent_row[u, j])
-                tokens = (*generated[row].tolist(), int(token[u, j]))
+                tokens = (*flat_generated[int(parent_row[u, j])].tolist(), int(token[u, j]))
                 finished[int(active[u])].append(
                     Hypothesis(tokens=tokens, score=float(top_scores[u, j]) / penalty, node=int(child[u, j]))
                 )
         running = torch.where(is_final | ~valid, torch.full_like(top_scores, NEG_INF), top_scores)
         scores, pick = running.topk(beams, dim=1)
+        chosen_beam = beam_of.gather(1, pick)
         chosen_row = parent_row.gather(1, pick)
         chosen_token = token.gather(1, pick)
         alive = scores > NEG_INF
         if constrained:
             chosen_node = torch.where(alive, child.gather(1, pick), torch.full_like(chosen_token, sentinel))
         chosen_token = torch.where(alive, chosen_token, torch.full_like(chosen_token, pad_token_id))
+        generated = torch.cat([flat_generated[chosen_row.view(-1)].view(n_active, beams, -1), chosen_token.unsqueeze(-1)], dim=2)
+        if step > 0:
+            # each new beam inherits its parent's ancestry plus the parent's token fed this step
+            parent_ancestry = ancestry.gather(1, chosen_beam.unsqueeze(-1).expand(-1, -1, ancestry.shape[2]))
+            ancestry = torch.cat([parent_ancestry, ((step - 1) * beams + chosen_beam).unsqueeze(-1)], dim=2)
 
         if not constrained and step + 1 >= max_steps:
             # free text that hit max_new_tokens is returned unfinished, as transformers does
             penalty = float(max_steps) ** length_penalty
             for u, b in alive.nonzero().tolist():
-                row = int(chosen_row[u, b])
                 finished[int(active[u])].append(
-                    Hypothesis(
-                        tokens=(*generated[row].tolist(), int(chosen_token[u, b])),
-                        score=float(scores[u, b]) / penalty,
-                        finished=False,
-                    )
+                    Hypothesis(tokens=tuple(generated[u, b].tolist()), score=float(scores[u, b]) / penalty, finished=False)
                 )
         done = _users_done(scores, finished, active, num_return, beams, length_penalty, step, max_steps)
         if bool(done.all()):
             break
-        keep = ~done
-        rows = chosen_row[keep].view(-1)
-        cache.reorder_cache(rows)  # also drops the rows of finished users
-        attention = torch.cat([attention[rows], torch.ones((len(rows), 1), dtype=attention.dtype, device=device)], dim=1)
-        next_position = next_position[rows]
-        generated = torch.cat([generated[rows], chosen_token[keep].view(-1, 1)], dim=1)
-        scores = scores[keep]
-        last_token = chosen_token[keep].view(-1)
+        if bool(done.any()):
+            keep = (~done).nonzero().view(-1)
+            cache.batch_select_indices(keep)  # drop finished users' rows
+            prompt_keep, first_position = prompt_keep[keep], first_position[keep]
+            scores, chosen_token, generated, ancestry = scores[keep], chosen_token[keep], generated[keep], ancestry[keep]
+            if constrained:
+                chosen_node = chosen_node[keep]
+            active = active[keep]
+        last_token = chosen_token
         if constrained:
-            nodes = chosen_node[keep].view(-1)
-        active = active[keep]
+            nodes = chosen_node.reshape(-1)
 
     return [sorted(f, key=lambda h: -h.score)[:num_return] for f in finished]
+
+
+def _tree_mask(prompt_keep: torch.Tensor, ancestry: torch.Tensor, fed: int, beams: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4D mask ``[users, 1, beams, prompt + (fed + 1) * beams]``: beam b sees the real
+    prompt tokens, the keys of its ancestors' tokens, and its own new token."""
+    users, prompt_len = prompt_keep.shape
+    keys = prompt_len + (fed + 1) * beams
+    allowed = torch.zeros((users, beams, keys), dtype=torch.bool, device=prompt_keep.device)
+    allowed[:, :, :prompt_len] = prompt_keep.unsqueeze(1)
+    if fed:
+        allowed.scatter_(2, prompt_len + ancestry, True)
+    own = prompt_len + fed * beams + torch.arange(beams, device=prompt_keep.device)
+    allowed[:, torch.arange(beams, device=prompt_keep.device), own] = True
+    mask = torch.zeros((users, 1, beams, keys), dtype=dtype, device=prompt_keep.device)
+    return mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
 
 
 def _users_done(

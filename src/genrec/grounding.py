@@ -28,6 +28,7 @@ __all__ = [
     "normalize_title",
     "split_year",
     "split_list",
+    "move_article",
     "DEFAULT_THRESHOLD",
     "title_score",
     "title_scores",
@@ -81,7 +82,8 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
 
 
-def _move_article(title: str) -> str:
+def move_article(title: str) -> str:
+    """"Matrix, The" -> "The Matrix" (a parenthesised alternative title may follow)."""
     match = _MOVED_ARTICLE.match(title)
     if not match:
         return title
@@ -97,7 +99,7 @@ def normalize_title(text: str, *, keep_year: bool = True) -> str:
     the front; roman numerals II-X become digits ("Part II" == "Part 2"); the year (if any) is
     kept at the end or dropped."""
     title, year = split_year(text.strip())
-    title = _move_article(title.strip())
+    title = move_article(title.strip())
     title = _fold(title).replace("&", " and ")
     title = " ".join(_ROMAN.get(word, word) for word in _NON_WORD.sub(" ", title).split())
     if keep_year and year:

@@ -52,8 +52,8 @@ class Recommendations(list):
     - ``history_used`` / ``history_dropped``: history items in the prompt, and the oldest ones cut
       to fit the model's context window;
     - unconstrained mode only: ``outputs`` (every generated text, best beam first), ``ungrounded``
-      (those that matched no catalog item) and ``history_repeats`` (those that named an item of
-      the history, left out while history items are excluded).
+      (those that matched no catalog item) and ``history_repeats`` (those that named an excluded
+      item: one of the history, or of ``exclude=``).
     """
 
     def __init__(
@@ -175,6 +175,7 @@ class Recommender:
         k: int = 10,
         *,
         request: str | None = None,
+        exclude: Sequence[Any] = (),
         constrained: bool = True,
         exclude_history: bool = True,
         template: str = "next_item",
@@ -182,11 +183,13 @@ class Recommender:
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
-        ``exclude_history=False``; fewer than ``k`` come back when fewer are left."""
+        ``exclude_history=False``, and so are the items in ``exclude`` (IDs or titles: items the
+        user already has, or turned down). Fewer than ``k`` come back when fewer are left."""
         return self.recommend_batch(
             [history],
             k,
             requests=[request],
+            excludes=[exclude],
             constrained=constrained,
             exclude_history=exclude_history,
             template=template,
@@ -199,6 +202,7 @@ class Recommender:
         k: int = 10,
         *,
         requests: Sequence[str | None] | None = None,
+        excludes: Sequence[Sequence[Any]] | None = None,
         constrained: bool = True,
         exclude_history: bool = True,
         template: str = "next_item",
@@ -209,11 +213,12 @@ class Recommender:
         """``recommend`` for many users; users are decoded together in batches for throughput."""
         k = self._check_k(k)
         requests = list(requests) if requests is not None else [None] * len(histories)
-        if len(requests) != len(histories):
-            raise LimitError(f"{len(requests)} requests for {len(histories)} histories")
+        excludes = list(excludes) if excludes is not None else [()] * len(histories)
+        if len(requests) != len(histories) or len(excludes) != len(histories):
+            raise LimitError(f"{len(histories)} histories need as many requests and exclude lists")
         jobs = [
-            self._prepare(history, request, template, exclude_history)
-            for history, request in zip(histories, requests)
+            self._prepare(history, request, template, exclude_history, exclude)
+            for history, request, exclude in zip(histories, requests, excludes)
         ]
         beams = max(num_beams or self.num_beams, k)
         if beams > self.limits.max_beams:
@@ -225,7 +230,8 @@ class Recommender:
         batches = [order[i : i + size] for i in range(0, len(order), size)]
         bar = _progress(len(jobs), progress, "recommending")
         for batch in batches:
-            for i, recs in zip(batch, self._run_batch([jobs[i] for i in batch], k, beams, constrained, exclude_history)):
+            run = self._run_constrained if constrained else self._run_free
+            for i, recs in zip(batch, run([jobs[i] for i in batch], k, beams)):
                 results[i] = recs
             bar.update(len(batch))
         bar.close()
@@ -266,7 +272,7 @@ class Recommender:
         if isinstance(refs, (str, bytes)):
             raise LimitError("history must be a list of item IDs or titles, not one string")
         if len(refs) > self.limits.max_history:
-            raise LimitError(f"history has {len(refs)} items; the limit is {self.limits.max_history}")
+            raise LimitError(f"{len(refs)} items given; the limit is {self.limits.max_history} (Limits.max_history)")
         positions: list[int] = []
         unknown: list[str] = []
         for ref in refs:
@@ -311,9 +317,17 @@ class Recommender:
         # room for the longest title and its end marker
         return self.lm.max_context - self._index(ctx).max_depth - 1
 
-    def _prepare(self, history: Sequence[Any], request: str | None, template: str, exclude_history: bool) -> _Job:
+    def _prepare(
+        self,
+        history: Sequence[Any],
+        request: str | None,
+        template: str,
+        exclude_history: bool,
+        exclude: Sequence[Any] = (),
+    ) -> _Job:
         self._check_request(request)
         positions = self._resolve_positions(history)
+        excluded = self._resolve_positions(exclude) if len(exclude) else []
         items = [self.catalog._item_at(p) for p in positions]
 
         def render(subset: Sequence[dict[str, Any]]) -> tuple[Prompt, str]:
@@ -331,7 +345,9 @@ class Recommender:
         if dropped:
             log.warning("history cut to fit the model's context: the %d oldest of %d items left out", dropped, len(items))
         prompt_text, ctx = self._split(text)
-        banned = {self.catalog.title_number_of(self.catalog.ids[p]) for p in positions} if exclude_history else set()
+        banned = {self._title_number(p) for p in excluded}
+        if exclude_history:
+            banned |= {self._title_number(p) for p in positions}
         return _Job(
             prompt_ids=self._encode_prompt(prompt_text),
             prompt_text=prompt_text,
@@ -341,6 +357,9 @@ class Recommender:
             history_used=len(items) - dropped,
             history_dropped=dropped,
         )
+
+    def _title_number(self, position: int) -> int:
+        return self.catalog.title_number_of(self.catalog.ids[position])
 
     def _index(self, ctx: TitleContext) -> TitleIndex:
         with self._lock:
@@ -359,13 +378,6 @@ class Recommender:
             return index
 
     # ------------------------------------------------------------------ decoding
-    def _run_batch(
-        self, jobs: list[_Job], k: int, beams: int, constrained: bool, exclude_history: bool
-    ) -> list[Recommendations]:
-        if constrained:
-            return self._run_constrained(jobs, k, beams)
-        return self._run_free(jobs, k, beams, exclude_history)
-
     def _run_constrained(self, jobs: list[_Job], k: int, beams: int) -> list[Recommendations]:
         out: list[Recommendations] = []
         # jobs with different tokenisation contexts (different templates) use different indexes
@@ -408,7 +420,7 @@ class Recommender:
             )
         return out
 
-    def _run_free(self, jobs: list[_Job], k: int, beams: int, exclude_history: bool) -> list[Recommendations]:
+    def _run_free(self, jobs: list[_Job], k: int, beams: int) -> list[Recommendations]:
         """Unconstrained generation, each beam's text grounded onto the catalog (BIGRec-style)."""
         hyps_per_user = beam_search(
             self.lm.model,
@@ -423,7 +435,6 @@ class Recommender:
         )
         out = []
         for job, hyps in zip(jobs, hyps_per_user):
-            history_titles = job.banned_titles
             recs: list[Recommendation] = []
             seen: set[str] = set()
             outputs: list[str] = []
@@ -436,7 +447,7 @@ class Recommender:
                 if not matches:
                     ungrounded.append(text)
                     continue
-                if exclude_history and self.catalog.title_number(matches[0].title) in history_titles:
+                if self.catalog.title_number(matches[0].title) in job.banned_titles:
                     repeats.append(text)
                     continue
                 for match in matches:
