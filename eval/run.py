@@ -15,19 +15,14 @@ import logging
 import os
 import sys
 
+from genrec.datasets import add_dataset_arguments, dataset_from_args
 from genrec.errors import GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv"])
-    p.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m)")
-    p.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
-    p.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
-    p.add_argument("--catalog", help="catalog file for --dataset interactions / d3csv")
-    p.add_argument("--test", help="D3 test CSV")
-    p.add_argument("--train", help="D3 training CSV (optional)")
+    add_dataset_arguments(p)
     p.add_argument("--methods", default="pop,markov,sasrec,genrec", help=f"comma-separated, of: {', '.join(METHODS)}")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--users", type=int, help="evaluate a random sample of this many users")
@@ -48,15 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from genrec.datasets import load_dataset
-
     try:
-        data = {k: v for k, v in {"data_dir": args.data_dir, "interactions": args.interactions, "catalog": args.catalog,
-                                  "test": args.test, "train": args.train}.items() if v}  # fmt: skip
-        dataset = load_dataset(
-            args.dataset, args.data_dir, download=args.download,
-            interactions=args.interactions, catalog=args.catalog, test=args.test, train=args.train,
-        )  # fmt: skip
+        dataset, data = dataset_from_args(args)
         config = EvalConfig(
             dataset=args.dataset,
             methods=[m.strip() for m in args.methods.split(",") if m.strip()],

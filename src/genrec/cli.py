@@ -61,6 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="the text is a list answer: ground each piece")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
+    from .datasets import add_dataset_arguments
+
+    add_dataset_arguments(p)
+    p.add_argument("--out", required=True, help="the model directory to write")
+    p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (needs genrec[lora]); merged at the end")
+    p.add_argument("--lora-r", type=int, default=16)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=1.0)
+    length.add_argument("--max-steps", type=int, help="optimizer steps (instead of --epochs)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 3e-4 LoRA)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
+    p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
+    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
+    p.add_argument("--template", default="next_item")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+
     p = sub.add_parser("demo", help="top-10 on the bundled demo catalog with the default model")
     _add_model_options(p)
     p.add_argument("--history", default=",".join(DEMO_HISTORY))
@@ -156,6 +179,24 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .datasets import dataset_from_args
+    from .training import TrainConfig, train
+
+    dataset, data = dataset_from_args(args)
+    config = TrainConfig(
+        model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, epochs=args.epochs,
+        max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
+        seed=args.seed, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
+        dataset=args.dataset, data=data,
+    )  # fmt: skip
+    result = train(dataset, args.out, config, resume=args.resume)
+    print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} samples, "
+          f"{result.samples_per_s:.2f} samples/s, final loss {result.final_loss:.3f}")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -173,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_recommend(args, _load_catalog(args))
         if args.command == "ground":
             return _cmd_ground(args)
+        if args.command == "train":
+            return _cmd_train(args)
         if args.command == "demo":
             from .catalog import Catalog
 

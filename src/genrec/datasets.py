@@ -38,6 +38,8 @@ __all__ = [
     "download_movielens",
     "natural_title",
     "MOVIELENS_URLS",
+    "add_dataset_arguments",
+    "dataset_from_args",
 ]
 
 MOVIELENS_URLS = {
@@ -87,9 +89,10 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _log_frame(users: list[str], items: list[str], times: list[int], source: str) -> pd.DataFrame:
-    frame = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times})
-    frame["row"] = range(1, len(frame) + 1)
+def _log_frame(users: list[str], items: list[str], times: list[int], lines: list[int], source: str) -> pd.DataFrame:
+    """The log as a table; ``row`` is each event's line in the source file (file order, and what
+    error messages cite)."""
+    frame = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": times, "row": lines})
     if frame.empty:
         raise DataError(f"{source}: no interactions")
     return frame
@@ -101,7 +104,7 @@ def _check_items(frame: pd.DataFrame, catalog: Catalog, source: str) -> None:
         rows = frame.loc[frame["item_id"].isin(unknown[:3]), "row"].tolist()[:3]
         raise DataError(
             f"{source}: {len(unknown)} item IDs are not in the catalog (e.g. {', '.join(map(repr, unknown[:5]))} "
-            f"at rows {', '.join(map(str, rows))})"
+            f"at row(s) {', '.join(map(str, rows))})"
         )
 
 
@@ -126,9 +129,11 @@ def load_movielens_100k(data_dir: str | Path, *, natural_titles: bool = True) ->
              "movielens_title": item["title"]}
         )
     catalog = Catalog.from_records(records, kind="movie", name="ml-100k")
-    users, items, times = [], [], []
+    users, items, times, lines = [], [], [], []
     with open(data_path, encoding="latin-1") as fh:
         for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 4:
                 raise DataError(f"{data_path}: row {n}: expected 4 tab-separated fields, found {len(parts)}")
@@ -138,7 +143,8 @@ def load_movielens_100k(data_dir: str | Path, *, natural_titles: bool = True) ->
                 raise DataError(f"{data_path}: row {n}: timestamp {parts[3]!r} is not a whole number") from None
             users.append(parts[0])
             items.append(parts[1])
-    frame = _log_frame(users, items, times, str(data_path))
+            lines.append(n)
+    frame = _log_frame(users, items, times, lines, str(data_path))
     _check_items(frame, catalog, str(data_path))
     return Dataset(name="ml-100k", catalog=catalog, interactions=frame)
 
@@ -157,16 +163,19 @@ def load_movielens_1m(data_dir: str | Path, *, natural_titles: bool = True) -> D
             title = natural_title(parts[1]) if natural_titles else parts[1]
             records.append({"item_id": parts[0], "title": title, "genres": parts[2], "movielens_title": parts[1]})
     catalog = Catalog.from_records(records, kind="movie", name="ml-1m")
-    users, items, times = [], [], []
+    users, items, times, lines = [], [], [], []
     with open(ratings, encoding="latin-1") as fh:
         for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
             parts = line.rstrip("\n").split("::")
             if len(parts) != 4 or not parts[3].isdigit():
                 raise DataError(f"{ratings}: row {n}: expected user::item::rating::timestamp")
             users.append(parts[0])
             items.append(parts[1])
             times.append(int(parts[3]))
-    frame = _log_frame(users, items, times, str(ratings))
+            lines.append(n)
+    frame = _log_frame(users, items, times, lines, str(ratings))
     _check_items(frame, catalog, str(ratings))
     return Dataset(name="ml-1m", catalog=catalog, interactions=frame)
 
@@ -178,14 +187,15 @@ def load_interactions(interactions: str | Path, catalog: Catalog | str | Path, *
     path = _require(Path(interactions), "interactions file")
     if not isinstance(catalog, Catalog):
         catalog = Catalog.from_file(catalog, **catalog_options)
-    users, items, times = [], [], []
+    users, items, times, lines = [], [], [], []
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         missing = {"user_id", "item_id"} - set(reader.fieldnames or [])
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))} (have: {', '.join(reader.fieldnames or [])})")
         has_time = "timestamp" in (reader.fieldnames or [])
-        for n, row in enumerate(reader, start=2):
+        for row in reader:
+            n = reader.line_num
             user, item = (row.get("user_id") or "").strip(), (row.get("item_id") or "").strip()
             if not user or not item:
                 raise DataError(f"{path}: row {n}: empty user_id or item_id")
@@ -198,7 +208,8 @@ def load_interactions(interactions: str | Path, catalog: Catalog | str | Path, *
                 times.append(n)
             users.append(user)
             items.append(item)
-    frame = _log_frame(users, items, times, str(path))
+            lines.append(n)
+    frame = _log_frame(users, items, times, lines, str(path))
     _check_items(frame, catalog, str(path))
     return Dataset(name=path.stem, catalog=catalog, interactions=frame)
 
@@ -306,3 +317,26 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     if name == "d3csv":
         return load_d3csv(options["test"], options["catalog"], train=options.get("train"))
     raise DataError(f"unknown dataset {name!r} (ml-100k, ml-1m, interactions, d3csv)")
+
+
+def add_dataset_arguments(parser: Any) -> None:
+    """The data options shared by ``eval/run.py`` and ``genrec train``."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv"])
+    g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m)")
+    g.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
+    g.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
+    g.add_argument("--catalog", help="catalog file for --dataset interactions / d3csv")
+    g.add_argument("--test", help="D3 test CSV")
+    g.add_argument("--train", help="D3 training CSV (optional)")
+
+
+def dataset_from_args(args: Any) -> tuple[Dataset, dict[str, str]]:
+    """The dataset the options name, and the options themselves (recorded with results)."""
+    names = ("data_dir", "interactions", "catalog", "test", "train")
+    given = {name: str(getattr(args, name)) for name in names if getattr(args, name, None)}
+    dataset = load_dataset(
+        args.dataset, args.data_dir, download=args.download,
+        interactions=args.interactions, catalog=args.catalog, test=args.test, train=args.train,
+    )  # fmt: skip
+    return dataset, given

@@ -14,6 +14,7 @@ length penalty 0 the search stops as soon as the k best finished titles can no l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,7 @@ def beam_search(
     max_new_tokens: int | None = None,
     length_penalty: float = 0.0,
     pad_token_id: int = 0,
+    stats: dict[str, float] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -117,6 +119,8 @@ def beam_search(
     beams' new tokens go in as that row's next ``num_beams`` positions, and a tree-shaped 4D
     attention mask lets each beam see the prompt, its own ancestors' tokens and itself. The cache
     only grows: nothing is copied or reordered when beams change parents.
+
+    ``stats``, when given, receives ``steps`` (decoding steps run), ``prefill_s`` and ``decode_s``.
     """
     if num_beams < 1 or num_return < 1:
         raise ValueError("num_beams and num_return must be at least 1")
@@ -147,6 +151,7 @@ def beam_search(
         max_steps = max_new_tokens
         eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
 
+    started = time.perf_counter()
     input_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache_arg = _cache_argument(model)
@@ -164,6 +169,7 @@ def beam_search(
     vocab = logp.shape[-1]
     prompt_keep = prompt_mask.bool()
     first_position = positions[:, -1] + 1
+    prefilled = time.perf_counter()
 
     scores = torch.full((n_users, beams), NEG_INF, device=device)
     scores[:, 0] = 0.0  # only the first beam may expand at the first step
@@ -180,7 +186,9 @@ def beam_search(
     beam_range = torch.arange(beams, device=device)
     last_token = None
 
+    steps = 0
     for step in range(max_steps):
+        steps = step + 1
         n_active = len(active)
         if step > 0:
             fed = step - 1  # how many tokens per beam are already in the cache
@@ -257,6 +265,8 @@ def beam_search(
         if constrained:
             nodes = chosen_node.reshape(-1)
 
+    if stats is not None:
+        stats.update(steps=steps, prefill_s=prefilled - started, decode_s=time.perf_counter() - prefilled)
     return [sorted(f, key=lambda h: -h.score)[:num_return] for f in finished]
 
 

@@ -243,9 +243,9 @@ def _fit_sasrec(catalog: Catalog, split: Split, config: EvalConfig, out_dir: Pat
         method.load_state(torch.load(saved, weights_only=False))
         return method
     method.fit(split)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=out_dir)
-    os.close(fd)
-    torch.save(method.state(), tmp)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=out_dir)
+    with os.fdopen(fd, "wb") as fh:
+        torch.save(method.state(), fh)
     os.replace(tmp, saved)
     return method
 

@@ -40,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 DEFAULT_MAX_TITLE_TOKENS = 256
 _CHUNK = 20_000
 _ARRAYS = ("token", "parent", "first_child", "n_children", "node_title", "leaves_below", "title_leaf", "alias_leaf", "alias_title")
@@ -161,7 +161,7 @@ class TitleIndex:
 
     token: np.ndarray  # int32: token on the edge into each node (-1: root, sentinel)
     parent: np.ndarray  # int32
-    first_child: np.ndarray  # int64
+    first_child: np.ndarray  # int32
     n_children: np.ndarray  # int32
     node_title: np.ndarray  # int32: title number ending at this node, -1 if none
     leaves_below: np.ndarray  # int32: how many titles end at or below each node
@@ -249,18 +249,16 @@ class TitleIndex:
         return np.array(sorted(dead), dtype=np.int64)
 
     def torch_arrays(self, device: Any) -> dict[str, Any]:
-        """The arrays decoding needs, as tensors on ``device`` (made once per device)."""
+        """The arrays decoding needs, as tensors on ``device`` (made once per device). On the CPU
+        they share the numpy arrays' memory: a million-title index is not held twice."""
         import torch
 
         key = str(device)
         if key not in self._torch:
-            self._torch[key] = {
-                "token": torch.from_numpy(self.token.astype(np.int64)).to(device),
-                "first_child": torch.from_numpy(self.first_child.astype(np.int64)).to(device),
-                "n_children": torch.from_numpy(self.n_children.astype(np.int64)).to(device),
-                "node_title": torch.from_numpy(self.node_title.astype(np.int64)).to(device),
-                "keys": torch.from_numpy(self.keys).to(device),
-            }
+            names = ("token", "first_child", "n_children", "node_title")
+            arrays = {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name))) for name in names}
+            arrays["keys"] = torch.from_numpy(self.keys)
+            self._torch[key] = {name: t.to(device) for name, t in arrays.items()}
         return self._torch[key]
 
     # ---------------------------------------------------------------- persistence
@@ -309,7 +307,7 @@ def build_index(sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | N
         return TitleIndex(
             token=np.array([-1, -1], dtype=np.int32),
             parent=np.array([-1, -1], dtype=np.int32),
-            first_child=np.array([1, 1], dtype=np.int64),
+            first_child=np.array([1, 1], dtype=np.int32),
             n_children=np.zeros(2, dtype=np.int32),
             node_title=np.array([-1, -1], dtype=np.int32),
             leaves_below=np.zeros(2, dtype=np.int32),
@@ -362,7 +360,7 @@ def build_index(sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | N
     n_children = np.bincount(parent[1:sentinel], minlength=n_nodes).astype(np.int32)
     # parent[] is non-decreasing over node numbers (depth-major, sorted rows), so each node's
     # children start where its number first appears as a parent
-    first_child = (np.searchsorted(parent[1:sentinel], np.arange(n_nodes), side="left") + 1).astype(np.int64)
+    first_child = (np.searchsorted(parent[1:sentinel], np.arange(n_nodes), side="left") + 1).astype(np.int32)
     n_children[sentinel] = 0
 
     # Two titles can share a token sequence (a tokenizer that maps unknown characters to <unk>):

@@ -136,6 +136,7 @@ class Recommender:
         max_prompt_tokens: int | None = None,
         batch_size: int = 8,
         grounding_threshold: float = DEFAULT_THRESHOLD,
+        free_text_slack: int = 16,
         limits: Limits = Limits(),
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
@@ -156,6 +157,7 @@ class Recommender:
         self.max_prompt_tokens = max_prompt_tokens
         self.batch_size = batch_size
         self.grounding_threshold = grounding_threshold
+        self.free_text_slack = free_text_slack
         self.limits = limits
         self.special_tokens = _special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
@@ -429,7 +431,8 @@ class Recommender:
             num_return=beams,
             index=None,
             eos_token_ids=self.end_ids or _eos_ids(self.tokenizer),
-            max_new_tokens=64,
+            # room for the longest catalog title plus some words around it
+            max_new_tokens=self._index(jobs[0].ctx).max_depth + self.free_text_slack,
             length_penalty=self.length_penalty,
             pad_token_id=self.pad_token_id,
         )

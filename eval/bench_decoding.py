@@ -1,0 +1,257 @@
+"""Constrained decoding at catalog scale: genrec against the tools people use today, in ONE process,
+on the same model and the same prompts.
+
+    .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE]
+
+(a) genrec constrained top-10 (10 beams), one user at a time;
+(b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
+(c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
+plus genrec's own decoder without the constraint, and several users decoded in one batch.
+Medians over users. Writes OUTDIR/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from synthetic import synthetic_titles, vocabulary_words
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _build_index_child(titles, model_dir, cache_dir, context, queue) -> None:
+    """Build the title index in a fresh process, to measure its time and memory alone."""
+    from transformers import AutoTokenizer
+
+    from genrec.catalog import Catalog
+    from genrec.index import TitleContext, load_or_build_index
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    catalog = Catalog(list(map(str, range(len(titles)))), titles)
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    index = load_or_build_index(
+        catalog.unique_titles, tokenizer, TitleContext(**context), catalog_hash=catalog.content_hash,
+        cache_dir=Path(cache_dir), vocab_size=len(tokenizer),
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"index_build_s": seconds, "rss_before_mb": before, "process_peak_rss_mb": peak,
+               "index_nodes": index.n_nodes, "index_mb": index.nbytes() / 2**20, "max_depth": index.max_depth})  # fmt: skip
+
+
+def dict_trie(index):
+    trie: dict = {}
+    for n in range(index.n_titles):
+        node = trie
+        for tok in index.sequence(n):
+            node = node.setdefault(tok, {})
+    return trie
+
+
+def node_path(index, node: int) -> list[int]:
+    path = []
+    while node > 0:
+        path.append(int(index.token[node]))
+        node = int(index.parent[node])
+    return path[::-1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--titles", type=int, default=10_000)
+    p.add_argument("--real-catalog", help="a catalog file instead of synthetic titles")
+    p.add_argument("--sep")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--no-header", action="store_true")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--history", type=int, default=5)
+    p.add_argument("--beams", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="default: the embedded SmolLM2-135M-Instruct")
+    p.add_argument("--skip-hf", action="store_true", help="skip (b), the slow reference")
+    args = p.parse_args(argv)
+
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from genrec import Catalog, Recommender
+    from genrec.decoding import beam_search
+    from genrec.model import cache_root, default_model_dir
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = str(args.model or default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if args.real_catalog:
+        catalog = Catalog.from_file(args.real_catalog, sep=args.sep, encoding=args.encoding, header=not args.no_header)
+    else:
+        catalog = Catalog(list(map(str, range(args.titles))), synthetic_titles(args.titles, vocabulary_words(tokenizer), args.seed))
+    n_titles = len(catalog.unique_titles)
+    cache_dir = cache_root() / "bench"
+    print(f"{n_titles} titles; threads={torch.get_num_threads()}", flush=True)
+
+    rec = Recommender(catalog, model=args.model, cache_dir=cache_dir)
+    rng = random.Random(args.seed)
+    histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
+    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
+    ctx = jobs[0].ctx
+
+    # index: built in a child process from an empty cache, so time and memory are its own
+    from genrec.index import index_key, tokenizer_fingerprint
+
+    key = index_key(catalog.content_hash, tokenizer_fingerprint(tokenizer), ctx)
+    (cache_dir / "indexes" / f"{key}.npz").unlink(missing_ok=True)
+    queue = mp.get_context("spawn").Queue()
+    child = mp.get_context("spawn").Process(
+        target=_build_index_child,
+        args=(catalog.unique_titles, model_dir, str(cache_dir),
+              {"context": ctx.context, "title_prefix": ctx.title_prefix, "end_ids": ctx.end_ids, "end_text": ctx.end_text}, queue),
+    )  # fmt: skip
+    child.start()
+    build = queue.get()
+    child.join()
+    t0 = time.perf_counter()
+    index = rec._index(ctx)  # loaded from the cache the child wrote
+    index_load_s = time.perf_counter() - t0
+    print(f"index: built in {build['index_build_s']:.1f}s, +{build['process_peak_rss_mb'] - build['rss_before_mb']:.0f} MB "
+          f"peak, loaded in {index_load_s:.2f}s, {build['index_nodes']} nodes", flush=True)  # fmt: skip
+
+    model = rec.lm.model
+    end = rec.end_ids[0]
+    k = 10
+
+    def genrec_one(job):
+        stats: dict = {}
+        t = time.perf_counter()
+        hyps = beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
+                           dead_nodes=[index.dead_nodes(job.banned_titles)], pad_token_id=rec.pad_token_id, stats=stats)[0]  # fmt: skip
+        return time.perf_counter() - t, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"]
+
+    genrec_one(jobs[0])  # warm-up
+    genrec_runs = [genrec_one(j) for j in jobs]
+    genrec_s = statistics.median(r[0] for r in genrec_runs)
+    print(f"(a) genrec: {genrec_s:.3f} s/user (median), steps {[r[3] for r in genrec_runs]}", flush=True)
+
+    def hf_generate(job, new_tokens, allowed=None):
+        ids = torch.tensor([job.prompt_ids])
+        config = GenerationConfig(
+            num_beams=args.beams, num_return_sequences=k if allowed else 1, do_sample=False, length_penalty=0.0,
+            max_new_tokens=new_tokens, min_new_tokens=None if allowed else new_tokens, eos_token_id=end,
+            pad_token_id=end, return_dict_in_generate=True, output_scores=True,
+        )  # fmt: skip
+        t = time.perf_counter()
+        with torch.inference_mode():
+            result = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, prefix_allowed_tokens_fn=allowed)
+        return time.perf_counter() - t, result
+
+    # (c) the floor: the same number of new tokens, no constraint
+    floor = [hf_generate(j, r[3])[0] for j, r in zip(jobs, genrec_runs)]
+    unconstrained_s = statistics.median(floor)
+    engine_floor = []
+    for job, run in zip(jobs, genrec_runs):
+        t = time.perf_counter()
+        beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=1, index=None, eos_token_ids=(),
+                    max_new_tokens=run[3], pad_token_id=rec.pad_token_id)  # fmt: skip
+        engine_floor.append(time.perf_counter() - t)
+    print(f"(c) unconstrained generate: {unconstrained_s:.3f} s/user; genrec engine unconstrained "
+          f"{statistics.median(engine_floor):.3f}", flush=True)  # fmt: skip
+
+    result = {
+        "n_titles": n_titles,
+        "genrec_s": genrec_s,
+        "hf_prefix_fn_s": None,
+        "unconstrained_s": unconstrained_s,
+        "unconstrained_genrec_engine_s": statistics.median(engine_floor),
+        "same_topk": None,
+        "index_build_s": build["index_build_s"],
+        "index_peak_rss_mb": build["process_peak_rss_mb"] - build["rss_before_mb"],
+        "index_process_peak_rss_mb": build["process_peak_rss_mb"],
+        "index_load_s": index_load_s,
+        "index_nodes": build["index_nodes"],
+        "index_max_depth": build["max_depth"],
+        "users": args.users,
+        "beams": args.beams,
+        "history_items": args.history,
+        "prompt_tokens_median": statistics.median(len(j.prompt_ids) for j in jobs),
+        "genrec_steps_median": statistics.median(r[3] for r in genrec_runs),
+        "threads": torch.get_num_threads(),
+        "source": args.real_catalog or "synthetic",
+    }
+
+    # (b) transformers with a GENRE-style nested-dict trie
+    if not args.skip_hf:
+        t0 = time.perf_counter()
+        trie = dict_trie(index)
+        result["hf_trie_build_s"] = time.perf_counter() - t0
+        runs, same = [], []
+        for job, mine in zip(jobs, genrec_runs):
+            start = len(job.prompt_ids)
+            # the same exclusion as genrec: never enter a subtree whose titles are all in the history
+            dead_children: dict[tuple, set] = {}
+            for node in index.dead_nodes(job.banned_titles).tolist():
+                path = node_path(index, node)
+                dead_children.setdefault(tuple(path[:-1]), set()).add(path[-1])
+
+            def allowed(batch_id, input_ids, start=start, dead_children=dead_children):
+                node = trie
+                generated = input_ids[start:].tolist()
+                for tok in generated:
+                    node = node.get(tok)
+                    if node is None:
+                        return [end]
+                dead = dead_children.get(tuple(generated), ())
+                options = [t for t in node if t not in dead]
+                return options or [end]
+
+            seconds, out_hf = hf_generate(job, index.max_depth, allowed)
+            runs.append(seconds)
+            titles = []
+            for seq, score in zip(out_hf.sequences, out_hf.sequences_scores):
+                gen = seq[start:].tolist()
+                if end in gen and score > -1e8:
+                    leaf = index.walk(gen[: gen.index(end) + 1])
+                    titles.append((index.titles_at(leaf)[0] if leaf >= 0 else -1, float(score)))
+            mine_scores = dict(zip(mine[1], mine[2]))
+            theirs = [t for t, _ in titles[:k]]
+            # equal lists, or differences only among titles whose scores tie
+            same.append(theirs == mine[1] or sorted(theirs) == sorted(mine[1]) and all(
+                abs(s - mine_scores.get(t, 1e9)) < 1e-3 for t, s in titles[:k]))  # fmt: skip
+        result["hf_prefix_fn_s"] = statistics.median(runs)
+        result["same_topk"] = all(same)
+        print(f"(b) transformers prefix_allowed_tokens_fn: {result['hf_prefix_fn_s']:.3f} s/user; same top-10: {same}", flush=True)
+
+    # several users in one batch
+    t0 = time.perf_counter()
+    rec.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
+    batched = min(batched, time.perf_counter() - t0)
+    result["users_per_s_batched"] = len(histories) / batched
+    result["users_per_s_one_at_a_time"] = 1.0 / genrec_s
+    print(f"batched: {result['users_per_s_batched']:.2f} users/s vs {result['users_per_s_one_at_a_time']:.2f} one at a time", flush=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main())

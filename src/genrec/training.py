@@ -1,0 +1,408 @@
+"""Fine-tuning the language model on interaction logs rendered as text (full or LoRA).
+
+Training examples go through the same template and the same tokenisation as inference: the
+prompt is what ``Recommender`` would send for that history, and the target is the title's token
+sequence from the title index (end marker included), so the model learns exactly what constrained
+beam search will score. The loss covers only the target tokens.
+
+Samples come from sliding windows over the TRAINING part of the leave-one-out split: validation
+and test items never reach the model.
+
+Layout of ``out``:
+
+- ``<out>.work/`` while training: ``checkpoints/step-N/`` (model, optimizer, scheduler and RNG
+  state, each written to a temporary folder and renamed) and ``log.jsonl``. ``resume=True``
+  continues from the newest complete checkpoint.
+- ``<out>/`` at the end, put in place with one rename: a plain transformers model directory
+  (LoRA weights merged in), the tokenizer, ``genrec.json`` (catalog, template, data and settings
+  it was trained with), ``train_log.json`` and ``loss.png``.
+
+Runs unchanged under ``accelerate launch`` (data parallel); on one process it trains on the
+available device, in fp32 on CPU and bf16/fp16 on GPUs that support them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import Dataset, Example
+from .errors import DataError, ModelNotFoundError
+from .model import DEFAULT_MODEL_NAME
+from .recommender import TRAINING_RECORD, Recommender
+from .splits import Split, split_dataset
+
+__all__ = ["TrainConfig", "TrainResult", "train", "training_examples", "encode_examples"]
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT_DONE = "trainer_state.json"  # written last inside a checkpoint: its presence = complete
+
+
+@dataclass
+class TrainConfig:
+    """How to fine-tune. ``epochs`` may be fractional; ``max_steps`` (optimizer steps) wins when set."""
+
+    model: str | None = None
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    epochs: float = 1.0
+    max_steps: int | None = None
+    learning_rate: float | None = None  # default: 5e-5 full, 3e-4 LoRA
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_history: int = 10
+    samples_per_user: int | None = 4
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    seed: int = 0
+    template: str = "next_item"
+    tie_break: str = "file_order"
+    mixed_precision: str = "auto"  # auto: bf16/fp16 on a capable GPU, fp32 on CPU
+    dataset: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else (3e-4 if self.lora else 5e-5)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    samples_seen: int
+    samples_per_s: float
+    final_loss: float
+    record: dict[str, Any]
+
+
+# ---------------------------------------------------------------------- data
+def training_examples(split: Split, *, max_history: int, samples_per_user: int | None, seed: int) -> list[Example]:
+    """Sliding windows over each user's training sequence: the item at position t with the up to
+    ``max_history`` items before it. ``samples_per_user`` keeps each user's most recent windows
+    (closest to what the model will be asked); None keeps them all."""
+    examples: list[Example] = []
+    for user, sequence in split.train.items():
+        windows = [
+            Example(user, tuple(sequence[max(0, t - max_history) : t]), sequence[t]) for t in range(1, len(sequence))
+        ]
+        if samples_per_user is not None:
+            windows = windows[-samples_per_user:]
+        examples.extend(windows)
+    random.Random(seed).shuffle(examples)
+    return examples
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    n_target: int  # the last n_target tokens are the title and its end marker
+
+
+def encode_examples(rec: Recommender, examples: Sequence[Example], template: str) -> list[Encoded]:
+    """Prompt tokens (exactly what inference sends) + the target title's tokens in context."""
+    encoded: list[Encoded] = []
+    for example in examples:
+        job = rec._prepare(list(example.history), None, template, exclude_history=True)
+        index = rec._index(job.ctx)
+        target = index.sequence(rec.catalog.title_number_of(example.target))
+        encoded.append(Encoded(job.prompt_ids + target, len(target)))
+    return encoded
+
+
+def _collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded, so every target sits at the end and the LM head runs only on the last
+    positions (most of the vocabulary projection would otherwise go to prompt tokens)."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, e in enumerate(batch):
+        ids[row, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
+        mask[row, width - len(e.input_ids) :] = 1
+        labels[row, width - e.n_target :] = torch.tensor(e.input_ids[-e.n_target :])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels = batch["labels"]
+    targets = int((labels != -100).sum(dim=1).max())
+    keep = targets + 1  # the last prompt token predicts the first target token
+    positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions, logits_to_keep=keep
+    )
+    logits = out.logits[:, :-1, :].float()
+    wanted = labels[:, -targets:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=-100)
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _checkpoints(work: Path) -> list[Path]:
+    folder = work / "checkpoints"
+    found = [p for p in folder.glob("step-*") if (p / _CHECKPOINT_DONE).is_file()] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(accelerator: Any, work: Path, state: dict[str, Any], keep: int) -> None:
+    folder = work / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    accelerator.save_state(str(tmp))
+    (tmp / _CHECKPOINT_DONE).write_text(json.dumps(state), encoding="utf-8")
+    target = folder / f"step-{state['step']:07d}"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)  # a kill before this line leaves the previous checkpoint untouched
+    for old in _checkpoints(work)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_tmp(work: Path) -> None:
+    for tmp in (work / "checkpoints").glob(".tmp-*") if (work / "checkpoints").is_dir() else []:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- training
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
+    """The base model in fp32 (training precision is the accelerator's business), as a
+    Recommender so prompts and titles are built by the inference code."""
+    rec = Recommender(dataset.catalog, model=config.model, dtype="float32", device="cpu")
+    if config.lora:
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise ModelNotFoundError("LoRA needs the peft package: pip install 'genrec[lora]'") from None
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules="all-linear", task_type="CAUSAL_LM",
+        )  # fmt: skip
+        rec.lm.model = get_peft_model(rec.lm.model, lora)
+    return rec
+
+
+def train(
+    dataset: Dataset,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    split: Split | None = None,
+) -> TrainResult:
+    """Fine-tune ``config.model`` (default: the embedded model) on ``dataset``'s training split and
+    write a model directory to ``out``. See the module docstring for the layout."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(out)
+    work = out.with_name(out.name + ".work")
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise DataError(f"{out} already holds a model; choose another --out (nothing was overwritten)")
+    existing = _checkpoints(work)
+    if existing and not resume:
+        raise DataError(f"{work} holds checkpoints of an unfinished run: pass --resume to continue it, or delete it")
+    work.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(work)
+    settings_path = work / "config.json"
+    if resume and settings_path.exists():
+        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        if previous != asdict(config):
+            changed = sorted(k for k in previous if previous.get(k) != asdict(config).get(k))
+            raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
+    settings_path.write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+
+    from accelerate import DataLoaderConfiguration
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        # each epoch's order depends only on (seed, epoch): a resumed run sees the same batches
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    set_seed(config.seed)
+    split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
+    rec = _load_trainable(config, dataset)
+    examples = training_examples(split, max_history=config.max_history, samples_per_user=config.samples_per_user, seed=config.seed)
+    if not examples:
+        raise DataError("no training examples: every training sequence has a single item")
+    encoded = encode_examples(rec, examples, config.template)
+    pad_id = rec.pad_token_id
+
+    loader = torch.utils.data.DataLoader(
+        encoded, batch_size=config.batch_size, shuffle=True, collate_fn=lambda batch: _collate(batch, pad_id)
+    )
+    steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    model = rec.lm.model
+    model.train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr(), weight_decay=config.weight_decay
+    )
+    warmup = int(config.warmup_ratio * total_steps)
+
+    def schedule(s: int) -> float:
+        """Linear warm-up, then linear decay to zero at the last step."""
+        if s < warmup:
+            return (s + 1) / warmup
+        return max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    step, epoch, batches_done, samples_seen, elapsed = 0, 0, 0, 0, 0.0
+    if resume and existing:
+        latest = existing[-1]
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / _CHECKPOINT_DONE).read_text(encoding="utf-8"))
+        step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
+        samples_seen, elapsed = state["samples_seen"], state["elapsed_s"]
+        log.warning("resuming from %s (step %d of %d)", latest, step, total_steps)
+    log_path = work / "log.jsonl"
+    if not resume and log_path.exists():
+        log_path.unlink()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, desc="fine-tuning", unit="step", disable=not (progress and accelerator.is_main_process))
+    started = time.perf_counter() - elapsed
+    running_loss: list[float] = []
+    while step < total_steps:
+        loader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(loader, batches_done) if batches_done else loader
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = _loss(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            batches_done += 1
+            samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            running_loss.append(float(loss.detach()))
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            now = time.perf_counter() - started
+            record = {"step": step, "epoch": epoch, "loss": float(np.mean(running_loss)), "lr": scheduler.get_last_lr()[0],
+                      "samples_seen": samples_seen, "elapsed_s": round(now, 2), "samples_per_s": samples_seen / max(now, 1e-9)}  # fmt: skip
+            running_loss = []
+            if accelerator.is_main_process:
+                with open(log_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{record['samples_per_s']:.2f}")
+            bar.update(1)
+            if step % config.save_every == 0 or step >= total_steps:
+                accelerator.wait_for_everyone()
+                state = {"step": step, "epoch": epoch, "batches_done": batches_done, "samples_seen": samples_seen, "elapsed_s": now}
+                if accelerator.is_main_process:
+                    _save_checkpoint(accelerator, work, state, config.keep_checkpoints)
+            if step >= total_steps:
+                break
+        else:
+            epoch += 1
+            batches_done = 0
+    bar.close()
+    accelerator.wait_for_everyone()
+    elapsed = time.perf_counter() - started
+    history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if log_path.exists() else []
+    record = {
+        "base_model": config.model or DEFAULT_MODEL_NAME,
+        "lora": config.lora,
+        "catalog_hash": dataset.catalog.content_hash,
+        "catalog_name": dataset.catalog.name,
+        "catalog_items": len(dataset.catalog),
+        "template": config.template,
+        "template_fingerprint": rec.prompts.fingerprint(config.template),
+        "dataset": config.dataset or dataset.name,
+        "split": split.info,
+        "training_examples": len(encoded),
+        "steps": step,
+        "samples_seen": samples_seen,
+        "samples_per_s": samples_seen / max(elapsed, 1e-9),
+        "elapsed_s": elapsed,
+        "device": str(accelerator.device),
+        "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "config": asdict(config),
+    }
+    if accelerator.is_main_process:
+        _write_final(accelerator.unwrap_model(model), rec.tokenizer, out, record, history, config.lora)
+        if not os.environ.get("GENREC_KEEP_CHECKPOINTS"):
+            shutil.rmtree(work, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    final_loss = history[-1]["loss"] if history else float("nan")
+    return TrainResult(out, step, samples_seen, record["samples_per_s"], final_loss, record)
+
+
+def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
+    """Assemble the model directory beside ``out`` and rename it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        if lora:
+            model.save_pretrained(str(tmp / "adapter"))  # the adapter alone, for peft users
+            model = model.merge_and_unload()  # plain transformers weights for everyone else
+        model.eval()
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "train_log.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+        _plot_loss(history, tmp / "loss.png")
+        (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _plot_loss(history: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are an extra
+        return
+    if not history:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], linewidth=1)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (target title tokens)")
+    ax.set_title("fine-tuning loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from genrec import Catalog, DataError, Recommender
+from genrec import training as training_mod
+from genrec.datasets import Dataset
+from genrec.splits import leave_one_out
+from genrec.training import TrainConfig, train, training_examples
+
+
+def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
+    """Each user's last two items (validation, test) appear nowhere else in their sequence."""
+    records = [{"item_id": f"m{i}", "title": f"Film Number {i}"} for i in range(n_items)]
+    catalog = Catalog.from_records(records, kind="movie", name="toy")
+    rows = []
+    for u in range(n_users):
+        seq = [f"m{(u + t) % 20}" for t in range(6)] + [f"m{20 + 2 * u}", f"m{21 + 2 * u}"]
+        rows += [{"user_id": f"u{u}", "item_id": item, "timestamp": t} for t, item in enumerate(seq)]
+    frame = pd.DataFrame(rows)
+    frame["row"] = range(1, len(frame) + 1)
+    return Dataset(name="toy", catalog=catalog, interactions=frame)
+
+
+def config(model_dir, **kw):
+    base = dict(model=str(model_dir), max_steps=6, batch_size=4, save_every=2, learning_rate=1e-3, warmup_ratio=0.0,
+                samples_per_user=None, max_history=4)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_examples_come_only_from_the_training_part():
+    ds = split_dataset_with_unique_holdouts()
+    split = leave_one_out(ds.interactions)
+    examples = training_examples(split, max_history=4, samples_per_user=None, seed=0)
+    held_out = {e.target for e in split.valid} | {e.target for e in split.test}
+    assert len(examples) == 6 * 5  # 6 training items per user: 5 windows each
+    for e in examples:
+        assert e.target not in held_out and not set(e.history) & held_out
+        assert len(e.history) <= 4
+    recent = training_examples(split, max_history=4, samples_per_user=2, seed=0)
+    assert len(recent) == 12
+
+
+def test_train_writes_a_loadable_model_directory(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "ft"
+    result = train(ds, out, config(tiny_model_dir), progress=False)
+    assert result.steps == 6 and result.samples_seen == 24
+    history = json.loads((out / "train_log.json").read_text())
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((out / "genrec.json").read_text())
+    assert record["catalog_hash"] == ds.catalog.content_hash and record["template"] == "next_item"
+    assert record["split"]["tie_break"] == "file_order" and record["training_examples"] == 30
+    assert not (tmp_path / "ft.work").exists()  # the workspace is gone once the model is in place
+    AutoModelForCausalLM.from_pretrained(out)  # plain transformers can load it
+    rec = Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c")
+    assert len(rec.recommend(["m1", "m2"], k=3)) == 3
+    with pytest.warns(UserWarning, match="fine-tuned on catalog 'toy'"):
+        Recommender(Catalog.demo(), model=str(out), cache_dir=tmp_path / "c")
+
+
+def test_refuses_to_overwrite(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="already holds a model"):
+        train(ds, out, config(tiny_model_dir), progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+    ds = split_dataset_with_unique_holdouts()
+    straight = tmp_path / "straight"
+    train(ds, straight, config(tiny_model_dir), progress=False)
+
+    real_loss = training_mod._loss
+    calls = {"n": 0}
+
+    def dies_at_step_5(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # stands in for a kill after the step-4 checkpoint
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(training_mod, "_loss", dies_at_step_5)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, out, config(tiny_model_dir), progress=False)
+    work = tmp_path / "resumed.work"
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    assert not out.exists()
+    with pytest.raises(DataError, match="--resume"):
+        train(ds, out, config(tiny_model_dir), progress=False)
+    monkeypatch.setattr(training_mod, "_loss", real_loss)
+    result = train(ds, out, config(tiny_model_dir), resume=True, progress=False)
+    assert result.steps == 6
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    ds = split_dataset_with_unique_holdouts()
+    real_loss = training_mod._loss
+    calls = {"n": 0}
+
+    def dies(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_loss(model, batch)
+
+    monkeypatch.setattr(training_mod, "_loss", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, tmp_path / "x", config(tiny_model_dir), progress=False)
+    monkeypatch.setattr(training_mod, "_loss", real_loss)
+    with pytest.raises(DataError, match="learning_rate"):
+        train(ds, tmp_path / "x", config(tiny_model_dir, learning_rate=5e-4), resume=True, progress=False)
+
+
+def test_lora_merges_into_a_plain_model(tiny_model_dir, tmp_path):
+    pytest.importorskip("peft")
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "lora"
+    train(ds, out, config(tiny_model_dir, lora=True, lora_r=4, max_steps=3), progress=False)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = [n for n, p in merged.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("proj" in n for n in changed)  # LoRA touched the linear layers only
+    assert json.loads((out / "genrec.json").read_text())["lora"] is True
+
+
+def test_cli_train(tiny_model_dir, tmp_path, capsys):
+    from genrec.cli import main
+
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{n},Film {n}\n" for n in range(15)))
+    rows = "".join(f"u{u},i{(u + t) % 15},{t}\n" for u in range(5) for t in range(6))
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    rc = main(["train", "--dataset", "interactions", "--interactions", str(tmp_path / "log.csv"), "--catalog",
+               str(tmp_path / "items.csv"), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
+               "--max-steps", "2", "--batch-size", "2"])  # fmt: skip
+    assert rc == 0 and "2 steps" in capsys.readouterr().out
+    assert (tmp_path / "m" / "genrec.json").is_file()
