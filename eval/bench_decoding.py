@@ -17,7 +17,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import resource
 import statistics
 import sys
 import time
@@ -26,10 +25,12 @@ from pathlib import Path
 from synthetic import synthetic_titles, vocabulary_words
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process. Not getrusage's ru_maxrss: that survives exec,
+    so a spawned child would report the peak of the parent it was forked from."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -43,14 +44,14 @@ def _build_index_child(titles, model_dir, cache_dir, context, queue) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     catalog = Catalog(list(map(str, range(len(titles)))), titles)
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     t0 = time.perf_counter()
     index = load_or_build_index(
         catalog.unique_titles, tokenizer, TitleContext(**context), catalog_hash=catalog.content_hash,
         cache_dir=Path(cache_dir), vocab_size=len(tokenizer),
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     queue.put({"index_build_s": seconds, "rss_before_mb": before, "process_peak_rss_mb": peak,
                "index_nodes": index.n_nodes, "index_mb": index.nbytes() / 2**20, "max_depth": index.max_depth})  # fmt: skip
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--no-header", action="store_true")
     p.add_argument("--out", required=True)
-    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--users", type=int, default=16)
     p.add_argument("--history", type=int, default=5)
     p.add_argument("--beams", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -104,14 +105,17 @@ def main(argv=None) -> int:
     else:
         catalog = Catalog(list(map(str, range(args.titles))), synthetic_titles(args.titles, vocabulary_words(tokenizer), args.seed))
     n_titles = len(catalog.unique_titles)
-    cache_dir = cache_root() / "bench"
+    cache_dir = cache_root()
     print(f"{n_titles} titles; threads={torch.get_num_threads()}", flush=True)
 
     rec = Recommender(catalog, model=args.model, cache_dir=cache_dir)
     rng = random.Random(args.seed)
     histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
-    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
-    ctx = jobs[0].ctx
+    # the tokenisation context, from a rendered prompt, without building the index here
+    from genrec.prompts import to_model_text
+
+    first = rec.prompts.render("next_item", **rec._context(catalog.items(histories[0]), None, k=1))
+    _, ctx = rec._split(to_model_text(first, tokenizer))
 
     # index: built in a child process from an empty cache, so time and memory are its own
     from genrec.index import index_key, tokenizer_fingerprint
@@ -128,8 +132,9 @@ def main(argv=None) -> int:
     build = queue.get()
     child.join()
     t0 = time.perf_counter()
-    index = rec._index(ctx)  # loaded from the cache the child wrote
+    index = rec._index(ctx)  # loaded from the cache the child wrote (with its checksum verified)
     index_load_s = time.perf_counter() - t0
+    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
     print(f"index: built in {build['index_build_s']:.1f}s, +{build['process_peak_rss_mb'] - build['rss_before_mb']:.0f} MB "
           f"peak, loaded in {index_load_s:.2f}s, {build['index_nodes']} nodes", flush=True)  # fmt: skip
 
@@ -144,11 +149,6 @@ def main(argv=None) -> int:
                            dead_nodes=[index.dead_nodes(job.banned_titles)], pad_token_id=rec.pad_token_id, stats=stats)[0]  # fmt: skip
         return time.perf_counter() - t, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"]
 
-    genrec_one(jobs[0])  # warm-up
-    genrec_runs = [genrec_one(j) for j in jobs]
-    genrec_s = statistics.median(r[0] for r in genrec_runs)
-    print(f"(a) genrec: {genrec_s:.3f} s/user (median), steps {[r[3] for r in genrec_runs]}", flush=True)
-
     def hf_generate(job, new_tokens, allowed=None):
         ids = torch.tensor([job.prompt_ids])
         config = GenerationConfig(
@@ -161,24 +161,32 @@ def main(argv=None) -> int:
             result = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config, prefix_allowed_tokens_fn=allowed)
         return time.perf_counter() - t, result
 
-    # (c) the floor: the same number of new tokens, no constraint
-    floor = [hf_generate(j, r[3])[0] for j, r in zip(jobs, genrec_runs)]
-    unconstrained_s = statistics.median(floor)
-    engine_floor = []
-    for job, run in zip(jobs, genrec_runs):
+    def engine_floor(job, steps):
         t = time.perf_counter()
         beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=1, index=None, eos_token_ids=(),
-                    max_new_tokens=run[3], pad_token_id=rec.pad_token_id)  # fmt: skip
-        engine_floor.append(time.perf_counter() - t)
+                    max_new_tokens=steps, pad_token_id=rec.pad_token_id)  # fmt: skip
+        return time.perf_counter() - t
+
+    genrec_one(jobs[0])  # warm-up
+    # user by user, the methods back to back: drift in machine speed hits them alike
+    genrec_runs, floor, engine = [], [], []
+    for job in jobs:
+        run = genrec_one(job)
+        genrec_runs.append(run)
+        floor.append(hf_generate(job, run[3])[0])  # (c) the same number of new tokens, no constraint
+        engine.append(engine_floor(job, run[3]))
+    genrec_s = statistics.median(r[0] for r in genrec_runs)
+    unconstrained_s = statistics.median(floor)
+    print(f"(a) genrec: {genrec_s:.3f} s/user (median), steps {[r[3] for r in genrec_runs]}", flush=True)
     print(f"(c) unconstrained generate: {unconstrained_s:.3f} s/user; genrec engine unconstrained "
-          f"{statistics.median(engine_floor):.3f}", flush=True)  # fmt: skip
+          f"{statistics.median(engine):.3f}", flush=True)  # fmt: skip
 
     result = {
         "n_titles": n_titles,
         "genrec_s": genrec_s,
         "hf_prefix_fn_s": None,
         "unconstrained_s": unconstrained_s,
-        "unconstrained_genrec_engine_s": statistics.median(engine_floor),
+        "unconstrained_genrec_engine_s": statistics.median(engine),
         "same_topk": None,
         "index_build_s": build["index_build_s"],
         "index_peak_rss_mb": build["process_peak_rss_mb"] - build["rss_before_mb"],

@@ -7,7 +7,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from genrec import Catalog, LimitError
-from genrec.decoding import TrieLogitsProcessor, allowed_token_mask, beam_search
+from genrec.decoding import PrefixCache, TrieLogitsProcessor, allowed_token_mask, beam_search
 
 TITLES = [
     "Alien",
@@ -238,3 +238,26 @@ def test_unconstrained_beam_search_returns_text(make_rec, tiny_model):
     job = rec._prepare([], None, "next_item", exclude_history=False)
     hyps = beam_search(tiny_model, [job.prompt_ids], num_beams=3, num_return=3, eos_token_ids=[2], max_new_tokens=5)[0]
     assert len(hyps) == 3 and all(len(h.tokens) <= 5 for h in hyps)
+
+
+def test_shared_prefix_cache_changes_nothing(make_rec, tiny_model):
+    """Reusing the cache of the prompt text all prompts share gives the same titles and scores,
+    in batches and one call at a time, as the prefix shrinks to what the prompts really share."""
+    rec = make_rec(catalog_of(random_titles(150, seed=4)))
+    histories = [["i1"], ["i2", "i3"], ["i4", "i5", "i6"], [], ["i7"]]
+    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
+    index = rec._index(jobs[0].ctx)
+
+    def run(batch, cache):
+        return beam_search(tiny_model, [j.prompt_ids for j in batch], num_beams=4, num_return=4, index=index,
+                           dead_nodes=[index.dead_nodes(j.banned_titles) for j in batch], prefix_cache=cache)  # fmt: skip
+
+    plain = [run([j], None)[0] for j in jobs]
+    cache = PrefixCache()
+    singles = [run([j], cache)[0] for j in jobs]
+    assert 8 <= len(cache.ids) < min(len(j.prompt_ids) for j in jobs)
+    batched = run(jobs, PrefixCache())
+    for a, b, c in zip(plain, singles, batched):
+        assert [h.node for h in a] == [h.node for h in b] == [h.node for h in c]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+        assert [h.score for h in a] == pytest.approx([h.score for h in c], abs=1e-4)

@@ -158,3 +158,13 @@ def test_candidate_index_agrees_with_full_scan(ml100k_dir):
         # the same top score (ties may pick any of the tied titles)
         agree += bool(best_fast) and best_fast[0][1] == pytest.approx(best_full[0][1])
     assert agree / total >= 0.99
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(words, words.map(lambda w: f"{w} (1999)"), words.map(lambda w: f"{w}, The (2001)")), min_size=1, max_size=10, unique=True).filter(lambda ts: all(t.strip() for t in ts)))
+def test_grounder_forms_equal_normalize_title(titles):
+    catalog = Catalog.from_records([{"item_id": str(i), "title": t} for i, t in enumerate(titles)])
+    g = Grounder(catalog)
+    for n, title in enumerate(catalog.unique_titles):
+        assert g.with_year[n] == normalize_title(title)
+        assert g.without_year[n] == normalize_title(title, keep_year=False)

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from genrec import Catalog, LimitError, Recommender, UnknownItemError
+from genrec import LimitError, Recommender, UnknownItemError
 from genrec.recommender import TRAINING_RECORD
 
 from test_decoding import TITLES, catalog_of

@@ -14,9 +14,10 @@ length penalty 0 the search stops as soon as the k best finished titles can no l
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from transformers import DynamicCache, LogitsProcessor
 
 from .index import TitleIndex
 
-__all__ = ["Hypothesis", "beam_search", "TrieLogitsProcessor", "allowed_token_mask"]
+__all__ = ["Hypothesis", "PrefixCache", "beam_search", "TrieLogitsProcessor", "allowed_token_mask"]
 
 NEG_INF = float("-inf")
 
@@ -38,6 +39,61 @@ class Hypothesis:
     score: float
     node: int = -1
     finished: bool = True
+
+
+@dataclass
+class PrefixCache:
+    """The key/value cache of the tokens every prompt starts with (a template's instructions),
+    computed once and reused by every later call whose prompts start the same way.
+
+    The prefix is the longest common token prefix of the prompts seen, so it is exact whatever the
+    tokenizer does; when a prompt differs earlier, the stored prefix shrinks, and a shorter prefix
+    is a slice of the stored tensors (attention is causal). Safe to share between threads: stored
+    tensors are never modified, only replaced.
+    """
+
+    min_tokens: int = 8
+    ids: tuple[int, ...] = ()
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    last_prompt: tuple[int, ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def get(self, model: Any, prompts: Sequence[Sequence[int]], cache_arg: str) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(length, per-layer (keys, values) for one row)`` of a prefix shared by all ``prompts``
+        (every prompt keeps at least one token after it), or ``(0, [])``."""
+        with self._lock:
+            known = [tuple(p) for p in prompts] + ([self.last_prompt] if self.last_prompt else [])
+            self.last_prompt = tuple(prompts[0])
+            room = min(len(p) for p in prompts) - 1
+            if self.ids:
+                shared = _common_prefix([self.ids, *map(tuple, prompts)])
+                if shared >= self.min_tokens:
+                    shared = min(shared, room)
+                    if shared < len(self.ids):
+                        # a shorter prefix is a slice of the stored one
+                        self.ids = self.ids[:shared]
+                        self.layers = [(k[:, :, :shared], v[:, :, :shared]) for k, v in self.layers]
+                    return len(self.ids), self.layers
+            shared = min(_common_prefix(known), room)
+            if shared < self.min_tokens or len(known) < 2:
+                return 0, []
+            ids = tuple(prompts[0][:shared])
+            cache = DynamicCache(config=model.config)
+            device = next(model.parameters()).device
+            model(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1, **{cache_arg: cache})
+            self.ids = ids
+            self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+            return shared, self.layers
+
+
+def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for i in range(n):
+        token = first[i]
+        if any(s[i] != token for s in sequences[1:]):
+            return i
+    return n
 
 
 def allowed_token_mask(
@@ -106,6 +162,7 @@ def beam_search(
     length_penalty: float = 0.0,
     pad_token_id: int = 0,
     stats: dict[str, float] | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -120,6 +177,7 @@ def beam_search(
     attention mask lets each beam see the prompt, its own ancestors' tokens and itself. The cache
     only grows: nothing is copied or reordered when beams change parents.
 
+    ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``stats``, when given, receives ``steps`` (decoding steps run), ``prefill_s`` and ``decode_s``.
     """
     if num_beams < 1 or num_return < 1:
@@ -152,10 +210,15 @@ def beam_search(
         eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
 
     started = time.perf_counter()
-    input_ids, prompt_mask = _left_pad(prompts, pad_token_id, device)
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache_arg = _cache_argument(model)
     cache = DynamicCache(config=model.config)  # filled in place by every forward pass
+    shared, layers = prefix_cache.get(model, prompts, cache_arg) if prefix_cache is not None else (0, [])
+    for layer_idx, (keys, values) in enumerate(layers):
+        cache.update(keys.expand(n_users, -1, -1, -1).contiguous(), values.expand(n_users, -1, -1, -1).contiguous(), layer_idx)
+    # the rest of each prompt, left-padded: padding sits between the shared prefix and the rest
+    input_ids, rest_mask = _left_pad([p[shared:] for p in prompts], pad_token_id, device)
+    prompt_mask = torch.cat([torch.ones((n_users, shared), dtype=rest_mask.dtype, device=device), rest_mask], dim=1)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     out = model(
         input_ids=input_ids,
         attention_mask=prompt_mask,
@@ -183,7 +246,6 @@ def beam_search(
     active = torch.arange(n_users, device=device)  # original user number of each row
     finished: list[list[Hypothesis]] = [[] for _ in prompts]
     keep_top = 2 * beams
-    beam_range = torch.arange(beams, device=device)
     last_token = None
 
     steps = 0

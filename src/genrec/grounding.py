@@ -140,38 +140,43 @@ class _TrigramIndex:
     """Character-trigram postings over normalised titles, as flat numpy arrays (built vectorised).
 
     Grams are hashed into ``2**bits`` buckets; a collision only adds candidates, which the exact
-    rapidfuzz scoring then ranks.
+    rapidfuzz scoring then ranks. 32-bit arithmetic throughout keeps a million titles in a few
+    hundred megabytes.
     """
 
     def __init__(self, strings: Sequence[str], bits: int = 22):
         self.n = len(strings)
-        self.mask = (1 << bits) - 1
-        padded = [f"  {s} " for s in strings]
-        lengths = np.fromiter((len(s) for s in padded), dtype=np.int64, count=self.n)
-        codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        owner = np.repeat(np.arange(self.n, dtype=np.int64), lengths)
-        ends = np.cumsum(lengths)
-        valid = np.ones(len(codes), dtype=bool)
+        self.mask = np.uint32((1 << bits) - 1)
+        lengths = np.fromiter((len(s) + 3 for s in strings), dtype=np.int64, count=self.n)
+        codes = np.frombuffer("".join(f"  {s} " for s in strings).encode("utf-32-le"), dtype=np.uint32)
         # a gram starting in the last two characters of a string would cross into the next one
-        valid[np.maximum(ends - 1, 0)] = False
-        valid[np.maximum(ends - 2, 0)] = False
-        valid = valid[: max(len(codes) - 2, 0)]
-        grams = self._hash(codes[:-2], codes[1:-1], codes[2:])[valid] if len(codes) > 2 else np.zeros(0, np.int64)
-        owners = owner[: max(len(codes) - 2, 0)][valid]
-        pairs = np.unique(grams * (self.n + 1) + owners)  # one posting per (gram, title)
-        grams, owners = pairs // (self.n + 1), pairs % (self.n + 1)
-        self.titles = owners.astype(np.int32)
-        self.starts = np.searchsorted(grams, np.arange(self.mask + 2))
+        ends = np.cumsum(lengths)
+        starts_ok = np.ones(len(codes), dtype=bool)
+        starts_ok[ends - 1] = False
+        starts_ok[ends - 2] = False
+        valid = np.nonzero(starts_ok[: max(len(codes) - 2, 0)])[0]
+        grams = self._hash(codes[valid], codes[valid + 1], codes[valid + 2])
+        keys = grams.astype(np.int64) << 32
+        del grams, codes, starts_ok
+        keys |= np.searchsorted(ends, valid, side="right")  # the title each gram belongs to
+        del valid
+        # one posting per (gram, title): sort in place and drop repeats (np.unique is several
+        # times slower on tens of millions of keys)
+        keys.sort()
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+        self.titles = (keys & 0xFFFFFFFF).astype(np.int32)
+        self.starts = np.searchsorted(keys >> 32, np.arange(int(self.mask) + 2, dtype=np.int64))
         self.gram_counts = np.bincount(self.titles, minlength=self.n).astype(np.float32)
 
     def _hash(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return ((a * 0x9E3779B1) ^ (b * 0x85EBCA77) ^ (c * 0xC2B2AE3D)) & self.mask
+        with np.errstate(over="ignore"):  # multiplication wraps around in 32 bits, as a hash should
+            return ((a * np.uint32(0x9E3779B1)) ^ (b * np.uint32(0x85EBCA77)) ^ (c * np.uint32(0xC2B2AE3D))) & self.mask
 
     def query_grams(self, text: str) -> np.ndarray:
-        codes = np.frombuffer(f"  {text} ".encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        codes = np.frombuffer(f"  {text} ".encode("utf-32-le"), dtype=np.uint32)
         if len(codes) < 3:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(self._hash(codes[:-2], codes[1:-1], codes[2:]))
+        return np.unique(self._hash(codes[:-2], codes[1:-1], codes[2:])).astype(np.int64)
 
     def candidates(self, text: str, limit: int) -> np.ndarray:
         grams = self.query_grams(text)
@@ -190,6 +195,23 @@ class _TrigramIndex:
         return top[score[top] > 0]
 
 
+def _add(table: dict[str, Any], key: str, n: int) -> None:
+    """Map ``key`` to title ``n``: a plain int for the usual single title, a list when shared
+    (a million one-element lists would cost hundreds of megabytes)."""
+    found = table.get(key)
+    if found is None:
+        table[key] = n
+    elif isinstance(found, list):
+        found.append(n)
+    else:
+        table[key] = [found, n]
+
+
+def _get(table: dict[str, Any], key: str) -> list[int]:
+    found = table.get(key)
+    return [] if found is None else found if isinstance(found, list) else [found]
+
+
 class Grounder:
     """Maps text onto catalog titles with ``title_score``. Catalogs of ``full_scan_below`` titles
     or more score only a trigram-preselected pool of ``candidates`` titles per query."""
@@ -204,16 +226,19 @@ class Grounder:
         self.catalog = catalog
         self.candidates = candidates
         titles = catalog.unique_titles
-        self.with_year = [normalize_title(t) for t in titles]
+        self.years = [split_year(t.strip())[1] for t in titles]
         self.without_year = [normalize_title(t, keep_year=False) for t in titles]
-        self.years = [split_year(t)[1] for t in titles]
-        self._exact: dict[str, list[int]] = {}
-        self._no_year: dict[str, list[int]] = {}
-        self._no_article: dict[str, list[int]] = {}
+        # the with-year form is the bare form plus the year: no second normalisation pass
+        self.with_year = [
+            (f"{bare} {year}" if bare else year) if year else bare for bare, year in zip(self.without_year, self.years)
+        ]
+        self._exact: dict[str, Any] = {}
+        self._no_year: dict[str, Any] = {}
+        self._no_article: dict[str, Any] = {}
         for n, (full, bare) in enumerate(zip(self.with_year, self.without_year)):
-            self._exact.setdefault(full, []).append(n)
-            self._no_year.setdefault(bare, []).append(n)
-            self._no_article.setdefault(_strip_leading_article(bare), []).append(n)
+            _add(self._exact, full, n)
+            _add(self._no_year, bare, n)
+            _add(self._no_article, _strip_leading_article(bare), n)
         self._trigrams = _TrigramIndex(self.without_year) if len(titles) >= full_scan_below else None
 
     def _matches(self, scored: list[tuple[int, float]], limit: int) -> list[Match]:
@@ -235,8 +260,8 @@ class Grounder:
         bare = normalize_title(text, keep_year=False)
         year = split_year(text.strip())[1]
         if full in self._exact:
-            return [(n, 100.0) for n in self._exact[full]]
-        found = self._no_year.get(bare) or self._no_article.get(_strip_leading_article(bare), [])
+            return [(n, 100.0) for n in _get(self._exact, full)]
+        found = _get(self._no_year, bare) or _get(self._no_article, _strip_leading_article(bare))
         scored = []
         for n in found:
             # the title is right but the year named differs from the catalog's: a weaker match

@@ -14,6 +14,7 @@ the tokenizer and the tokenisation context, with a checksum that catches a corru
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -96,9 +97,40 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256((spec + extra).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _encode_batch(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    # split_special_tokens: a title that contains "<|im_end|>" is text, not the end-of-turn token
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+class _TitleEncoder:
+    """Encodes titles as plain text: special-token strings inside a title stay text.
+
+    Uses a private copy of the fast tokenizer's Rust backend with special-token splitting on,
+    so the shared tokenizer (which may be encoding prompts on another thread) is never touched;
+    falls back to the tokenizer's own call for slow tokenizers.
+    """
+
+    def __init__(self, tokenizer: Any):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.tokenizer = tokenizer
+        self.backend = None
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self.backend = Tokenizer.from_str(backend.to_str())
+            self.backend.encode_special_tokens = True
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        if self.backend is not None:
+            return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _pack(rows: list[list[int]], skip: int, end: list[int], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` without their first ``skip`` tokens, plus ``end``, as a -1-padded int32 array of
+    at least ``width`` columns, and each packed row's length."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows)) - skip + len(end)
+    out = np.full((len(rows), max(width, int(lengths.max(initial=0)))), -1, dtype=np.int32)
+    flat = np.fromiter(itertools.chain.from_iterable(r[skip:] + end for r in rows), dtype=np.int32, count=int(lengths.sum()))
+    row_index = np.repeat(np.arange(len(rows)), lengths)
+    col_index = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row_index, col_index] = flat
+    return out, lengths
 
 
 def tokenize_titles(
@@ -111,47 +143,44 @@ def tokenize_titles(
     """Token sequences of ``titles`` as generated after ``ctx`` (end marker included), as a
     ``[n, width]`` int32 array padded with -1; and how many titles needed the fallback of
     tokenising without context (their in-context tokens would merge into the prompt)."""
-    context_ids = _encode_batch(tokenizer, [ctx.context])[0] if ctx.context else []
+    encode = _TitleEncoder(tokenizer)
+    context_ids = encode([ctx.context])[0] if ctx.context else []
     n_context = len(context_ids)
     end = list(ctx.end_ids)
-    chunks: list[np.ndarray] = []
+    out: np.ndarray | None = None
     fallbacks = 0
     for start in range(0, len(titles), _CHUNK):
         batch = titles[start : start + _CHUNK]
-        encoded = _encode_batch(tokenizer, [ctx.context + ctx.title_prefix + t + ctx.end_text for t in batch])
-        rows: list[list[int]] = []
-        redo: list[int] = []
-        for i, ids in enumerate(encoded):
-            if ids[:n_context] == context_ids and len(ids) > n_context:
-                rows.append(ids[n_context:] + end)
-            else:
-                rows.append([])
-                redo.append(i)
+        rows = encode([ctx.context + ctx.title_prefix + t + ctx.end_text for t in batch])
+        # a title's tokens must follow the context's tokens unchanged; those that merge into the
+        # context are tokenised alone instead (counted, and logged below)
+        redo = [i for i, r in enumerate(rows) if len(r) <= n_context or r[:n_context] != context_ids]
         if redo:
             fallbacks += len(redo)
-            alone = _encode_batch(tokenizer, [ctx.title_prefix + batch[i] + ctx.end_text for i in redo])
+            alone = encode([ctx.title_prefix + batch[i] + ctx.end_text for i in redo])
             for i, ids in zip(redo, alone):
-                rows[i] = ids + end
-        width = max(len(r) for r in rows)
-        if width > max_title_tokens:
-            worst = max(range(len(rows)), key=lambda i: len(rows[i]))
+                rows[i] = context_ids + ids
+        packed, lengths = _pack(rows, n_context, end, 1 if out is None else out.shape[1])
+        if lengths.max(initial=0) > max_title_tokens:
+            worst = int(lengths.argmax())
             raise LimitError(
-                f"title {batch[worst][:80]!r} is {len(rows[worst])} tokens long "
+                f"title {batch[worst][:80]!r} is {int(lengths[worst])} tokens long "
                 f"(limit {max_title_tokens}; raise max_title_tokens)"
             )
-        array = np.full((len(rows), width), -1, dtype=np.int32)
-        for i, r in enumerate(rows):
-            array[i, : len(r)] = r
-        chunks.append(array)
-    width = max((c.shape[1] for c in chunks), default=1)
-    out = np.full((len(titles), width), -1, dtype=np.int32)
-    row = 0
-    for c in chunks:
-        out[row : row + len(c), : c.shape[1]] = c
-        row += len(c)
+        if out is None:
+            # the first chunk's widest title, plus a margin: widening later copies everything
+            out = np.full((len(titles), packed.shape[1] + 4), -1, dtype=np.int32)
+        if packed.shape[1] > out.shape[1]:  # widen what is done so far (rare after the first chunk)
+            wider = np.full((len(titles), packed.shape[1]), -1, dtype=np.int32)
+            wider[:, : out.shape[1]] = out
+            out = wider
+        out[start : start + len(batch), : packed.shape[1]] = packed
     if fallbacks:
         log.warning("%d of %d titles could not be tokenised in the prompt's context; tokenised alone", fallbacks, len(titles))
-    return out, fallbacks
+    if out is None:
+        return np.full((0, 1), -1, dtype=np.int32), 0
+    used = int((out >= 0).sum(axis=0).nonzero()[0].max(initial=0)) + 1  # drop unused margin columns
+    return out[:, :used], fallbacks
 
 
 @dataclass
@@ -265,7 +294,7 @@ class TitleIndex:
     def checksum(self) -> str:
         digest = hashlib.sha256()
         for name in _ARRAYS:
-            digest.update(np.ascontiguousarray(getattr(self, name)).tobytes())
+            digest.update(memoryview(np.ascontiguousarray(getattr(self, name))).cast("B"))
         digest.update(f"{self.vocab_size}:{self.max_depth}".encode())
         return digest.hexdigest()
 
@@ -299,8 +328,14 @@ class TitleIndex:
         return index
 
 
-def build_index(sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | None = None) -> TitleIndex:
-    """Compile padded token sequences (one row per title, -1 padding) into a TitleIndex."""
+def build_index(
+    sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | None = None, *, in_place: bool = False
+) -> TitleIndex:
+    """Compile padded token sequences (one row per title, -1 padding) into a TitleIndex.
+
+    ``in_place=True`` sorts ``sequences`` itself instead of a copy (for a caller that no longer
+    needs it: a million-title build then holds one copy of the tokens, not two).
+    """
     n_titles, width = sequences.shape
     if n_titles == 0:
         empty = np.zeros(0, dtype=np.int32)
@@ -323,57 +358,68 @@ def build_index(sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | N
     lengths = (sequences >= 0).sum(axis=1)
     # lexsort sorts by the last key first: give it the columns last-to-first. Padding (-1) sorts
     # before every token, so a title comes right before the titles it is a prefix of.
-    order = np.lexsort(sequences.T[::-1])
-    ordered = sequences[order]
+    order = np.lexsort(sequences.T[::-1]).astype(np.int32)
+    if in_place:
+        for column in range(width):  # column by column: no second full copy of the tokens
+            sequences[:, column] = sequences[order, column]
+        ordered = sequences
+    else:
+        ordered = sequences[order]
     ordered_len = lengths[order]
-    differs = ordered[1:] != ordered[:-1]
-    first_diff = np.where(differs.any(axis=1), differs.argmax(axis=1), width)
-    first_diff = np.concatenate([[0], first_diff]).astype(np.int64)
-    del differs
+    del lengths
+    first_diff = np.zeros(n_titles, dtype=np.int32)
+    for lo in range(1, n_titles, 1 << 18):  # in slices: a [titles x width] boolean at once is big
+        hi = min(n_titles, lo + (1 << 18))
+        differs = ordered[lo:hi] != ordered[lo - 1 : hi - 1]
+        first_diff[lo:hi] = np.where(differs.any(axis=1), differs.argmax(axis=1), width)
 
-    tokens = [np.array([-1], dtype=np.int32)]
-    parents = [np.array([-1], dtype=np.int32)]
+    # a row opens new nodes from its first differing column to its end: that many nodes in all
+    n_nodes = 2 + int(np.maximum(ordered_len - first_diff, 0).sum())  # root + ... + sentinel
+    token = np.full(n_nodes, -1, dtype=np.int32)
+    parent = np.full(n_nodes, -1, dtype=np.int32)
     depth_start = [0, 1]
-    node_of_row = np.zeros(n_titles, dtype=np.int64)  # node at the previous depth; root first
-    title_leaf = np.zeros(n_titles, dtype=np.int64)
+    node_of_row = np.zeros(n_titles, dtype=np.int32)  # node at the previous depth; root first
+    title_leaf = np.zeros(n_titles, dtype=np.int32)
     next_id = 1
     for depth in range(width):
         rows = np.nonzero(ordered[:, depth] >= 0)[0]
         if len(rows) == 0:
             break
         starts = first_diff[rows] <= depth
-        ids = next_id + np.cumsum(starts) - 1
+        ids = (next_id + np.cumsum(starts, dtype=np.int64) - 1).astype(np.int32)
         new_rows = rows[starts]
-        tokens.append(ordered[new_rows, depth].astype(np.int32))
-        parents.append(node_of_row[new_rows].astype(np.int32))
+        token[next_id : next_id + len(new_rows)] = ordered[new_rows, depth]
+        parent[next_id : next_id + len(new_rows)] = node_of_row[new_rows]
         node_of_row[rows] = ids
         ending = rows[ordered_len[rows] == depth + 1]
         title_leaf[order[ending]] = node_of_row[ending]
         next_id += int(starts.sum())
         depth_start.append(next_id)
     max_depth = len(depth_start) - 2
-    token = np.concatenate([*tokens, np.array([-1], dtype=np.int32)])
-    parent = np.concatenate([*parents, np.array([-1], dtype=np.int32)])
-    n_nodes = len(token)  # including the sentinel
     sentinel = n_nodes - 1
+    if next_id != sentinel:
+        raise IndexCacheError(f"title index build counted {sentinel - 1} nodes but made {next_id - 1}")
 
     n_children = np.bincount(parent[1:sentinel], minlength=n_nodes).astype(np.int32)
-    # parent[] is non-decreasing over node numbers (depth-major, sorted rows), so each node's
-    # children start where its number first appears as a parent
-    first_child = (np.searchsorted(parent[1:sentinel], np.arange(n_nodes), side="left") + 1).astype(np.int32)
     n_children[sentinel] = 0
+    # children are numbered contiguously in parent order (depth-major, sorted rows), so node p's
+    # children start right after those of nodes 0..p-1: 1 + an exclusive running sum
+    first_child = np.empty(n_nodes, dtype=np.int32)
+    first_child[0] = 1
+    np.cumsum(n_children[:-1], out=first_child[1:])
+    first_child[1:] += 1
 
     # Two titles can share a token sequence (a tokenizer that maps unknown characters to <unk>):
     # the lowest title number owns the leaf, the others are recorded as aliases of it.
-    none = np.iinfo(np.int64).max
-    owners = np.full(n_nodes, none, dtype=np.int64)
-    np.minimum.at(owners, title_leaf, np.arange(n_titles))
+    none = np.iinfo(np.int32).max
+    owners = np.full(n_nodes, none, dtype=np.int32)
+    np.minimum.at(owners, title_leaf, np.arange(n_titles, dtype=np.int32))
     node_title = np.where(owners == none, -1, owners).astype(np.int32)
     extra = np.nonzero(owners[title_leaf] != np.arange(n_titles))[0]
     alias_leaf = title_leaf[extra]
     alias_title = extra
 
-    leaves_below = np.zeros(n_nodes, dtype=np.int64)
+    leaves_below = np.zeros(n_nodes, dtype=np.int32)
     np.add.at(leaves_below, title_leaf, 1)
     for depth in range(max_depth, 0, -1):
         lo, hi = depth_start[depth], depth_start[depth + 1]
@@ -385,7 +431,7 @@ def build_index(sequences: np.ndarray, vocab_size: int, meta: dict[str, Any] | N
         first_child=first_child,
         n_children=n_children,
         node_title=node_title,
-        leaves_below=leaves_below.astype(np.int32),
+        leaves_below=leaves_below,
         title_leaf=title_leaf.astype(np.int32),
         alias_leaf=np.asarray(alias_leaf, dtype=np.int32),
         alias_title=np.asarray(alias_title, dtype=np.int32),
@@ -436,7 +482,8 @@ def load_or_build_index(
         "end_text": ctx.end_text,
         "fallback_titles": fallbacks,
     }
-    index = build_index(sequences, vocab_size, meta)
+    index = build_index(sequences, vocab_size, meta, in_place=True)
+    del sequences
     if path is not None:
         try:
             index.save(path)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .catalog import Catalog
-from .decoding import Hypothesis, beam_search
+from .decoding import Hypothesis, PrefixCache, beam_search
 from .errors import LimitError, UnknownItemError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .index import TitleContext, TitleIndex, load_or_build_index, split_prompt_context, tokenizer_fingerprint
@@ -98,6 +98,7 @@ class Limits:
 class _Job:
     """One user's prepared request."""
 
+    template: str
     prompt_ids: list[int]
     prompt_text: str
     ctx: TitleContext
@@ -165,6 +166,8 @@ class Recommender:
         self.pad_token_id = _pad_id(self.tokenizer)
         self._tokenizer_hash = tokenizer_fingerprint(self.tokenizer)
         self._indexes: dict[TitleContext, TitleIndex] = {}
+        # per template: the cache of the prompt text every user's prompt starts with
+        self._prefix_caches: dict[str, PrefixCache] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -351,6 +354,7 @@ class Recommender:
         if exclude_history:
             banned |= {self._title_number(p) for p in positions}
         return _Job(
+            template=template,
             prompt_ids=self._encode_prompt(prompt_text),
             prompt_text=prompt_text,
             ctx=ctx,
@@ -362,6 +366,10 @@ class Recommender:
 
     def _title_number(self, position: int) -> int:
         return self.catalog.title_number_of(self.catalog.ids[position])
+
+    def _prefix_cache(self, template: str) -> PrefixCache:
+        with self._lock:
+            return self._prefix_caches.setdefault(template, PrefixCache())
 
     def _index(self, ctx: TitleContext) -> TitleIndex:
         with self._lock:
@@ -400,6 +408,7 @@ class Recommender:
                 dead_nodes=[index.dead_nodes(jobs[i].banned_titles) for i in members],
                 length_penalty=self.length_penalty,
                 pad_token_id=self.pad_token_id,
+                prefix_cache=self._prefix_cache(jobs[members[0]].template),
             )
             for i, h in zip(members, hyps):
                 results[i] = h
@@ -435,6 +444,7 @@ class Recommender:
             max_new_tokens=self._index(jobs[0].ctx).max_depth + self.free_text_slack,
             length_penalty=self.length_penalty,
             pad_token_id=self.pad_token_id,
+            prefix_cache=self._prefix_cache(jobs[0].template),
         )
         out = []
         for job, hyps in zip(jobs, hyps_per_user):
