@@ -35,7 +35,7 @@ def _full_context():
         "item": {"item_id": "3", "title": "Jaws", "year": "1975"},
         "candidates": [{"item_id": "3", "title": "Jaws"}],
         "conversation": [{"role": "user", "content": "hi"}],
-        "mentioned": [],
+        "rejected": [],
     }
 
 

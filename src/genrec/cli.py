@@ -61,6 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="the text is a list answer: ground each piece")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("rank", help="order candidate items for a history")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--history", default="", help="comma-separated item IDs or titles, oldest first")
+    p.add_argument("--candidates", required=True, help="comma-separated item IDs or titles to rank")
+    p.add_argument("--request")
+    p.add_argument("--length-normalize", action="store_true", help="score per token instead of per title")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("explain", help="why an item fits a history")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--history", default="", help="comma-separated item IDs or titles, oldest first")
+    p.add_argument("--item", required=True, help="the item ID or title to explain")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("chat", help="recommend from a conversation (JSON list of {role, content})")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--messages", required=True, help="a JSON file of messages, or - for standard input")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("mcp", help="serve the tools over MCP on stdio (needs genrec[mcp])")
+    _add_catalog_options(p)
+    _add_model_options(p)
+
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
     from .datasets import add_dataset_arguments
 
@@ -179,6 +208,52 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_refs(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
+
+
+def _cmd_rank(args: argparse.Namespace, rec: Any) -> int:
+    recs = rec.rank(_split_refs(args.history), _split_refs(args.candidates), request=args.request,
+                    length_normalize=args.length_normalize)  # fmt: skip
+    if args.json:
+        print(json.dumps(recs.to_dicts(), ensure_ascii=False, indent=2))
+    else:
+        _print_table(recs, "candidates, best first")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace, rec: Any) -> int:
+    explanation = rec.explain(_split_refs(args.history), args.item, do_sample=args.sample, seed=args.seed)
+    if args.json:
+        print(json.dumps(explanation.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"{explanation.title}: {explanation.text}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace, rec: Any) -> int:
+    from .errors import LimitError
+
+    raw = sys.stdin.read() if args.messages == "-" else open(args.messages, encoding="utf-8").read()
+    try:
+        messages = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise LimitError(f"--messages is not valid JSON: {exc}") from None
+    response = rec.chat(messages, k=args.k)
+    print(json.dumps(response.to_dict(), ensure_ascii=False, indent=2) if args.json else response.text)
+    return 0
+
+
+def _cmd_mcp(args: argparse.Namespace, rec: Any) -> int:
+    from .mcp_server import serve_stdio
+
+    serve_stdio(rec)
+    return 0
+
+
+_TASKS = {"rank": _cmd_rank, "explain": _cmd_explain, "chat": _cmd_chat, "mcp": _cmd_mcp}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .datasets import dataset_from_args
     from .training import TrainConfig, train
@@ -216,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ground(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command in ("rank", "explain", "chat", "mcp"):
+            return _TASKS[args.command](args, _recommender(args, _load_catalog(args)))
         if args.command == "demo":
             from .catalog import Catalog
 

@@ -301,6 +301,35 @@ class Grounder:
             return self._matches(exact, limit)
         return self._matches(self._fuzzy_scores(text, limit, threshold), limit)
 
+    def find_mentions(self, text: str, *, max_words: int = 12) -> list[tuple[str, list[Match]]]:
+        """Catalog titles named inside running text ("I loved The Matrix but not Heat"), in order,
+        as ``(span, matches)``.
+
+        Every run of up to ``max_words`` words is looked up in the exact-title tables (longest
+        first), so the cost depends on the text, not on the catalog size. A one-word title counts
+        only when it is capitalised and not the first word of a sentence, or quoted: "Up" the
+        film, not "up" the word.
+        """
+        words = list(_WORD.finditer(text))
+        keys = [" ".join(_ROMAN.get(w, w) for w in _NON_WORD.sub(" ", _fold(m.group()).replace("&", " and ")).split()) for m in words]
+        found: list[tuple[str, list[Match]]] = []
+        i = 0
+        while i < len(words):
+            for length in range(min(max_words, len(words) - i), 0, -1):
+                key = " ".join(k for k in keys[i : i + length] if k)
+                if not key:
+                    continue
+                numbers = _get(self._exact, key) or _get(self._no_year, key) or _get(self._no_article, key)
+                if not numbers or (length == 1 and not _stands_out(text, words[i])):
+                    continue
+                span = text[words[i].start() : words[i + length - 1].end()]
+                found.append((span, self._matches([(n, 100.0) for n in numbers], len(numbers))))
+                i += length
+                break
+            else:
+                i += 1
+        return found
+
     def search(self, query: str, *, limit: int = 10) -> list[Match]:
         """Best fuzzy matches with no threshold (a catalog search box)."""
         if not query.strip():
@@ -332,6 +361,18 @@ def _best(pool: np.ndarray, scores: np.ndarray, limit: int, cutoff: float) -> li
     pool, scores = pool[keep], scores[keep]
     order = np.lexsort((pool, -scores))[:limit]
     return [(int(pool[i]), float(scores[i])) for i in order]
+
+
+_WORD = re.compile(r"[\w'\u2019]+(?:[.:-][\w'\u2019]+)*")
+
+
+def _stands_out(text: str, word: re.Match) -> bool:
+    """A single word reads as a title: quoted, or capitalised in mid-sentence."""
+    before = text[: word.start()].rstrip()
+    if before.endswith(("\"", "'", "\u201c", "*", "_")):
+        return True
+    first = word.group()[0]
+    return first.isupper() and bool(before) and before[-1] not in ".!?:\n"
 
 
 def _clean_piece(piece: str) -> str:

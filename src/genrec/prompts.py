@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,6 @@ class Prompt:
     name: str
     messages: list[dict[str, str]]
     answer_prefix: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class PromptLibrary:
@@ -189,14 +188,15 @@ class PromptLibrary:
         template = self.template(name)
         ctx = self._new_context(template, context)
         parts: dict[str, str] = {}
-        for block in ctx.blocks:
-            # the answer prefix keeps its spaces: they decide how the first title token is split
-            parts[block] = self._render_block(name, block, ctx, strip=block != "answer_prefix")
+        # only the blocks that make the prompt; others (a chat reply) are rendered on demand
+        for block in (*_MESSAGE_BLOCKS, "answer_prefix"):
+            if block in ctx.blocks:
+                # the answer prefix keeps its spaces: they decide how the first title token is split
+                parts[block] = self._render_block(name, block, ctx, strip=block != "answer_prefix")
         messages = [{"role": role, "content": parts[role]} for role in _MESSAGE_BLOCKS if parts.get(role)]
         if not any(m["role"] == "user" for m in messages):
             raise TemplateError(f"{self.source_path(name)}: block 'user' rendered empty")
-        extra = {k: v for k, v in parts.items() if k not in (*_MESSAGE_BLOCKS, "answer_prefix")}
-        return Prompt(name=name, messages=messages, answer_prefix=parts.get("answer_prefix", ""), extra=extra)
+        return Prompt(name=name, messages=messages, answer_prefix=parts.get("answer_prefix", ""))
 
     def render_block(self, name: str, block: str, /, **context: Any) -> str:
         ctx = self._new_context(self.template(name), context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -18,14 +19,22 @@ from typing import Any
 import numpy as np
 
 from .catalog import Catalog
-from .decoding import Hypothesis, PrefixCache, beam_search
+from .decoding import Hypothesis, PrefixCache, beam_search, score_continuations
 from .errors import LimitError, UnknownItemError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .index import TitleContext, TitleIndex, load_or_build_index, split_prompt_context, tokenizer_fingerprint
 from .model import LoadedModel, cache_root, load_model
 from .prompts import Prompt, PromptLibrary, fit_history, to_model_text
 
-__all__ = ["Recommender", "Recommendation", "Recommendations", "Limits", "TRAINING_RECORD"]
+__all__ = [
+    "Recommender",
+    "Recommendation",
+    "Recommendations",
+    "Explanation",
+    "ChatResponse",
+    "Limits",
+    "TRAINING_RECORD",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,42 @@ class Recommendations(list):
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why an item fits a user: the text, and the catalog items it names (grounded)."""
+
+    item_id: str
+    title: str
+    text: str
+    mentions: list[Match]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "title": self.title, "text": self.text, "mentions": [m.to_dict() for m in self.mentions]}
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    """The assistant's reply and the catalog items it recommends, each grounded to an item ID;
+    ``mentioned`` are the items named in the conversation (never recommended again), of which
+    ``rejected`` are those the user turned down."""
+
+    text: str
+    items: list[Recommendation]
+    mentioned: list[Match]
+    rejected: list[Match]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "items": [r.to_dict() for r in self.items],
+            "mentioned": [m.to_dict() for m in self.mentioned],
+            "rejected": [m.to_dict() for m in self.rejected],
+        }
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on what one call may ask for; each breach is a LimitError naming the bound."""
 
@@ -92,6 +137,10 @@ class Limits:
     max_beams: int = 256
     max_history: int = 10_000
     max_request_chars: int = 4000
+    max_candidates: int = 1000
+    max_conversation_chars: int = 50_000
+    max_turns: int = 200
+    max_new_tokens: int = 512
 
 
 @dataclass
@@ -183,13 +232,18 @@ class Recommender:
         exclude: Sequence[Any] = (),
         constrained: bool = True,
         exclude_history: bool = True,
-        template: str = "next_item",
+        template: str | None = None,
         num_beams: int | None = None,
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
         ``exclude_history=False``, and so are the items in ``exclude`` (IDs or titles: items the
-        user already has, or turned down). Fewer than ``k`` come back when fewer are left."""
+        user already has, or turned down). Fewer than ``k`` come back when fewer are left.
+
+        ``template`` defaults to ``next_item``, or ``request`` when there is a request and no
+        history (zero-shot from words alone)."""
+        if template is None:
+            template = "request" if request and not history else "next_item"
         return self.recommend_batch(
             [history],
             k,
@@ -254,9 +308,161 @@ class Recommender:
         """Item IDs for a mix of IDs and titles; one UnknownItemError lists everything unknown."""
         return [self.catalog.ids[p] for p in self._resolve_positions(refs)]
 
+    def rank(
+        self,
+        history: Sequence[Any],
+        candidates: Sequence[Any],
+        *,
+        request: str | None = None,
+        length_normalize: bool = False,
+        template: str = "rank",
+    ) -> Recommendations:
+        """``candidates`` (IDs or titles) best first, each scored by the log-probability of the
+        model writing its title as the answer to the ``rank`` prompt, all in one batched pass.
+
+        Long and short titles: by default the score is the title's total log-probability, the
+        same quantity beam search ranks by, which favours short titles (every token costs);
+        ``length_normalize=True`` divides by the number of tokens (the end marker included), which
+        favours long titles. Ties keep the candidates' given order. Repeated candidates count once.
+        """
+        self._check_request(request)
+        if isinstance(candidates, (str, bytes)):
+            raise LimitError("candidates must be a list of item IDs or titles, not one string")
+        if len(candidates) > self.limits.max_candidates:
+            raise LimitError(f"{len(candidates)} candidates; the limit is {self.limits.max_candidates} (Limits.max_candidates)")
+        history_positions = self._resolve_positions(history)
+        positions = list(dict.fromkeys(self._resolve_positions(candidates)))
+        if not positions:
+            return Recommendations([], history_used=len(history_positions))
+        context = self._context(
+            [self.catalog._item_at(p) for p in history_positions],
+            request,
+            candidates=[self.catalog._item_at(p) for p in positions],
+            k=len(positions),
+        )
+        prompt_text, ctx = self._split(to_model_text(self.prompts.render(template, **context), self.tokenizer))
+        prompt_ids = self._encode_prompt(prompt_text)
+        self._check_fits(len(prompt_ids), f"the {template} prompt with {len(positions)} candidates")
+        index = self._index(ctx)
+        sequences = [index.sequence(self._title_number(p)) for p in positions]
+        scores = score_continuations(self.lm.model, prompt_ids, sequences)
+        if length_normalize:
+            scores = [score / len(seq) for score, seq in zip(scores, sequences)]
+        order = sorted(range(len(positions)), key=lambda i: -scores[i])
+        recs = [Recommendation(self.catalog.ids[positions[i]], self.catalog.titles[positions[i]], scores[i]) for i in order]
+        return Recommendations(recs, history_used=len(history_positions), prompt_text=prompt_text)
+
+    def explain(
+        self,
+        history: Sequence[Any],
+        item: Any,
+        *,
+        max_new_tokens: int = 96,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int | None = None,
+        template: str = "explain",
+    ) -> Explanation:
+        """A short text saying why ``item`` (an ID or title) fits this history, written by the
+        model from the item's attributes and the history. Greedy (deterministic) by default;
+        ``do_sample=True`` samples with ``temperature``/``top_p`` (reproducibly with ``seed``).
+        Catalog items the text names are grounded and returned in ``mentions``."""
+        if not 1 <= max_new_tokens <= self.limits.max_new_tokens:
+            raise LimitError(f"max_new_tokens must be 1..{self.limits.max_new_tokens}, got {max_new_tokens}")
+        (position,) = self._resolve_positions([item])
+        history_positions = self._resolve_positions(history)
+        context = self._context([self.catalog._item_at(p) for p in history_positions], None, item=self.catalog._item_at(position))
+        prompt_ids = self._encode_prompt(to_model_text(self.prompts.render(template, **context), self.tokenizer))
+        self._check_fits(len(prompt_ids) + max_new_tokens, "the explanation prompt and answer")
+        text = self._generate(prompt_ids, max_new_tokens, do_sample, temperature, top_p, seed)
+        mentions = [m for _, matches in self.catalog.grounder.find_mentions(text) for m in matches]
+        return Explanation(self.catalog.ids[position], self.catalog.titles[position], text, _unique_matches(mentions))
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, str]],
+        k: int = 5,
+        *,
+        exclude: Sequence[Any] = (),
+        template: str = "chat",
+    ) -> ChatResponse:
+        """Recommend from a conversation: ``messages`` are ``{"role", "content"}`` turns (system,
+        user, assistant), as chat assistants hold them. Items named in the conversation are never
+        recommended again; those the user liked inform the prompt, those turned down ("not X",
+        "I hated X") are listed as such. Returns the reply and the items, every one a catalog item."""
+        k = self._check_k(k)
+        turns = self._check_messages(messages)
+        grounder = self.catalog.grounder
+        liked: list[Match] = []
+        rejected: list[Match] = []
+        mentioned: list[Match] = []
+        for turn in turns:
+            for sentence in _SENTENCE.split(turn["content"]):
+                for _, matches in grounder.find_mentions(sentence):
+                    mentioned.extend(matches)
+                    if turn["role"] == "user":
+                        (rejected if _NEGATIVE.search(sentence) else liked).extend(matches)
+        mentioned, rejected = _unique_matches(mentioned), _unique_matches(rejected)
+        rejected_ids = {m.item_id for m in rejected}
+        liked = [m for m in _unique_matches(liked) if m.item_id not in rejected_ids]
+        last_user = next(t["content"] for t in reversed(turns) if t["role"] == "user")
+        conversation = [t for t in turns if t["role"] != "system"]
+        extra = {"conversation": conversation, "rejected": [self.catalog.item(m.item_id) for m in rejected]}
+        job = self._prepare(
+            [m.item_id for m in liked], last_user, template, True, [m.item_id for m in mentioned] + list(exclude), extra
+        )
+        recs = self._run_constrained([job], k, max(self.num_beams, k))[0]
+        reply = self.prompts.render_block(template, "reply", items=[self.catalog.item(r.item_id) for r in recs], kind=self.catalog.kind, k=k)
+        return ChatResponse(reply, list(recs), mentioned, rejected)
+
+    def _check_messages(self, messages: Any) -> list[dict[str, str]]:
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise LimitError("messages must be a non-empty list of {'role', 'content'} turns")
+        if len(messages) > self.limits.max_turns:
+            raise LimitError(f"{len(messages)} turns; the limit is {self.limits.max_turns} (Limits.max_turns)")
+        turns = []
+        for n, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise LimitError(f"message {n}: expected {{'role': ..., 'content': <text>}}, got {message!r:.80}")
+            if message.get("role") not in ("system", "user", "assistant"):
+                raise LimitError(f"message {n}: role must be system, user or assistant, got {message.get('role')!r}")
+            turns.append({"role": message["role"], "content": message["content"]})
+        total = sum(len(t["content"]) for t in turns)
+        if total > self.limits.max_conversation_chars:
+            raise LimitError(f"the conversation has {total} characters; the limit is {self.limits.max_conversation_chars}")
+        if not any(t["role"] == "user" for t in turns):
+            raise LimitError("the conversation has no user message")
+        return turns
+
+    def _generate(self, prompt_ids: list[int], max_new_tokens: int, do_sample: bool, temperature: float, top_p: float, seed: int | None) -> str:
+        import torch
+        from transformers import GenerationConfig
+
+        # an explicit configuration: an Instruct model's generation_config must not turn sampling on
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            num_beams=1,
+            eos_token_id=list(self.end_ids) or _eos_ids(self.tokenizer),
+            pad_token_id=self.pad_token_id,
+            **({"temperature": temperature, "top_p": top_p} if do_sample else {}),
+        )
+        ids = torch.tensor([prompt_ids], device=self.lm.device)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.lm.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        return self.tokenizer.decode(out[0, len(prompt_ids) :], skip_special_tokens=True).strip()
+
+    def _check_fits(self, n_tokens: int, what: str) -> None:
+        if n_tokens > self.lm.max_context:
+            raise LimitError(f"{what} needs {n_tokens} tokens; the model's context holds {self.lm.max_context}")
+
     def index_for(self, template: str = "next_item") -> TitleIndex:
         """The title index used with ``template`` (built or loaded on first use)."""
-        prompt = self.prompts.render(template, **self._context([], None))
+        empty = {"k": 1, "candidates": [], "conversation": [], "rejected": []}  # every task's variables
+        prompt = self.prompts.render(template, **self._context([], "", **empty))
         _, ctx = self._split(to_model_text(prompt, self.tokenizer))
         return self._index(ctx)
 
@@ -329,6 +535,7 @@ class Recommender:
         template: str,
         exclude_history: bool,
         exclude: Sequence[Any] = (),
+        extra: dict[str, Any] | None = None,
     ) -> _Job:
         self._check_request(request)
         positions = self._resolve_positions(history)
@@ -336,7 +543,7 @@ class Recommender:
         items = [self.catalog._item_at(p) for p in positions]
 
         def render(subset: Sequence[dict[str, Any]]) -> tuple[Prompt, str]:
-            prompt = self.prompts.render(template, **self._context(subset, request, k=1))
+            prompt = self.prompts.render(template, **self._context(subset, request, k=1, **(extra or {})))
             return prompt, to_model_text(prompt, self.tokenizer)
 
         _, first_text = render(items[-1:] if items else [])
@@ -482,6 +689,22 @@ class Recommender:
 
 
 # ---------------------------------------------------------------------- helpers
+_SENTENCE = re.compile(r"(?<=[.!?;\n])\s+|\s+(?:but|although|though|however)\s+", re.IGNORECASE)
+# a sentence that turns an item down: "not X", "I hated X", "no more X", "already seen X"
+_NEGATIVE = re.compile(
+    r"\b(?:not|no|never|don'?t|didn'?t|doesn'?t|won'?t|hate[ds]?|hating|dislike[ds]?|boring|bored|awful|terrible|"
+    r"worst|avoid|skip|already (?:seen|watched|read)|seen it|instead of|rather than|except|other than)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def _unique_matches(matches: Sequence[Match]) -> list[Match]:
+    seen: dict[str, Match] = {}
+    for m in matches:
+        seen.setdefault(m.item_id, m)
+    return list(seen.values())
+
+
 def _special_token_strings(tokenizer: Any) -> list[str]:
     tokens = set(map(str, getattr(tokenizer, "all_special_tokens", []) or []))
     for added in getattr(tokenizer, "added_tokens_decoder", {}).values():

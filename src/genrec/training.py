@@ -163,17 +163,27 @@ def _checkpoints(work: Path) -> list[Path]:
 
 
 def _save_checkpoint(accelerator: Any, work: Path, state: dict[str, Any], keep: int) -> None:
+    """Every process writes its part (each rank has its own RNG state) into a temporary folder;
+    the main process then marks it complete and renames it into place. A kill at any point leaves
+    the previous checkpoint untouched."""
     folder = work / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    tmp = folder / f".tmp-step-{state['step']:07d}"
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    (tmp / _CHECKPOINT_DONE).write_text(json.dumps(state), encoding="utf-8")
-    target = folder / f"step-{state['step']:07d}"
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)  # a kill before this line leaves the previous checkpoint untouched
-    for old in _checkpoints(work)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / _CHECKPOINT_DONE).write_text(json.dumps(state), encoding="utf-8")
+        target = folder / f"step-{state['step']:07d}"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        for old in _checkpoints(work)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def _clean_tmp(work: Path) -> None:
@@ -229,7 +239,7 @@ def train(
     if existing and not resume:
         raise DataError(f"{work} holds checkpoints of an unfinished run: pass --resume to continue it, or delete it")
     work.mkdir(parents=True, exist_ok=True)
-    _clean_tmp(work)
+    _clean_tmp(work)  # what a kill in the middle of writing a checkpoint left behind
     settings_path = work / "config.json"
     if resume and settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -321,10 +331,8 @@ def train(
             bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{record['samples_per_s']:.2f}")
             bar.update(1)
             if step % config.save_every == 0 or step >= total_steps:
-                accelerator.wait_for_everyone()
                 state = {"step": step, "epoch": epoch, "batches_done": batches_done, "samples_seen": samples_seen, "elapsed_s": now}
-                if accelerator.is_main_process:
-                    _save_checkpoint(accelerator, work, state, config.keep_checkpoints)
+                _save_checkpoint(accelerator, work, state, config.keep_checkpoints)
             if step >= total_steps:
                 break
         else:

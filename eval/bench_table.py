@@ -1,0 +1,62 @@
+"""Markdown tables from benchmark outputs.
+
+    .venv/bin/python eval/bench_table.py runs/bench-* runs/ground-*
+
+Reads every bench.json (bench_decoding.py) and grounding.json (bench_grounding.py) under the
+given folders and prints one table for each, rows ordered by catalog size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _load(folders: list[str], name: str) -> list[dict]:
+    rows = [json.loads((Path(f) / name).read_text()) for f in folders if (Path(f) / name).is_file()]
+    return sorted(rows, key=lambda r: (r.get("source") != "synthetic", r["n_titles"]))
+
+
+def decoding_table(rows: list[dict]) -> str:
+    out = [
+        "| titles | catalog | genrec s/user | transformers prefix fn s/user | unconstrained generate s/user | genrec / unconstrained | speed-up vs prefix fn | same top-10 | genrec decoder, no constraint s/user | index build s | index peak RSS MB | index load s | batched users/s | one-at-a-time users/s | batched / one |",
+        "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        hf = r.get("hf_prefix_fn_s")
+        out.append(
+            f"| {r['n_titles']:,} | {Path(r['source']).name} | {r['genrec_s']:.2f} | {hf:.2f} | {r['unconstrained_s']:.2f} | "
+            f"{r['genrec_s'] / r['unconstrained_s']:.2f} | {hf / r['genrec_s']:.2f}x | {r['same_topk']} | "
+            f"{r['unconstrained_genrec_engine_s']:.2f} | {r['index_build_s']:.1f} | {r['index_peak_rss_mb']:.0f} | "
+            f"{r['index_load_s']:.2f} | {r['users_per_s_batched']:.2f} | {r['users_per_s_one_at_a_time']:.2f} | "
+            f"{r['users_per_s_batched'] / r['users_per_s_one_at_a_time']:.1f}x |"
+        )
+    return "\n".join(out)
+
+
+def grounding_table(rows: list[dict]) -> str:
+    out = [
+        "| titles | p50 ms | p95 ms | full scan p50 ms | agreement with full scan | queries | index build s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['n_titles']:,} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['full_scan_p50_ms']:.1f} | "
+            f"{r['agreement']:.3f} | {r['queries']} | {r['index_build_s']:.1f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    decoding = _load(argv, "bench.json")
+    grounding = _load(argv, "grounding.json")
+    if decoding:
+        print(decoding_table(decoding), end="\n\n")
+    if grounding:
+        print(grounding_table(grounding))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
