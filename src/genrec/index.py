@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT = 2
 DEFAULT_MAX_TITLE_TOKENS = 256
+# peak memory of an index build per title, measured at 1M synthetic titles (eval/README.md: 446 MB)
+# plus headroom for longer titles
+BUILD_BYTES_PER_TITLE = 600
 _CHUNK = 20_000
 _ARRAYS = ("token", "parent", "first_child", "n_children", "node_title", "leaves_below", "title_leaf", "alias_leaf", "alias_title")
 
@@ -448,6 +451,35 @@ def index_key(catalog_hash: str, tokenizer_hash: str, ctx: TitleContext) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable, which counts reclaimable page cache;
+    other Unix: free pages); None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory_for(n_titles: int, free: int | None = None) -> None:
+    """A LimitError before building an index that would not fit in memory, instead of the
+    operating system killing the process halfway."""
+    free = available_memory() if free is None else free
+    needed = n_titles * BUILD_BYTES_PER_TITLE
+    if free is not None and needed > free:
+        raise LimitError(
+            f"a title index for {n_titles:,} titles needs about {needed / 2**20:,.0f} MB to build; "
+            f"{free / 2**20:,.0f} MB are free (build it on a larger machine once: the cached index "
+            f"loads in a fraction of that)"
+        )
+
+
 def load_or_build_index(
     titles: Sequence[str],
     tokenizer: Any,
@@ -472,6 +504,7 @@ def load_or_build_index(
             log.warning("title index %s does not fit this catalog; rebuilding", path)
         except IndexCacheError as exc:
             log.warning("%s; rebuilding it", exc)
+    check_memory_for(len(titles))
     sequences, fallbacks = tokenize_titles(tokenizer, titles, ctx, max_title_tokens=max_title_tokens)
     meta = {
         "catalog_hash": catalog_hash,

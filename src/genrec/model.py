@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,43 +96,57 @@ def default_gguf_path() -> Path:
     )
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _file_digests(path: Path, sha256: bool = True) -> dict[str, Any]:
+    """Size, CRC-32 and (optionally) SHA-256 of a file, in one read."""
+    digest = hashlib.sha256() if sha256 else None
+    crc = 0
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            crc = zlib.crc32(block, crc)
+            if digest is not None:
+                digest.update(block)
+    out: dict[str, Any] = {"size": path.stat().st_size, "crc32": f"{crc:08x}"}
+    if digest is not None:
+        out["sha256"] = digest.hexdigest()
+    return out
 
 
 def _manifest_problem(directory: Path, full: bool) -> str | None:
     """Why a converted-model directory is not usable, or None when it is.
 
-    Sizes are checked on every load (cheap); ``full=True`` also checks every file's SHA-256.
+    Every load checks sizes and CRC-32s (a fraction of a second for the default model, and the
+    read warms the page cache for loading): truncation and flipped bits are caught. ``full=True``
+    also checks every file's SHA-256.
     """
     manifest_path = directory / _MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return "no manifest (conversion did not finish)"
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         return f"unreadable manifest ({exc})"
-    files = manifest.get("files")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
     for name, meta in files.items():
         path = directory / name
+        if not isinstance(meta, dict):
+            return f"manifest entry for {name} is malformed"
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != meta.get("size"):
             return f"{name} has {path.stat().st_size} bytes, the manifest says {meta.get('size')}"
-        if full and _file_sha256(path) != meta.get("sha256"):
+        actual = _file_digests(path, sha256=full)
+        if "crc32" in meta and actual["crc32"] != meta["crc32"]:
+            return f"{name} does not match its CRC-32 (corrupted)"
+        if full and actual["sha256"] != meta.get("sha256"):
             return f"{name} does not match its SHA-256"
     return None
 
 
 def _write_manifest(directory: Path, source: Path) -> None:
     files = {
-        p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)}
+        p.name: _file_digests(p)
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name != _MANIFEST
     }

@@ -22,9 +22,9 @@ from typing import Any
 
 import jinja2
 from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader, StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import LimitError, SecurityError, TemplateError
+from .sandbox import TemplateSandbox, reaches_python
 
 __all__ = ["Prompt", "PromptLibrary", "builtin_prompts_dir", "defuse", "to_model_text", "fit_history"]
 
@@ -89,7 +89,8 @@ class PromptLibrary:
             loaders.append(FileSystemLoader(str(self.user_dir)))
         loaders.append(FileSystemLoader(str(self.builtin_dir)))
         loaders.append(PrefixLoader({"builtin": FileSystemLoader(str(self.builtin_dir))}))
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = TemplateSandbox(
+            max_chars=max_render_chars,
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -160,7 +161,12 @@ class PromptLibrary:
             for block, func in current.blocks.items():
                 chain.setdefault(block, []).append(func)
             parent = self._parent_name(current)
-            current = self.env.get_template(parent) if parent else None
+            try:
+                current = self.env.get_template(parent) if parent else None
+            except jinja2.TemplateNotFound:
+                raise TemplateError(
+                    f"{current.filename}: extends {parent!r}, which is not a template in the prompts folders"
+                ) from None
         return chain
 
     def _parent_name(self, template: jinja2.Template) -> str | None:
@@ -218,7 +224,16 @@ class PromptLibrary:
                 self.env.handle_exception()
         except jinja2.exceptions.SecurityError as exc:
             raise SecurityError(f"{self._where(name, exc)}: blocked by the template sandbox: {exc}") from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(
+                f"{self._where(name, exc)}: includes or imports {exc.name!r}, which is not a template in the prompts folders"
+            ) from None
         except jinja2.UndefinedError as exc:
+            if reaches_python(exc.message or ""):
+                raise SecurityError(
+                    f"{self._where(name, exc)}: blocked by the template sandbox: {exc.message} "
+                    f"(Python builtins and modules are not available to templates)"
+                ) from None
             raise TemplateError(f"{self._where(name, exc)}: {exc.message}") from None
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{self._where(name, exc)}: {exc}") from None

@@ -20,7 +20,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .decoding import Hypothesis, PrefixCache, beam_search, score_continuations
-from .errors import LimitError, UnknownItemError
+from .errors import CatalogError, LimitError, UnknownItemError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .index import TitleContext, TitleIndex, load_or_build_index, split_prompt_context, tokenizer_fingerprint
 from .model import LoadedModel, cache_root, load_model
@@ -190,6 +190,8 @@ class Recommender:
         limits: Limits = Limits(),
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
+        if len(self.catalog) == 0:
+            raise CatalogError(f"catalog {self.catalog.name!r} has no items: nothing to recommend ({self.catalog.report})")
         self.cache_dir = cache_root(cache_dir)
         self.use_disk_cache = use_disk_cache
         if model is None or isinstance(model, (str, Path)):
