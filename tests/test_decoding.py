@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
-from genrec import Catalog, LimitError
+from genrec import Catalog, CatalogError, LimitError
 from genrec.decoding import PrefixCache, TrieLogitsProcessor, allowed_token_mask, beam_search
 
 TITLES = [
@@ -161,8 +161,8 @@ def test_one_item_and_empty_catalogs(make_rec):
     one = make_rec(catalog_of(["Heat"]))
     assert [r.item_id for r in one.recommend([], k=5)] == ["i0"]
     assert list(one.recommend(["i0"], k=5)) == []
-    empty = make_rec(Catalog.from_records([]))
-    assert list(empty.recommend([], k=5)) == []
+    with pytest.raises(CatalogError, match="has no items"):
+        make_rec(Catalog.from_records([]))
 
 
 def test_prefix_titles_each_reachable(make_rec):
