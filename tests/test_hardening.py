@@ -38,6 +38,7 @@ from genrec import (
 )
 from genrec.prompts import PromptLibrary, defuse
 from genrec.tools import TOOLS, ToolError, call_tool
+from test_decoding import TITLES, catalog_of
 
 HOSTILE = [
     "{{ 7*7 }}",
@@ -423,9 +424,7 @@ def check_threads(make, tally, tag: str, threads: int, calls_per_thread: int) ->
 
 
 def test_threads_give_the_serial_results_tiny_model(tiny_model, tokenizer, tally):
-    from test_decoding import TITLES
-
-    catalog = Catalog.from_records([{"item_id": f"i{n}", "title": t, "year": 1999} for n, t in enumerate(TITLES)])
+    catalog = catalog_of(TITLES, year=1999)
     check_threads(lambda: Recommender(catalog, model=tiny_model, tokenizer=tokenizer, use_disk_cache=False),
                   tally, "tiny", threads=8, calls_per_thread=50)  # fmt: skip
 
@@ -449,8 +448,6 @@ _json = st.recursive(
     st.sampled_from(["history", "k", "item", "text", "candidates", "messages", "request", "query", "limit", "extra"]),
     _json, max_size=4)))  # fmt: skip
 def test_malformed_tool_calls_are_tool_errors(tiny_model, tokenizer, tally, name, arguments):
-    from test_decoding import TITLES
-
     rec = _shared_rec(tiny_model, tokenizer, TITLES)
     tally["malformed_tool_calls"] += 1
     try:
@@ -470,7 +467,7 @@ def _shared_rec(model, tokenizer, titles: list[str]) -> Recommender:
     """One Recommender per model and catalog across a property test's examples."""
     key = (id(model), tuple(titles))
     if key not in _shared_recs:
-        catalog = Catalog.from_records([{"item_id": f"i{n}", "title": t} for n, t in enumerate(titles)])
+        catalog = catalog_of(titles)
         _shared_recs[key] = Recommender(catalog, model=model, tokenizer=tokenizer, use_disk_cache=False)
     return _shared_recs[key]
 
@@ -496,9 +493,7 @@ def _corruptions() -> dict[str, object]:
 
 @pytest.mark.parametrize("damage", list(_corruptions()))
 def test_corrupt_title_index_is_detected_and_rebuilt(tiny_model, tokenizer, tmp_path, caplog, tally, damage):
-    from test_decoding import TITLES
-
-    catalog = Catalog.from_records([{"item_id": f"i{n}", "title": t} for n, t in enumerate(TITLES)])
+    catalog = catalog_of(TITLES)
     make = lambda: Recommender(catalog, model=tiny_model, tokenizer=tokenizer, cache_dir=tmp_path)  # noqa: E731
     expected = [r.item_id for r in make().recommend(["i0"], k=5)]
     (path,) = (tmp_path / "indexes").glob("*.npz")
@@ -599,9 +594,7 @@ def test_sigkill_while_writing_a_checkpoint_never_corrupts_the_previous_one(tiny
 # ---------------------------------------------------------------------- limits
 def test_limits_are_clear_errors(tiny_model, tokenizer):
     from genrec.recommender import Limits
-    from test_decoding import TITLES
-
-    catalog = Catalog.from_records([{"item_id": f"i{n}", "title": t} for n, t in enumerate(TITLES)])
+    catalog = catalog_of(TITLES)
     rec = Recommender(catalog, model=tiny_model, tokenizer=tokenizer, use_disk_cache=False,
                       limits=Limits(max_history=3, max_request_chars=10, max_k=4, max_candidates=2))  # fmt: skip
     with pytest.raises(LimitError, match="max_history"):
