@@ -40,7 +40,7 @@ def _build_index_child(titles, model_dir, cache_dir, context, queue) -> None:
     from transformers import AutoTokenizer
 
     from genrec.catalog import Catalog
-    from genrec.index import TitleContext, load_or_build_index
+    from genrec.decoding import TitleContext, load_or_build_index
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     catalog = Catalog(list(map(str, range(len(titles)))), titles)
@@ -112,13 +112,10 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
     # the tokenisation context, from a rendered prompt, without building the index here
-    from genrec.prompts import to_model_text
-
-    first = rec.prompts.render("next_item", **rec._context(catalog.items(histories[0]), None, k=1))
-    _, ctx = rec._split(to_model_text(first, tokenizer))
+    ctx = rec.pipeline.split(rec.pipeline.render("next_item", catalog.items(histories[0]), None, k=1))[1]
 
     # index: built in a child process from an empty cache, so time and memory are its own
-    from genrec.index import index_key, tokenizer_fingerprint
+    from genrec.decoding.index_cache import index_key, tokenizer_fingerprint
 
     key = index_key(catalog.content_hash, tokenizer_fingerprint(tokenizer), ctx)
     (cache_dir / "indexes" / f"{key}.npz").unlink(missing_ok=True)
@@ -132,9 +129,9 @@ def main(argv=None) -> int:
     build = queue.get()
     child.join()
     t0 = time.perf_counter()
-    index = rec._index(ctx)  # loaded from the cache the child wrote (with its checksum verified)
+    index = rec.pipeline.index(ctx)  # loaded from the cache the child wrote (with its checksum verified)
     index_load_s = time.perf_counter() - t0
-    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
+    jobs = [rec.pipeline.prepare(h, "next_item") for h in histories]
     print(f"index: built in {build['index_build_s']:.1f}s, +{build['process_peak_rss_mb'] - build['rss_before_mb']:.0f} MB "
           f"peak, loaded in {index_load_s:.2f}s, {build['index_nodes']} nodes", flush=True)  # fmt: skip
 
@@ -146,7 +143,7 @@ def main(argv=None) -> int:
         stats: dict = {}
         t = time.perf_counter()
         hyps = beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
-                           dead_nodes=[index.dead_nodes(job.banned_titles)], pad_token_id=rec.pad_token_id, stats=stats)[0]  # fmt: skip
+                           banned_titles=[job.banned_titles], pad_token_id=rec.pad_token_id, stats=stats)[0]  # fmt: skip
         return time.perf_counter() - t, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"]
 
     def hf_generate(job, new_tokens, allowed=None):

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from genrec.datasets import add_dataset_arguments, dataset_from_args
+from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.errors import GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
 

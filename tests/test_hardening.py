@@ -37,8 +37,8 @@ from genrec import (
     UnknownItemError,
 )
 from genrec.prompts import PromptLibrary, defuse
-from genrec.tools import TOOLS, ToolError, call_tool
-from test_decoding import TITLES, catalog_of
+from genrec.serving.tools import TOOLS, ToolError, call_tool
+from helpers import TITLES, catalog_of
 
 HOSTILE = [
     "{{ 7*7 }}",
@@ -505,7 +505,7 @@ def test_corrupt_title_index_is_detected_and_rebuilt(tiny_model, tokenizer, tmp_
     tally["corruption_detected"] += int(detected)
     tally["corruption_results_unchanged"] += int(again == expected)
     assert detected and again == expected
-    from genrec.index import TitleIndex
+    from genrec.decoding import TitleIndex
 
     TitleIndex.load(path)  # the rebuilt file is sound
 
@@ -593,7 +593,7 @@ def test_sigkill_while_writing_a_checkpoint_never_corrupts_the_previous_one(tiny
 
 # ---------------------------------------------------------------------- limits
 def test_limits_are_clear_errors(tiny_model, tokenizer):
-    from genrec.recommender import Limits
+    from genrec import Limits
     catalog = catalog_of(TITLES)
     rec = Recommender(catalog, model=tiny_model, tokenizer=tokenizer, use_disk_cache=False,
                       limits=Limits(max_history=3, max_request_chars=10, max_k=4, max_candidates=2))  # fmt: skip
@@ -611,7 +611,7 @@ def test_limits_are_clear_errors(tiny_model, tokenizer):
 
 
 def test_a_catalog_too_large_for_memory_is_refused_before_building():
-    from genrec.index import BUILD_BYTES_PER_TITLE, available_memory, check_memory_for
+    from genrec.decoding.index_cache import BUILD_BYTES_PER_TITLE, available_memory, check_memory_for
 
     check_memory_for(1000, free=1000 * BUILD_BYTES_PER_TITLE)
     with pytest.raises(LimitError, match="needs about .* MB to build; 0 MB are free"):

@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from genrec import Catalog, DataError, Recommender
 from genrec import training as training_mod
-from genrec.datasets import Dataset
-from genrec.splits import leave_one_out
+from genrec.evaluation.datasets import Dataset
+from genrec.evaluation.splits import leave_one_out
 from genrec.training import TrainConfig, train, training_examples
 
 

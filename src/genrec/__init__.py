@@ -12,19 +12,24 @@ from .errors import (
     GenrecError,
     IndexCacheError,
     LimitError,
+    MissingDependencyError,
     ModelNotFoundError,
     SecurityError,
     TemplateError,
     UnknownItemError,
 )
 from .grounding import Match, Mention
-from .recommender import Limits, Recommendation, Recommendations, Recommender
+from .limits import Limits
+from .recommender import Recommender
+from .tasks import ChatResponse, Explanation, Recommendation, Recommendations
 
 __all__ = [
     "Recommender",
     "Catalog",
     "Recommendation",
     "Recommendations",
+    "Explanation",
+    "ChatResponse",
     "Match",
     "Mention",
     "Limits",
@@ -35,6 +40,7 @@ __all__ = [
     "SecurityError",
     "UnknownItemError",
     "ModelNotFoundError",
+    "MissingDependencyError",
     "LimitError",
     "IndexCacheError",
     "DataError",

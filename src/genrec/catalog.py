@@ -6,6 +6,7 @@ by several IDs keep all of them: the model writes titles, so one title maps to a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -20,17 +21,14 @@ from typing import Any
 import pandas as pd
 
 from .errors import CatalogError, UnknownItemError
+from .grounding import Grounder
+from .text import generation_title
 
 __all__ = ["Catalog", "LoadReport", "SkippedRow", "generation_title"]
 
 _MAX_LISTED_PROBLEMS = 5
 _SEPARATOR_BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
-
-
-def generation_title(title: str) -> str:
-    """The form of a title the model writes: whitespace runs (newlines included) become one space."""
-    return " ".join(title.split())
 
 
 @dataclass(frozen=True)
@@ -195,6 +193,17 @@ class Catalog:
         path = Path(path)
         if not path.is_file():
             raise CatalogError(f"catalog file not found: {path}")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise CatalogError(f"{path}: unknown encoding {encoding!r}") from None
+        try:
+            return cls._from_file(path, id_column, title_column, sep, encoding, header, columns, quoting, lenient, kind)
+        except OSError as exc:
+            raise CatalogError(f"cannot read catalog file {path}: {exc.strerror or exc}") from None
+
+    @classmethod
+    def _from_file(cls, path, id_column, title_column, sep, encoding, header, columns, quoting, lenient, kind) -> Catalog:
         if path.suffix.lower() in _JSONL_SUFFIXES:
             rows = list(_read_jsonl(path, encoding))
             return cls._from_rows(
@@ -296,12 +305,13 @@ class Catalog:
 
     def item(self, item_id: Any) -> dict[str, Any]:
         """One item as a dict: ``item_id``, ``title`` and its attributes (what templates see)."""
-        return self._item_at(self.position(item_id))
+        return self.item_at(self.position(item_id))
 
     def items(self, item_ids: Iterable[Any]) -> list[dict[str, Any]]:
-        return [self._item_at(p) for p in self.positions(item_ids)]
+        return [self.item_at(p) for p in self.positions(item_ids)]
 
-    def _item_at(self, pos: int) -> dict[str, Any]:
+    def item_at(self, pos: int) -> dict[str, Any]:
+        """The item at catalog position ``pos`` (0-based, file order) with all its attributes."""
         record = {"item_id": self.ids[pos], "title": self.titles[pos]}
         if len(self.attributes.columns):
             for key, value in self.attributes.iloc[pos].items():
@@ -341,10 +351,8 @@ class Catalog:
         return self._hash
 
     @property
-    def grounder(self):
+    def grounder(self) -> Grounder:
         """The fuzzy title matcher over this catalog, built once on first use."""
-        from .grounding import Grounder
-
         with self._lock:
             if self._grounder is None:
                 self._grounder = Grounder(self)

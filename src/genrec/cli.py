@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import GenrecError
+from .errors import DataError, GenrecError, LimitError
 
-__all__ = ["main", "build_parser", "DEMO_HISTORY"]
+__all__ = ["main", "build_parser", "add_dataset_arguments", "dataset_from_args", "DEMO_HISTORY"]
 
 #: the demo's history: five well-known science-fiction films from the demo catalog
 DEMO_HISTORY = ["The Matrix", "Star Wars", "Alien", "Blade Runner", "The Terminator"]
@@ -36,6 +36,31 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", help="folder of .jinja templates that override or add to the built-in ones")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
     g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data options shared by ``eval/run.py`` and ``genrec train``."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv"])
+    g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m)")
+    g.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
+    g.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
+    g.add_argument("--catalog", help="catalog file for --dataset interactions / d3csv")
+    g.add_argument("--test", help="D3 test CSV")
+    g.add_argument("--train", help="D3 training CSV (optional)")
+
+
+def dataset_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """The dataset the options name, and the options themselves (recorded with results)."""
+    from .evaluation.datasets import load_dataset
+
+    names = ("data_dir", "interactions", "catalog", "test", "train")
+    given = {name: str(getattr(args, name)) for name in names if getattr(args, name, None)}
+    dataset = load_dataset(
+        args.dataset, args.data_dir, download=args.download,
+        interactions=args.interactions, catalog=args.catalog, test=args.test, train=args.train,
+    )  # fmt: skip
+    return dataset, given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
 
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
-    from .datasets import add_dataset_arguments
-
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="the model directory to write")
     p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
@@ -231,10 +254,16 @@ def _cmd_explain(args: argparse.Namespace, rec: Any) -> int:
     return 0
 
 
-def _cmd_chat(args: argparse.Namespace, rec: Any) -> int:
-    from .errors import LimitError
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
-    raw = sys.stdin.read() if args.messages == "-" else open(args.messages, encoding="utf-8").read()
+
+def _cmd_chat(args: argparse.Namespace, rec: Any) -> int:
+    raw = sys.stdin.read() if args.messages == "-" else _read_text(args.messages, "--messages file")
     try:
         messages = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -245,7 +274,7 @@ def _cmd_chat(args: argparse.Namespace, rec: Any) -> int:
 
 
 def _cmd_mcp(args: argparse.Namespace, rec: Any) -> int:
-    from .mcp_server import serve_stdio
+    from .serving.mcp_server import serve_stdio
 
     serve_stdio(rec)
     return 0
@@ -255,7 +284,6 @@ _TASKS = {"rank": _cmd_rank, "explain": _cmd_explain, "chat": _cmd_chat, "mcp": 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .datasets import dataset_from_args
     from .training import TrainConfig, train
 
     dataset, data = dataset_from_args(args)

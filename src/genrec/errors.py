@@ -13,6 +13,7 @@ __all__ = [
     "SecurityError",
     "UnknownItemError",
     "ModelNotFoundError",
+    "MissingDependencyError",
     "LimitError",
     "IndexCacheError",
     "DataError",
@@ -48,6 +49,20 @@ class UnknownItemError(GenrecError, KeyError):
 
 class ModelNotFoundError(GenrecError):
     """The requested model (or the default model's package) cannot be found or loaded."""
+
+
+class MissingDependencyError(GenrecError, ImportError):
+    """An optional feature's package is not installed; the message says which extra brings it."""
+
+
+def require(module: str, extra: str, feature: str) -> object:
+    """``import module``, or a MissingDependencyError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"{feature} needs the {module} package: pip install 'genrec[{extra}]'") from None
 
 
 class LimitError(GenrecError, ValueError):

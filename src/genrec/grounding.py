@@ -10,35 +10,27 @@ milliseconds instead of seconds.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
-if TYPE_CHECKING:
-    from .catalog import Catalog
+from .text import has_moved_article, normalize_title, normalize_words, split_year, strip_leading_article
 
 __all__ = [
     "Match",
     "Mention",
     "Grounder",
-    "normalize_title",
-    "split_year",
+    "TitleTable",
     "split_list",
-    "move_article",
     "DEFAULT_THRESHOLD",
     "title_score",
     "title_scores",
 ]
 
 DEFAULT_THRESHOLD = 80.0
-_ARTICLES = "the|a|an|les|la|le|l'|il|el|das|der|die|los|las|un|une|lo|den|det|de"
-_YEAR = re.compile(r"\s*\((\d{4})(?:/[IVX]+)?\)\s*$")
-_MOVED_ARTICLE = re.compile(rf"^(?P<main>.+?),\s*(?P<article>{_ARTICLES})(?P<rest>\s*\(.*\))?\s*$", re.IGNORECASE)
-_NON_WORD = re.compile(r"[^\w]+")
 _LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022]|#+)\s*")
 _LIST_SEPARATOR = re.compile(r"\s*(?:,|;|\band\b|\bor\b|&)\s*", re.IGNORECASE)
 _EXPLANATION = re.compile(r"\s+(?:-|\u2013|\u2014|:)\s+|\s*[:\u2014]\s*")
@@ -67,49 +59,6 @@ def title_scores(query: str, choices: Sequence[str]) -> np.ndarray:
     token_set = process.cdist([query], choices, scorer=fuzz.token_set_ratio, dtype=np.float32)[0]
     token_sort = process.cdist([query], choices, scorer=fuzz.token_sort_ratio, dtype=np.float32)[0]
     return _SET_WEIGHT * token_set + (1 - _SET_WEIGHT) * token_sort
-
-
-def split_year(text: str) -> tuple[str, str | None]:
-    """``"Heat (1995)"`` -> ``("Heat", "1995")``; no year -> ``(text, None)``."""
-    match = _YEAR.search(text)
-    if match:
-        return text[: match.start()], match.group(1)
-    return text, None
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def move_article(title: str) -> str:
-    """"Matrix, The" -> "The Matrix" (a parenthesised alternative title may follow)."""
-    match = _MOVED_ARTICLE.match(title)
-    if not match:
-        return title
-    rest = match.group("rest") or ""
-    return f"{match.group('article')} {match.group('main')}{rest}"
-
-
-_ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
-
-
-def normalize_title(text: str, *, keep_year: bool = True) -> str:
-    """Case-, accent- and punctuation-insensitive form of a title; a moved article goes back to
-    the front; roman numerals II-X become digits ("Part II" == "Part 2"); the year (if any) is
-    kept at the end or dropped."""
-    title, year = split_year(text.strip())
-    title = move_article(title.strip())
-    title = _fold(title).replace("&", " and ")
-    title = " ".join(_ROMAN.get(word, word) for word in _NON_WORD.sub(" ", title).split())
-    if keep_year and year:
-        return f"{title} {year}" if title else year
-    return title
-
-
-def _strip_leading_article(norm: str) -> str:
-    head, _, tail = norm.partition(" ")
-    return tail if tail and re.fullmatch(_ARTICLES, head) else norm
 
 
 @dataclass(frozen=True)
@@ -212,13 +161,22 @@ def _get(table: dict[str, Any], key: str) -> list[int]:
     return [] if found is None else found if isinstance(found, list) else [found]
 
 
+class TitleTable(Protocol):
+    """What grounding needs of a catalog: its distinct titles, and the items behind each."""
+
+    ids: list[str]
+    titles: list[str]
+    unique_titles: list[str]
+    title_positions: list[list[int]]
+
+
 class Grounder:
     """Maps text onto catalog titles with ``title_score``. Catalogs of ``full_scan_below`` titles
     or more score only a trigram-preselected pool of ``candidates`` titles per query."""
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: TitleTable,
         *,
         full_scan_below: int = 50_000,
         candidates: int = 200,
@@ -238,7 +196,7 @@ class Grounder:
         for n, (full, bare) in enumerate(zip(self.with_year, self.without_year)):
             _add(self._exact, full, n)
             _add(self._no_year, bare, n)
-            _add(self._no_article, _strip_leading_article(bare), n)
+            _add(self._no_article, strip_leading_article(bare), n)
         self._trigrams = _TrigramIndex(self.without_year) if len(titles) >= full_scan_below else None
 
     def _matches(self, scored: list[tuple[int, float]], limit: int) -> list[Match]:
@@ -261,7 +219,7 @@ class Grounder:
         year = split_year(text.strip())[1]
         if full in self._exact:
             return [(n, 100.0) for n in _get(self._exact, full)]
-        found = _get(self._no_year, bare) or _get(self._no_article, _strip_leading_article(bare))
+        found = _get(self._no_year, bare) or _get(self._no_article, strip_leading_article(bare))
         scored = []
         for n in found:
             # the title is right but the year named differs from the catalog's: a weaker match
@@ -311,7 +269,7 @@ class Grounder:
         film, not "up" the word.
         """
         words = list(_WORD.finditer(text))
-        keys = [" ".join(_ROMAN.get(w, w) for w in _NON_WORD.sub(" ", _fold(m.group()).replace("&", " and ")).split()) for m in words]
+        keys = [normalize_words(m.group()) for m in words]
         found: list[tuple[str, list[Match]]] = []
         i = 0
         while i < len(words):
@@ -319,10 +277,14 @@ class Grounder:
                 key = " ".join(k for k in keys[i : i + length] if k)
                 if not key:
                     continue
+                span = text[words[i].start() : words[i + length - 1].end()]
                 numbers = _get(self._exact, key) or _get(self._no_year, key) or _get(self._no_article, key)
+                if not numbers and length > 1 and has_moved_article(span):
+                    # MovieLens style, "Matrix, The": the article goes back to the front
+                    moved = normalize_title(span)
+                    numbers = _get(self._exact, moved) or _get(self._no_year, moved)
                 if not numbers or (length == 1 and not _stands_out(text, words[i])):
                     continue
-                span = text[words[i].start() : words[i + length - 1].end()]
                 found.append((span, self._matches([(n, 100.0) for n in numbers], len(numbers))))
                 i += length
                 break

@@ -13,13 +13,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_dir, clean_stale, discard_dir
 from .errors import IndexCacheError, ModelNotFoundError
 
 __all__ = [
@@ -32,6 +32,11 @@ __all__ = [
     "pick_dtype",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_INSTALL",
+    "special_token_strings",
+    "eos_token_ids",
+    "pad_token_id",
+    "vocab_size",
+    "answer_end",
 ]
 
 log = logging.getLogger(__name__)
@@ -160,32 +165,14 @@ def _write_manifest(directory: Path, source: Path) -> None:
     (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
-def _clean_stale_tmp(parent: Path) -> None:
-    now = time.time()
-    for tmp in parent.glob(".tmp-*"):
-        try:
-            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def _discard(directory: Path) -> None:
-    """Move a directory out of the way (one rename), then delete it: no reader ever sees it half gone."""
-    trash = Path(tempfile.mkdtemp(prefix=".tmp-broken-", dir=directory.parent))
-    os.replace(directory, trash / directory.name)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """GGUF -> transformers directory, written to a temporary sibling and renamed into place, so a
     conversion killed midway leaves no directory that looks finished."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    clean_stale(target.parent, older_than_s=_STALE_TMP_SECONDS)
+    with atomic_dir(target) as tmp:
         log.warning("converting the default model %s once into %s (about half a minute)", gguf.name, target)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -200,13 +187,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         tokenizer.save_pretrained(str(tmp))
         _write_manifest(tmp, gguf)
         if target.exists() and _manifest_problem(target, full=False) is None:
-            return  # another process finished the same conversion first
-        if target.exists():
-            _discard(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp)  # another process finished the same conversion first: keep its
 
 
 def default_model_dir(cache_dir: str | Path | None = None, *, verify: bool = False) -> Path:
@@ -222,7 +203,7 @@ def default_model_dir(cache_dir: str | Path | None = None, *, verify: bool = Fal
     if problem is not None:
         if target.exists():
             log.warning("the converted default model in %s is unusable (%s); converting again", target, problem)
-            _discard(target)
+            discard_dir(target)
         _convert_gguf(gguf, target)
         problem = _manifest_problem(target, full=False)
         if problem is not None:
@@ -286,3 +267,54 @@ def load_model(
     lm.to(torch_device)
     lm.eval()
     return LoadedModel(model=lm, tokenizer=tokenizer, name=name, device=torch_device)
+
+
+# ---------------------------------------------------------------------- what a tokenizer says
+def special_token_strings(tokenizer: Any) -> list[str]:
+    """Every special-token string of the tokenizer (``<|im_start|>``, ...)."""
+    tokens = set(map(str, getattr(tokenizer, "all_special_tokens", []) or []))
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False):
+            tokens.add(str(added.content))
+    return sorted(t for t in tokens if t)
+
+
+def eos_token_ids(tokenizer: Any) -> list[int]:
+    eos = tokenizer.eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if isinstance(candidate, int):
+            return candidate
+    return 0
+
+
+def vocab_size(model: Any, tokenizer: Any) -> int:
+    """Rows of the model's output layer (may exceed the tokenizer's vocabulary)."""
+    out = model.get_output_embeddings()
+    return int(out.weight.shape[0]) if out is not None else len(tokenizer)
+
+
+def answer_end(tokenizer: Any) -> tuple[tuple[int, ...], str]:
+    """What closes an answer: a chat model's end-of-turn token (found by rendering a dummy
+    exchange through its chat template), else a newline written after the title."""
+    if getattr(tokenizer, "chat_template", None):
+        marker = "GENREC_ANSWER_MARKER"
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}], tokenize=False
+            )
+        except Exception:  # a chat template that rejects this exchange: fall back to EOS
+            text = ""
+        after = text.split(marker, 1)[1] if marker in text else ""
+        for special in sorted(special_token_strings(tokenizer), key=len, reverse=True):
+            if after.lstrip(" ").startswith(special):
+                token_id = tokenizer.convert_tokens_to_ids(special)
+                if isinstance(token_id, int):
+                    return (token_id,), ""
+        eos = eos_token_ids(tokenizer)
+        if eos:
+            return tuple(eos[:1]), ""
+    return (), "\n"

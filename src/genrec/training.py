@@ -29,7 +29,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,11 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import Dataset, Example
-from .errors import DataError, ModelNotFoundError
+from .atomic import atomic_dir, clean_stale
+from .errors import DataError, require
+from .evaluation.datasets import Dataset, Example
+from .evaluation.splits import Split, split_dataset
 from .model import DEFAULT_MODEL_NAME
 from .recommender import TRAINING_RECORD, Recommender
-from .splits import Split, split_dataset
+from .tasks import PromptPipeline
 
 __all__ = ["TrainConfig", "TrainResult", "train", "training_examples", "encode_examples"]
 
@@ -117,13 +118,12 @@ class Encoded:
     n_target: int  # the last n_target tokens are the title and its end marker
 
 
-def encode_examples(rec: Recommender, examples: Sequence[Example], template: str) -> list[Encoded]:
+def encode_examples(pipeline: PromptPipeline, examples: Sequence[Example], template: str) -> list[Encoded]:
     """Prompt tokens (exactly what inference sends) + the target title's tokens in context."""
     encoded: list[Encoded] = []
     for example in examples:
-        job = rec._prepare(list(example.history), None, template, exclude_history=True)
-        index = rec._index(job.ctx)
-        target = index.sequence(rec.catalog.title_number_of(example.target))
+        job = pipeline.prepare(list(example.history), template)
+        target = pipeline.index(job.ctx).sequence(pipeline.catalog.title_number_of(example.target))
         encoded.append(Encoded(job.prompt_ids + target, len(target)))
     return encoded
 
@@ -168,27 +168,25 @@ def _save_checkpoint(accelerator: Any, work: Path, state: dict[str, Any], keep: 
     the previous checkpoint untouched."""
     folder = work / "checkpoints"
     tmp = folder / f".tmp-step-{state['step']:07d}"
-    if accelerator.is_main_process:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    target = folder / f"step-{state['step']:07d}"
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        accelerator.wait_for_everyone()
+        return
+    with atomic_dir(target, tmp=tmp):
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
         (tmp / _CHECKPOINT_DONE).write_text(json.dumps(state), encoding="utf-8")
-        target = folder / f"step-{state['step']:07d}"
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        for old in _checkpoints(work)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in _checkpoints(work)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
 def _clean_tmp(work: Path) -> None:
-    for tmp in (work / "checkpoints").glob(".tmp-*") if (work / "checkpoints").is_dir() else []:
-        shutil.rmtree(tmp, ignore_errors=True)
+    clean_stale(work / "checkpoints")
 
 
 # ---------------------------------------------------------------------- training
@@ -205,15 +203,12 @@ def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
     Recommender so prompts and titles are built by the inference code."""
     rec = Recommender(dataset.catalog, model=config.model, dtype="float32", device="cpu")
     if config.lora:
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError:
-            raise ModelNotFoundError("LoRA needs the peft package: pip install 'genrec[lora]'") from None
-        lora = LoraConfig(
+        peft = require("peft", "lora", "LoRA")
+        lora = peft.LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
             target_modules="all-linear", task_type="CAUSAL_LM",
         )  # fmt: skip
-        rec.lm.model = get_peft_model(rec.lm.model, lora)
+        rec.lm.model = peft.get_peft_model(rec.lm.model, lora)
     return rec
 
 
@@ -262,7 +257,7 @@ def train(
     examples = training_examples(split, max_history=config.max_history, samples_per_user=config.samples_per_user, seed=config.seed)
     if not examples:
         raise DataError("no training examples: every training sequence has a single item")
-    encoded = encode_examples(rec, examples, config.template)
+    encoded = encode_examples(rec.pipeline, examples, config.template)
     pad_id = rec.pad_token_id
 
     loader = torch.utils.data.DataLoader(
@@ -373,9 +368,7 @@ def train(
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
     """Assemble the model directory beside ``out`` and rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         if lora:
             model.save_pretrained(str(tmp / "adapter"))  # the adapter alone, for peft users
             model = model.merge_and_unload()  # plain transformers weights for everyone else
@@ -385,14 +378,6 @@ def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], 
         (tmp / "train_log.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
         _plot_loss(history, tmp / "loss.png")
         (tmp / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _plot_loss(history: list[dict], path: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .datasets import Dataset, Example
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["Split", "TIE_BREAKS", "leave_one_out", "given_split", "split_dataset", "sample_examples"]
 

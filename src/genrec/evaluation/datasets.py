@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from .catalog import Catalog
-from .errors import DataError
-from .grounding import move_article, split_year
+from ..catalog import Catalog
+from ..errors import DataError
+from ..text import natural_title
 
 __all__ = [
     "Dataset",
@@ -38,8 +38,6 @@ __all__ = [
     "download_movielens",
     "natural_title",
     "MOVIELENS_URLS",
-    "add_dataset_arguments",
-    "dataset_from_args",
 ]
 
 MOVIELENS_URLS = {
@@ -74,13 +72,6 @@ class Dataset:
     @property
     def has_log(self) -> bool:
         return self.interactions is not None
-
-
-def natural_title(title: str) -> str:
-    """MovieLens writes "Matrix, The (1999)"; people and language models write "The Matrix (1999)"."""
-    body, year = split_year(title)
-    body = move_article(body.strip())
-    return f"{body} ({year})" if year else body
 
 
 def _require(path: Path, what: str) -> Path:
@@ -317,26 +308,3 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     if name == "d3csv":
         return load_d3csv(options["test"], options["catalog"], train=options.get("train"))
     raise DataError(f"unknown dataset {name!r} (ml-100k, ml-1m, interactions, d3csv)")
-
-
-def add_dataset_arguments(parser: Any) -> None:
-    """The data options shared by ``eval/run.py`` and ``genrec train``."""
-    g = parser.add_argument_group("data")
-    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv"])
-    g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m)")
-    g.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
-    g.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
-    g.add_argument("--catalog", help="catalog file for --dataset interactions / d3csv")
-    g.add_argument("--test", help="D3 test CSV")
-    g.add_argument("--train", help="D3 training CSV (optional)")
-
-
-def dataset_from_args(args: Any) -> tuple[Dataset, dict[str, str]]:
-    """The dataset the options name, and the options themselves (recorded with results)."""
-    names = ("data_dir", "interactions", "catalog", "test", "train")
-    given = {name: str(getattr(args, name)) for name in names if getattr(args, name, None)}
-    dataset = load_dataset(
-        args.dataset, args.data_dir, download=args.download,
-        interactions=args.interactions, catalog=args.catalog, test=args.test, train=args.train,
-    )  # fmt: skip
-    return dataset, given

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .baselines import ScoredMethod
-from .catalog import Catalog
+from ..catalog import Catalog
 from .datasets import Example
 from .metrics import full_rank, ndcg
 from .splits import Split

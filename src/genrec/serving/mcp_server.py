@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from .errors import ModelNotFoundError
+from ..errors import require
 from .tools import TOOLS, ToolError, call_tool, tool_definitions
 
 __all__ = ["build_server", "serve_stdio"]
@@ -21,20 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def _mcp():
-    try:
-        import anyio
-        from mcp import types
-        from mcp.server.lowlevel import Server
-        from mcp.server.stdio import stdio_server
-    except ImportError:
-        raise ModelNotFoundError("the MCP server needs the mcp package: pip install 'genrec[mcp]'") from None
+    require("mcp", "mcp", "the MCP server")
+    import anyio
+    from mcp import types
+    from mcp.server.lowlevel import Server
+    from mcp.server.stdio import stdio_server
+
     return anyio, types, Server, stdio_server
 
 
 def build_server(rec: Any):
     """A low-level MCP server whose tools run on ``rec`` (a Recommender)."""
     anyio, types, Server, _ = _mcp()
-    definitions = {d["function"]["name"]: d["function"] for d in tool_definitions()}
+    definitions = {d["function"]["name"]: d["function"] for d in tool_definitions(rec.limits)}
 
     async def list_tools(ctx: Any, params: Any) -> Any:
         return types.ListToolsResult(
@@ -74,7 +73,7 @@ def _error(types: Any, message: str) -> Any:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -7,35 +7,9 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from genrec import Catalog, CatalogError, LimitError
-from genrec.decoding import PrefixCache, TrieLogitsProcessor, allowed_token_mask, beam_search
+from genrec.decoding import PrefixCache, TitleConstraint, TrieLogitsProcessor, beam_search
 
-TITLES = [
-    "Alien",
-    "Aliens",
-    "Alien 3",
-    "Heat",
-    "Heat 2",
-    "The Matrix",
-    "The Matrix Reloaded",
-    "The Matrix Revolutions",
-    "Amélie",
-    "東京物語",
-    "Crouching Tiger, Hidden Dragon",
-    "Se7en",
-    "12 Angry Men",
-    "Up",
-    "WALL·E",
-    "The Thing",
-    "The Thin Red Line",
-    "Thief",
-    "Jaws",
-    "Jaws 2",
-    "🎬 Emoji: The Movie",
-]
-
-
-def catalog_of(titles, **extra):
-    return Catalog.from_records([{"item_id": f"i{n}", "title": t, **extra} for n, t in enumerate(titles)])
+from helpers import TITLES, catalog_of
 
 
 def random_titles(n, seed=0):
@@ -47,7 +21,7 @@ def random_titles(n, seed=0):
     return sorted(out)
 
 
-def hf_reference(model, prompt_ids, index, beams, end_id):
+def hf_reference(model, prompt_ids, index, beams, end_id, length_penalty=0.0):
     """transformers' own beam search with a GENRE-style dict trie as prefix_allowed_tokens_fn."""
     trie: dict = {}
     for n in range(index.n_titles):
@@ -68,7 +42,7 @@ def hf_reference(model, prompt_ids, index, beams, end_id):
         num_beams=beams,
         num_return_sequences=beams,
         do_sample=False,
-        length_penalty=0.0,
+        length_penalty=length_penalty,
         early_stopping=False,
         max_new_tokens=index.max_depth,
         eos_token_id=end_id,
@@ -92,8 +66,8 @@ def hf_reference(model, prompt_ids, index, beams, end_id):
 @pytest.mark.parametrize("history", [[], ["i0", "i3"]])
 def test_same_topk_as_transformers_prefix_allowed_tokens_fn(make_rec, tiny_model, titles, history):
     rec = make_rec(catalog_of(titles))
-    job = rec._prepare(history, None, "next_item", exclude_history=False)
-    index = rec._index(job.ctx)
+    job = rec.pipeline.prepare(history, "next_item", exclude_history=False)
+    index = rec.pipeline.index(job.ctx)
     beams = 6
     ours = beam_search(tiny_model, [job.prompt_ids], num_beams=beams, num_return=beams, index=index)[0]
     theirs = hf_reference(tiny_model, job.prompt_ids, index, beams, rec.end_ids[0])
@@ -105,8 +79,8 @@ def test_same_topk_as_transformers_prefix_allowed_tokens_fn(make_rec, tiny_model
 
 def test_trie_logits_processor_in_generate(make_rec, tiny_model):
     rec = make_rec(catalog_of(TITLES))
-    job = rec._prepare([], None, "next_item", exclude_history=False)
-    index = rec._index(job.ctx)
+    job = rec.pipeline.prepare([], "next_item", exclude_history=False)
+    index = rec.pipeline.index(job.ctx)
     end = rec.end_ids[0]
     ids = torch.tensor([job.prompt_ids])
     config = GenerationConfig(
@@ -141,13 +115,40 @@ def test_every_output_is_a_distinct_catalog_item_not_in_history(make_rec):
 
 
 def test_history_exclusion_and_option(make_rec):
-    rec = make_rec(catalog_of(TITLES))
-    top = rec.recommend([], k=1, exclude_history=False)[0]
-    with_it = rec.recommend([top.item_id], k=5, exclude_history=False)
-    without = rec.recommend([top.item_id], k=5)
+    """Excluding the history removes exactly its items: with beams for the whole catalog the
+    search is exhaustive, so the list without exclusion is the excluded list plus the item."""
+    catalog = catalog_of(TITLES)
+    rec = make_rec(catalog)
+    top = rec.recommend(["i5"], k=1, exclude_history=False)[0]
+    with_it = rec.recommend([top.item_id], k=len(catalog), exclude_history=False)
+    without = rec.recommend([top.item_id], k=len(catalog))
+    assert top.item_id in [r.item_id for r in with_it]  # allowed back in when asked
     assert top.item_id not in [r.item_id for r in without]
-    assert len(without) == 5
-    assert with_it  # allowed back in when asked
+    assert len(with_it) == len(catalog) and len(without) == len(catalog) - 1
+    kept = [r for r in with_it if r.item_id != top.item_id]
+    assert [r.item_id for r in without] == [r.item_id for r in kept]
+    assert [r.score for r in without] == pytest.approx([r.score for r in kept], abs=1e-4)
+
+
+def test_trie_logits_processor_excludes_banned_titles(make_rec, tiny_model):
+    """The LogitsProcessor shares beam search's constraint, exclusions included."""
+    rec = make_rec(catalog_of(TITLES))
+    job = rec.pipeline.prepare(["i0", "i5"], "next_item")
+    index = rec.pipeline.index(job.ctx)
+    end = rec.end_ids[0]
+    ids = torch.tensor([job.prompt_ids])
+    config = GenerationConfig(
+        num_beams=4, num_return_sequences=4, do_sample=False, length_penalty=0.0, max_new_tokens=index.max_depth,
+        eos_token_id=end, pad_token_id=end,
+    )
+    processor = TrieLogitsProcessor(index, len(job.prompt_ids), banned_titles=job.banned_titles)
+    out = tiny_model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config,
+                              logits_processor=LogitsProcessorList([processor]))  # fmt: skip
+    generated = [seq[len(job.prompt_ids) :].tolist() for seq in out]
+    got = [index.titles_at(index.walk(gen[: gen.index(end) + 1])) for gen in generated]
+    ours = beam_search(tiny_model, [job.prompt_ids], num_beams=4, num_return=4, index=index, banned_titles=[job.banned_titles])[0]
+    assert got == [index.titles_at(h.node) for h in ours]
+    assert not {t for ts in got for t in ts} & job.banned_titles
 
 
 def test_k_larger_than_catalog_returns_what_is_left(make_rec):
@@ -208,8 +209,17 @@ def test_sampling_in_generation_config_is_ignored(make_rec, tiny_model):
     assert runs == [before] * 3
 
 
-def test_length_penalty_still_gives_catalog_items(make_rec):
-    rec = make_rec(catalog_of(TITLES), length_penalty=1.0)
+@pytest.mark.parametrize("length_penalty", [1.0, -0.5])
+def test_length_penalty_matches_transformers(make_rec, tiny_model, length_penalty):
+    rec = make_rec(catalog_of(TITLES), length_penalty=length_penalty)
+    job = rec.pipeline.prepare(["i3"], "next_item")
+    index = rec.pipeline.index(job.ctx)
+    beams = 5
+    ours = beam_search(tiny_model, [job.prompt_ids], num_beams=beams, num_return=beams, index=index,
+                       length_penalty=length_penalty)[0]  # fmt: skip
+    theirs = hf_reference(tiny_model, job.prompt_ids, index, beams, rec.end_ids[0], length_penalty=length_penalty)
+    assert [index.titles_at(h.node) for h in ours] == [t for t, _ in theirs[: len(ours)]]
+    assert [h.score for h in ours] == pytest.approx([s for _, s in theirs[: len(ours)]], abs=1e-4)
     recs = rec.recommend([], k=5)
     assert len(recs) == 5 and all(r.item_id.startswith("i") for r in recs)
 
@@ -217,9 +227,8 @@ def test_length_penalty_still_gives_catalog_items(make_rec):
 def test_dead_rows_get_no_allowed_token(make_rec):
     rec = make_rec(catalog_of(["Alien", "Heat"]))
     index = rec.index_for()
-    arrays = index.torch_arrays("cpu")
     logp = torch.zeros((2, index.vocab_size))
-    masked = allowed_token_mask(logp, torch.tensor([0, index.sentinel]), arrays)
+    masked = TitleConstraint(index, "cpu").mask(logp, torch.tensor([0, index.sentinel]))
     assert torch.isfinite(masked[0]).sum() == 2  # "Al..." and "He..." first tokens
     assert torch.isinf(masked[1]).all()  # never a fallback to unconstrained text
 
@@ -233,11 +242,26 @@ def test_invalid_k(make_rec):
         rec.recommend([], k=10**6)
 
 
-def test_unconstrained_beam_search_returns_text(make_rec, tiny_model):
+@pytest.mark.parametrize("eos", [[2], [198, 30, 13]], ids=["rare-eos", "common-eos"])
+def test_unconstrained_beam_search_matches_transformers(make_rec, tiny_model, eos):
+    """Free text: the same sequences and scores as transformers' beam search without a constraint."""
     rec = make_rec(catalog_of(TITLES))
-    job = rec._prepare([], None, "next_item", exclude_history=False)
-    hyps = beam_search(tiny_model, [job.prompt_ids], num_beams=3, num_return=3, eos_token_ids=[2], max_new_tokens=5)[0]
-    assert len(hyps) == 3 and all(len(h.tokens) <= 5 for h in hyps)
+    job = rec.pipeline.prepare(["i1"], "next_item", exclude_history=False)
+    hyps = beam_search(tiny_model, [job.prompt_ids], num_beams=3, num_return=3, eos_token_ids=eos, max_new_tokens=6)[0]
+    assert len(hyps) == 3 and all(len(h.tokens) <= 6 for h in hyps)
+    ids = torch.tensor([job.prompt_ids])
+    config = GenerationConfig(
+        num_beams=3, num_return_sequences=3, do_sample=False, length_penalty=0.0, max_new_tokens=6,
+        eos_token_id=eos, pad_token_id=eos[0], return_dict_in_generate=True, output_scores=True,
+    )
+    out = tiny_model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    theirs = []
+    for seq in out.sequences.tolist():
+        gen = seq[len(job.prompt_ids):]
+        ends = [i for i, t in enumerate(gen) if t in eos]
+        theirs.append(tuple(gen[: ends[0] + 1] if ends else gen))
+    assert [h.tokens for h in hyps] == theirs
+    assert [h.score for h in hyps] == pytest.approx(out.sequences_scores.tolist(), abs=1e-4)
 
 
 def test_shared_prefix_cache_changes_nothing(make_rec, tiny_model):
@@ -245,12 +269,12 @@ def test_shared_prefix_cache_changes_nothing(make_rec, tiny_model):
     in batches and one call at a time, as the prefix shrinks to what the prompts really share."""
     rec = make_rec(catalog_of(random_titles(150, seed=4)))
     histories = [["i1"], ["i2", "i3"], ["i4", "i5", "i6"], [], ["i7"]]
-    jobs = [rec._prepare(h, None, "next_item", True) for h in histories]
-    index = rec._index(jobs[0].ctx)
+    jobs = [rec.pipeline.prepare(h, "next_item") for h in histories]
+    index = rec.pipeline.index(jobs[0].ctx)
 
     def run(batch, cache):
         return beam_search(tiny_model, [j.prompt_ids for j in batch], num_beams=4, num_return=4, index=index,
-                           dead_nodes=[index.dead_nodes(j.banned_titles) for j in batch], prefix_cache=cache)  # fmt: skip
+                           banned_titles=[j.banned_titles for j in batch], prefix_cache=cache)  # fmt: skip
 
     plain = [run([j], None)[0] for j in jobs]
     cache = PrefixCache()

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrec.errors import IndexCacheError
-from genrec.index import (
+from genrec.decoding import (
     TitleContext,
     TitleIndex,
     build_index,

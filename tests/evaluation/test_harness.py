@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from genrec import Catalog, DataError, Recommender
-from genrec.baselines import Markov, Popularity
-from genrec.datasets import (
+from genrec.evaluation.baselines import Markov, Popularity
+from genrec.evaluation.datasets import (
     download_movielens,
     load_d3csv,
     load_dataset,
@@ -22,11 +22,11 @@ from genrec.datasets import (
     natural_title,
 )
 from genrec.evaluation import EvalConfig, run_evaluation
-from genrec.metrics import full_rank, hit_rate
-from genrec.sasrec import SASRec, SASRecConfig
-from genrec.splits import leave_one_out, sample_examples
+from genrec.evaluation.metrics import full_rank, hit_rate
+from genrec.evaluation.sasrec import SASRec, SASRecConfig
+from genrec.evaluation.splits import leave_one_out, sample_examples
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 # ---------------------------------------------------------------------- synthetic data
@@ -141,7 +141,7 @@ def test_leave_one_out_tie_rules(tmp_path):
 
 
 def test_sample_examples_is_seeded():
-    from genrec.datasets import Example
+    from genrec.evaluation.datasets import Example
 
     examples = [Example(str(i), (), "x") for i in range(100)]
     a, b = sample_examples(examples, 10, 1), sample_examples(examples, 10, 1)
@@ -161,7 +161,7 @@ def chain_dataset(n_users=40, n_items=30, length=12, seed=0):
             rows.append({"user_id": f"u{u}", "item_id": f"m{(start + t) % n_items}", "timestamp": t})
     frame = pd.DataFrame(rows)
     frame["row"] = range(1, len(frame) + 1)
-    from genrec.datasets import Dataset
+    from genrec.evaluation.datasets import Dataset
 
     return Dataset(name="chain", catalog=catalog, interactions=frame)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .catalog import Catalog
+from ..catalog import Catalog
 from .splits import Split
 
 __all__ = ["ScoredMethod", "Popularity", "Markov"]

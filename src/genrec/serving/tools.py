@@ -17,7 +17,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
-from .errors import GenrecError
+from ..errors import GenrecError
+from ..limits import Limits
 
 __all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "Message"]
 
@@ -99,35 +100,42 @@ def search_catalog(rec: Any, query: str, limit: int = 10) -> list[dict]:
 TOOLS: dict[str, Callable[..., Any]] = {
     f.__name__: f for f in (recommend, rank, explain, chat, ground, search_catalog)
 }
-_LIMITS = {"k": (1, 100), "limit": (1, 100)}
-_MAX_LENGTH = {"request": 4000, "text": 4000, "query": 500, "item": 500}
-_MAX_ITEMS = {"history": 10_000, "candidates": 1000, "exclude": 10_000, "messages": 200}
+_MAX_TEXT = {"text": 4000, "query": 500, "item": 500}  # free text the tools take besides a request
 
 
-def _schema(annotation: Any, name: str) -> dict[str, Any]:
+def _bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, int]]:
+    """(integer ranges, string lengths, list lengths) of the tool arguments, from ``limits``."""
+    ranges = {"k": (1, limits.max_k), "limit": (1, limits.max_matches)}
+    lengths = {"request": limits.max_request_chars, **_MAX_TEXT}
+    items = {"history": limits.max_history, "candidates": limits.max_candidates, "exclude": limits.max_history, "messages": limits.max_turns}
+    return ranges, lengths, items
+
+
+def _schema(annotation: Any, name: str, limits: Limits) -> dict[str, Any]:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    ranges, lengths, items = _bounds(limits)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
-        return _schema(rest[0], name)
+        return _schema(rest[0], name, limits)
     if annotation is str:
         out: dict[str, Any] = {"type": "string"}
-        if name in _MAX_LENGTH:
-            out["maxLength"] = _MAX_LENGTH[name]
+        if name in lengths:
+            out["maxLength"] = lengths[name]
         return out
     if annotation is bool:
         return {"type": "boolean"}
     if annotation is int:
         out = {"type": "integer"}
-        if name in _LIMITS:
-            out["minimum"], out["maximum"] = _LIMITS[name]
+        if name in ranges:
+            out["minimum"], out["maximum"] = ranges[name]
         return out
     if annotation is float:
         return {"type": "number"}
     if origin is list:
-        out = {"type": "array", "items": _schema(args[0], name + "[]")}
-        if name in _MAX_ITEMS:
-            out["maxItems"] = _MAX_ITEMS[name]
+        out = {"type": "array", "items": _schema(args[0], name + "[]", limits)}
+        if name in items:
+            out["maxItems"] = items[name]
         return out
     if origin is Literal:
         return {"type": "string", "enum": list(args)}
@@ -135,7 +143,7 @@ def _schema(annotation: Any, name: str) -> dict[str, Any]:
         hints = typing.get_type_hints(annotation)
         return {
             "type": "object",
-            "properties": {k: _schema(v, k) for k, v in hints.items()},
+            "properties": {k: _schema(v, k, limits) for k, v in hints.items()},
             "required": sorted(annotation.__required_keys__),
             "additionalProperties": False,
         }
@@ -149,14 +157,15 @@ def _docs(func: Callable[..., Any]) -> tuple[str, dict[str, str]]:
     return " ".join(summary.split()), params
 
 
-def definition(func: Callable[..., Any]) -> dict[str, Any]:
-    """The function-calling definition of one tool, from its signature and docstring."""
+def definition(func: Callable[..., Any], limits: Limits = Limits()) -> dict[str, Any]:
+    """The function-calling definition of one tool, from its signature and docstring; the
+    bounds on its arguments come from ``limits`` (the Recommender's)."""
     hints = typing.get_type_hints(func)
     summary, param_docs = _docs(func)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for name, param in list(inspect.signature(func).parameters.items())[1:]:  # skip the Recommender
-        prop = _schema(hints[name], name)
+        prop = _schema(hints[name], name, limits)
         if name in param_docs:
             prop["description"] = param_docs[name]
         if param.default is inspect.Parameter.empty:
@@ -168,12 +177,12 @@ def definition(func: Callable[..., Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": func.__name__, "description": summary, "parameters": parameters}}
 
 
-def tool_definitions() -> list[dict[str, Any]]:
+def tool_definitions(limits: Limits = Limits()) -> list[dict[str, Any]]:
     """Every tool's definition, in the function-calling format."""
-    return [definition(f) for f in TOOLS.values()]
+    return [definition(f, limits) for f in TOOLS.values()]
 
 
-def validate_arguments(name: str, arguments: Any) -> dict[str, Any]:
+def validate_arguments(name: str, arguments: Any, limits: Limits = Limits()) -> dict[str, Any]:
     """The arguments, checked against the tool's schema; a ToolError names the first problem."""
     import jsonschema
 
@@ -186,7 +195,7 @@ def validate_arguments(name: str, arguments: Any) -> dict[str, Any]:
     size = len(json.dumps(arguments, default=str))
     if size > MAX_ARGUMENT_CHARS:
         raise ToolError(f"{name}: arguments are {size} characters; the limit is {MAX_ARGUMENT_CHARS}")
-    schema = definition(TOOLS[name])["function"]["parameters"]
+    schema = definition(TOOLS[name], limits)["function"]["parameters"]
     try:
         jsonschema.validate(arguments, schema)
     except jsonschema.ValidationError as exc:
@@ -197,7 +206,7 @@ def validate_arguments(name: str, arguments: Any) -> dict[str, Any]:
 
 def call_tool(rec: Any, name: str, arguments: Any) -> Any:
     """Validate and run a tool; the result is plain JSON data. Errors become ToolError."""
-    arguments = validate_arguments(name, arguments)
+    arguments = validate_arguments(name, arguments, getattr(rec, "limits", Limits()))
     try:
         return TOOLS[name](rec, **arguments)
     except GenrecError as exc:

@@ -1,0 +1,29 @@
+"""Constrained decoding: the title index (a prefix trie as flat arrays), the title constraint,
+batched beam search, the shared prompt-prefix cache, candidate scoring, and the constraint as a
+transformers ``LogitsProcessor``."""
+
+from .beam_search import Hypothesis, beam_search
+from .constraint import TitleConstraint
+from .index import TitleIndex, build_index
+from .index_cache import TitleIndexes, load_or_build_index
+from .logits_process import TrieLogitsProcessor
+from .prefix_cache import PrefixCache
+from .scoring import score_continuations
+from .tokenization import TitleContext, split_prompt_context, tokenize_titles, tokenizer_fingerprint
+
+__all__ = [
+    "Hypothesis",
+    "beam_search",
+    "TitleConstraint",
+    "TitleIndex",
+    "TitleIndexes",
+    "build_index",
+    "load_or_build_index",
+    "TrieLogitsProcessor",
+    "PrefixCache",
+    "score_continuations",
+    "TitleContext",
+    "split_prompt_context",
+    "tokenize_titles",
+    "tokenizer_fingerprint",
+]

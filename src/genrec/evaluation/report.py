@@ -1,0 +1,124 @@
+"""Evaluation reports: the methods side by side as a Markdown table, and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file, atomic_write_text
+from .metrics import UserResult, ndcg
+
+__all__ = ["results_table", "write_report"]
+
+
+# ---------------------------------------------------------------------- report
+_TABLE_COLUMNS = [
+    ("HR@1", "HR@1", "{:.4f}"),
+    ("HR@5", "HR@5", "{:.4f}"),
+    ("HR@10", "HR@10", "{:.4f}"),
+    ("HR@20", "HR@20", "{:.4f}"),
+    ("NDCG@5", "NDCG@5", "{:.4f}"),
+    ("NDCG@10", "NDCG@10", "{:.4f}"),
+    ("NDCG@20", "NDCG@20", "{:.4f}"),
+    ("MRR@10", "MRR@10", "{:.4f}"),
+    ("invalid", "invalid_rate", "{:.3f}"),
+    ("dup", "duplicate_rate", "{:.3f}"),
+    ("hist. repeat", "history_repeat_rate", "{:.3f}"),
+    ("cov@10", "coverage@10", "{:.3f}"),
+    ("pop. pct@10", "popularity_pct@10", "{:.1f}"),
+    ("p50 s/user", "latency_p50_s", "{:.4f}"),
+    ("p95 s/user", "latency_p95_s", "{:.4f}"),
+    ("users/s", "users_per_s", "{:.1f}"),
+]
+
+
+def results_table(results_doc: dict[str, Any]) -> str:
+    """The methods side by side as a Markdown table."""
+    head = "| method | users | " + " | ".join(c[0] for c in _TABLE_COLUMNS) + " |"
+    rule = "|---|---:|" + "---:|" * len(_TABLE_COLUMNS)
+    rows = [head, rule]
+    for name, m in results_doc["methods"].items():
+        cells = [fmt.format(m[key]) if key in m else "" for _, key, fmt in _TABLE_COLUMNS]
+        rows.append(f"| {name} | {m.get('n_users', 0)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_report(
+    results_doc: dict[str, Any],
+    results: dict[str, list[UserResult]],
+    pop_pct: dict[str, float],
+    targets: Sequence[str],
+    out_dir: Path,
+) -> None:
+    split = results_doc["split"]
+    lines = [
+        f"# Evaluation on {results_doc['dataset']}",
+        "",
+        f"- Protocol: {split.get('protocol')}; timestamp ties ordered by rule `{split.get('tie_break', 'n/a')}`.",
+        f"- Ranking: {split['ranking']}. Sampled negatives (say, 100 per user) would inflate HR and NDCG "
+        f"several-fold; nothing here samples them.",
+        f"- Users: {results_doc['n_users']} of {results_doc['n_users_available']}"
+        + (f" (sampled with seed {split['sample_seed']})" if split.get("users_sampled") else " (all)")
+        + f"; catalog: {results_doc['n_items']} items.",
+        f"- Prompt-based methods see the last {split['max_history_in_prompt']} history items; scored baselines "
+        f"see the whole history (SASRec up to its 200 positions). The whole history is excluded for every method.",
+        "",
+        results_table(results_doc),
+        "",
+    ]
+    for name, m in results_doc["methods"].items():
+        notes = [f"{k}: {m[k]}" for k in ("model", "mode", "best_epoch", "best_valid_NDCG@10") if k in m]
+        if notes:
+            lines.append(f"- {name}: " + "; ".join(str(n) for n in notes))
+    lines += ["", "![NDCG@K](ndcg_at_k.png)", "", "![popularity of recommended items](popularity.png)", ""]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
+    _plots(results, pop_pct, targets, out_dir, results_doc["k"])
+
+
+def _plots(results: dict[str, list[UserResult]], pop_pct: dict[str, float], targets: Sequence[str], out_dir: Path, k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = list(range(1, k + 1))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, rs in results.items():
+        if rs:
+            ax.plot(ks, [float(np.mean([ndcg(r.rank, kk) for r in rs])) for kk in ks], marker="o", markersize=3, label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("NDCG@K")
+    ax.set_title("NDCG@K, full-catalog ranking")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _save_figure(fig, out_dir / "ndcg_at_k.png")
+    plt.close(fig)
+
+    bins = np.linspace(0, 100, 11)
+    centers = (bins[:-1] + bins[1:]) / 2
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(centers, np.full(10, 0.1), linestyle=":", color="gray", label="catalog (uniform by construction)")
+    target_pct = [pop_pct[t] for t in targets if t in pop_pct]
+    if target_pct:
+        ax.plot(centers, np.histogram(target_pct, bins=bins)[0] / len(target_pct), color="black", linestyle="--", label="test targets")
+    for name, rs in results.items():
+        pct = [pop_pct[i] for r in rs for i in r.items[:10] if i in pop_pct]
+        if pct:
+            ax.plot(centers, np.histogram(pct, bins=bins)[0] / len(pct), marker="o", markersize=3, label=name)
+    ax.set_xlabel("item popularity percentile in the catalog (training interactions)")
+    ax.set_ylabel("share of top-10 recommendations")
+    ax.set_title("How popular are the recommended items?")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_figure(fig, out_dir / "popularity.png")
+    plt.close(fig)
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)

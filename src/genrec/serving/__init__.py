@@ -1,0 +1,1 @@
+"""Serving genrec to other programs: tool schemas for chat assistants and the MCP server."""

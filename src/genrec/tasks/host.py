@@ -1,0 +1,33 @@
+"""What a task needs from the object that runs it (the ``Recommender`` facade, or a test double)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..catalog import Catalog
+from ..decoding import PrefixCache
+from ..limits import Limits
+from ..model import LoadedModel
+from ..prompts import PromptLibrary
+from .pipeline import PromptPipeline
+
+__all__ = ["TaskHost"]
+
+
+class TaskHost(Protocol):
+    """A loaded model with its catalog, prompt pipeline and decoding settings."""
+
+    lm: LoadedModel
+    catalog: Catalog
+    prompts: PromptLibrary
+    pipeline: PromptPipeline
+    limits: Limits
+    num_beams: int
+    length_penalty: float
+    batch_size: int
+    grounding_threshold: float
+    free_text_slack: int
+    end_ids: tuple[int, ...]
+    pad_token_id: int
+
+    def prefix_cache(self, template: str) -> PrefixCache: ...

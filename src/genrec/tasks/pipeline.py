@@ -1,0 +1,183 @@
+"""The prompt pipeline every task and training share: a history (item IDs or titles) and a request
+in, the exact token ids the model is fed out.
+
+``PromptPipeline.prepare`` runs the steps in order: resolve the references onto catalog items,
+render the task's template, fit the history into the model's context (cut from the oldest end),
+split the text at the answer boundary (the title context the title index is tokenised in), and
+collect the titles the answer must not be (the history's, and anything excluded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..catalog import Catalog
+from ..decoding import TitleContext, TitleIndex, TitleIndexes, split_prompt_context
+from ..errors import LimitError, UnknownItemError
+from ..limits import Limits
+from ..prompts import Prompt, PromptLibrary, fit_history, to_model_text
+
+__all__ = ["PromptPipeline", "PreparedPrompt", "TITLE_THRESHOLD"]
+
+log = logging.getLogger(__name__)
+
+#: a history entry given as a title must match a catalog title this well (0-100)
+TITLE_THRESHOLD = 90.0
+#: every variable some built-in task template expects, for rendering a template with no data
+_EMPTY_TASK_CONTEXT: dict[str, Any] = {"candidates": [], "conversation": [], "rejected": []}
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """One user's prompt, ready to decode."""
+
+    template: str
+    prompt_ids: list[int]
+    prompt_text: str
+    ctx: TitleContext
+    banned_titles: frozenset[int]
+    history_positions: list[int]
+    history_used: int
+    history_dropped: int
+
+
+class PromptPipeline:
+    """Turns histories and requests into model prompts for one catalog, tokenizer and template set."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokenizer: Any,
+        prompts: PromptLibrary,
+        indexes: TitleIndexes,
+        *,
+        max_context: int,
+        end_ids: tuple[int, ...],
+        end_text: str,
+        special_tokens: Sequence[str],
+        limits: Limits = Limits(),
+        max_prompt_tokens: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.indexes = indexes
+        self.max_context = max_context
+        self.end_ids = end_ids
+        self.end_text = end_text
+        self.special_tokens = list(special_tokens)
+        self.limits = limits
+        self.max_prompt_tokens = max_prompt_tokens
+
+    # ---------------------------------------------------------------- items
+    def resolve(self, refs: Sequence[Any], what: str = "history") -> list[int]:
+        """Catalog positions for a mix of IDs and titles; one UnknownItemError lists everything unknown."""
+        self.limits.check_refs(refs, what)
+        positions: list[int] = []
+        unknown: list[str] = []
+        for ref in refs:
+            key = str(ref).strip() if ref is not None else ""
+            if key in self.catalog:
+                positions.append(self.catalog.position(key))
+                continue
+            matches = self.catalog.grounder.ground(key, limit=1, threshold=TITLE_THRESHOLD) if key else []
+            if matches:
+                positions.append(self.catalog.position(matches[0].item_id))
+            else:
+                unknown.append(key)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise UnknownItemError(
+                f"{len(unknown)} {what} item(s) are neither IDs nor titles in catalog {self.catalog.name!r}: {shown}",
+                unknown,
+            )
+        return positions
+
+    def items(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """The items at ``positions`` with all their attributes, as templates see them."""
+        return [self.catalog.item_at(p) for p in positions]
+
+    def title_number(self, position: int) -> int:
+        return self.catalog.title_number_of(self.catalog.ids[position])
+
+    # ---------------------------------------------------------------- text
+    def render(self, template: str, items: Sequence[Mapping[str, Any]], request: str | None, **extra: Any) -> str:
+        """The exact text the model sees for ``template`` with these history items."""
+        context = {"history": list(items), "request": request, "kind": self.catalog.kind, **extra}
+        return to_model_text(self.prompts.render(template, **context), self.tokenizer)
+
+    def render_prompt(self, template: str, items: Sequence[Mapping[str, Any]], request: str | None, **extra: Any) -> Prompt:
+        context = {"history": list(items), "request": request, "kind": self.catalog.kind, **extra}
+        return self.prompts.render(template, **context)
+
+    def split(self, text: str) -> tuple[str, TitleContext]:
+        """(text to feed, title context): the prompt ends where the answer's title begins."""
+        return split_prompt_context(text, self.special_tokens, self.end_ids, self.end_text)
+
+    def encode(self, text: str) -> list[int]:
+        add_special = not getattr(self.tokenizer, "chat_template", None)
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+    def check_fits(self, n_tokens: int, what: str) -> None:
+        if n_tokens > self.max_context:
+            raise LimitError(f"{what} needs {n_tokens} tokens; the model's context holds {self.max_context}")
+
+    # ---------------------------------------------------------------- titles
+    def index(self, ctx: TitleContext) -> TitleIndex:
+        return self.indexes.get(ctx)
+
+    def title_context(self, template: str) -> TitleContext:
+        """The context titles are written in after ``template``'s prompt."""
+        return self.split(self.render(template, [], "", k=1, **_EMPTY_TASK_CONTEXT))[1]
+
+    def prompt_budget(self, ctx: TitleContext) -> int:
+        if self.max_prompt_tokens is not None:
+            return self.max_prompt_tokens
+        # room for the longest title and its end marker
+        return self.max_context - self.index(ctx).max_depth - 1
+
+    # ---------------------------------------------------------------- the whole pipeline
+    def prepare(
+        self,
+        history: Sequence[Any],
+        template: str,
+        *,
+        request: str | None = None,
+        exclude: Sequence[Any] = (),
+        exclude_history: bool = True,
+        k: int = 1,
+        extra: Mapping[str, Any] | None = None,
+    ) -> PreparedPrompt:
+        """Resolve, render, fit, split and ban: one user's prompt for ``template``."""
+        self.limits.check_request(request)
+        positions = self.resolve(history)
+        excluded = self.resolve(exclude, "exclude") if len(exclude) else []
+        items = self.items(positions)
+        variables = {"k": k, **(extra or {})}
+
+        def render(subset: Sequence[Mapping[str, Any]]) -> str:
+            return self.render(template, subset, request, **variables)
+
+        ctx = self.split(render(items[-1:]))[1]
+        text, dropped = fit_history(
+            items, render, lambda rendered: len(self.encode(self.split(rendered)[0])), self.prompt_budget(ctx)
+        )
+        if dropped:
+            log.warning("history cut to fit the model's context: the %d oldest of %d items left out", dropped, len(items))
+        prompt_text, ctx = self.split(text)
+        banned = {self.title_number(p) for p in excluded}
+        if exclude_history:
+            banned |= {self.title_number(p) for p in positions}
+        return PreparedPrompt(
+            template=template,
+            prompt_ids=self.encode(prompt_text),
+            prompt_text=prompt_text,
+            ctx=ctx,
+            banned_titles=frozenset(banned),
+            history_positions=positions,
+            history_used=len(items) - dropped,
+            history_dropped=dropped,
+        )

@@ -1,0 +1,159 @@
+"""Next-item recommendation, with or without a request in plain words (templates ``next_item`` and
+``request``): prompts in, constrained beam search over catalog titles, items out; or free text
+grounded onto the catalog afterwards (BIGRec-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..decoding import Hypothesis, TitleContext, beam_search
+from ..errors import LimitError
+from ..model import eos_token_ids
+from .host import TaskHost
+from .pipeline import PreparedPrompt
+from .results import Recommendation, Recommendations
+
+__all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template"]
+
+
+def default_template(history: Sequence[Any], request: str | None) -> str:
+    """``request`` for a request with no history (zero-shot from words alone), else ``next_item``."""
+    return "request" if request and not history else "next_item"
+
+
+def recommend_batch(
+    host: TaskHost,
+    histories: Sequence[Sequence[Any]],
+    k: int,
+    *,
+    requests: Sequence[str | None] | None = None,
+    excludes: Sequence[Sequence[Any]] | None = None,
+    constrained: bool = True,
+    exclude_history: bool = True,
+    template: str = "next_item",
+    num_beams: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> list[Recommendations]:
+    """The ``k`` best items for each history; users are decoded together in batches."""
+    k = host.limits.check_k(k)
+    requests = list(requests) if requests is not None else [None] * len(histories)
+    excludes = list(excludes) if excludes is not None else [()] * len(histories)
+    if len(requests) != len(histories) or len(excludes) != len(histories):
+        raise LimitError(f"{len(histories)} histories need as many requests and exclude lists")
+    jobs = [
+        host.pipeline.prepare(history, template, request=request, exclude=exclude, exclude_history=exclude_history, k=k)
+        for history, request, exclude in zip(histories, requests, excludes)
+    ]
+    beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
+    results: list[Recommendations | None] = [None] * len(jobs)
+    size = batch_size or host.batch_size
+    # similar prompt lengths together: less padding per batch
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].ctx.context, len(jobs[i].prompt_ids)))
+    run = decode_constrained if constrained else decode_free
+    bar = tqdm(total=len(jobs), desc="recommending", unit="user", disable=not progress)
+    for start in range(0, len(order), size):
+        batch = order[start : start + size]
+        for i, recs in zip(batch, run(host, [jobs[i] for i in batch], k, beams)):
+            results[i] = recs
+        bar.update(len(batch))
+    bar.close()
+    return [r for r in results if r is not None]
+
+
+def decode_constrained(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) -> list[Recommendations]:
+    """Constrained beam search for prepared prompts: every item is a catalog item, none banned."""
+    # jobs with different tokenisation contexts (different templates) use different indexes
+    groups: dict[TitleContext, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(job.ctx, []).append(i)
+    results: list[list[Hypothesis]] = [[] for _ in jobs]
+    for ctx, members in groups.items():
+        index = host.pipeline.index(ctx)
+        available = [index.n_titles - len(jobs[i].banned_titles) for i in members]
+        width = max(1, min(beams, max(available)))
+        hyps = beam_search(
+            host.lm.model,
+            [jobs[i].prompt_ids for i in members],
+            num_beams=width,
+            num_return=min(k, width),
+            index=index,
+            banned_titles=[jobs[i].banned_titles for i in members],
+            length_penalty=host.length_penalty,
+            pad_token_id=host.pad_token_id,
+            prefix_cache=host.prefix_cache(jobs[members[0]].template),
+        )
+        for i, h in zip(members, hyps):
+            results[i] = h
+    return [_items_of(host, job, hyps, k) for job, hyps in zip(jobs, results)]
+
+
+def _items_of(host: TaskHost, job: PreparedPrompt, hyps: list[Hypothesis], k: int) -> Recommendations:
+    """Titles -> items: a title shared by several IDs yields each of them, with the title's score."""
+    catalog = host.catalog
+    index = host.pipeline.index(job.ctx)
+    recs: list[Recommendation] = []
+    for hyp in hyps:
+        for title_number in index.titles_at(hyp.node):
+            if title_number in job.banned_titles:
+                continue
+            for pos in catalog.title_positions[title_number]:
+                recs.append(Recommendation(catalog.ids[pos], catalog.titles[pos], hyp.score))
+    return Recommendations(
+        recs[:k], history_used=job.history_used, history_dropped=job.history_dropped, prompt_text=job.prompt_text
+    )
+
+
+def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) -> list[Recommendations]:
+    """Unconstrained generation, each beam's text grounded onto the catalog (BIGRec-style)."""
+    tokenizer = host.lm.tokenizer
+    hyps_per_user = beam_search(
+        host.lm.model,
+        [job.prompt_ids for job in jobs],
+        num_beams=beams,
+        num_return=beams,
+        index=None,
+        eos_token_ids=host.end_ids or eos_token_ids(tokenizer),
+        # room for the longest catalog title plus some words around it
+        max_new_tokens=host.pipeline.index(jobs[0].ctx).max_depth + host.free_text_slack,
+        length_penalty=host.length_penalty,
+        pad_token_id=host.pad_token_id,
+        prefix_cache=host.prefix_cache(jobs[0].template),
+    )
+    grounder = host.catalog.grounder
+    out = []
+    for job, hyps in zip(jobs, hyps_per_user):
+        recs: list[Recommendation] = []
+        seen: set[str] = set()
+        outputs: list[str] = []
+        ungrounded: list[str] = []
+        repeats: list[str] = []
+        for hyp in hyps:
+            text = tokenizer.decode(list(hyp.tokens), skip_special_tokens=True).split("\n")[0].strip()
+            outputs.append(text)
+            matches = grounder.ground(text, limit=1, threshold=host.grounding_threshold) if text else []
+            if not matches:
+                ungrounded.append(text)
+                continue
+            if host.catalog.title_number(matches[0].title) in job.banned_titles:
+                repeats.append(text)
+                continue
+            for match in matches:
+                if match.item_id not in seen:
+                    seen.add(match.item_id)
+                    recs.append(Recommendation(match.item_id, match.title, hyp.score))
+        out.append(
+            Recommendations(
+                recs[:k],
+                history_used=job.history_used,
+                history_dropped=job.history_dropped,
+                ungrounded=ungrounded,
+                outputs=outputs,
+                history_repeats=repeats,
+                prompt_text=job.prompt_text,
+            )
+        )
+    return out

@@ -1,0 +1,90 @@
+"""Title text in one place: the form the model writes, the form people write, and the
+normalised form matching compares. Grounding, mention finding and the dataset loaders all use
+these, so "Matrix, The (1999)", "The Matrix (1999)" and "the matrix" agree everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = [
+    "ARTICLES",
+    "generation_title",
+    "split_year",
+    "fold",
+    "move_article",
+    "has_moved_article",
+    "natural_title",
+    "normalize_title",
+    "normalize_words",
+    "strip_leading_article",
+]
+
+ARTICLES = "the|a|an|les|la|le|l'|il|el|das|der|die|los|las|un|une|lo|den|det|de"
+_YEAR = re.compile(r"\s*\((\d{4})(?:/[IVX]+)?\)\s*$")
+_MOVED_ARTICLE = re.compile(rf"^(?P<main>.+?),\s*(?P<article>{ARTICLES})(?P<rest>\s*\(.*\))?\s*$", re.IGNORECASE)
+_NON_WORD = re.compile(r"[^\w]+")
+_ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
+
+
+def generation_title(title: str) -> str:
+    """The form of a title the model writes: whitespace runs (newlines included) become one space."""
+    return " ".join(title.split())
+
+
+def split_year(text: str) -> tuple[str, str | None]:
+    """``"Heat (1995)"`` -> ``("Heat", "1995")``; no year -> ``(text, None)``."""
+    match = _YEAR.search(text)
+    if match:
+        return text[: match.start()], match.group(1)
+    return text, None
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def move_article(title: str) -> str:
+    """"Matrix, The" -> "The Matrix" (a parenthesised alternative title may follow)."""
+    match = _MOVED_ARTICLE.match(title)
+    if not match:
+        return title
+    rest = match.group("rest") or ""
+    return f"{match.group('article')} {match.group('main')}{rest}"
+
+
+def has_moved_article(text: str) -> bool:
+    return _MOVED_ARTICLE.match(text) is not None
+
+
+def natural_title(title: str) -> str:
+    """MovieLens writes "Matrix, The (1999)"; people and language models write "The Matrix (1999)"."""
+    body, year = split_year(title)
+    body = move_article(body.strip())
+    return f"{body} ({year})" if year else body
+
+
+def normalize_words(text: str) -> str:
+    """Folded words joined by single spaces; "&" reads "and"; roman numerals II-X become digits
+    ("Part II" == "Part 2"). No article or year handling: see ``normalize_title``."""
+    folded = fold(text).replace("&", " and ")
+    return " ".join(_ROMAN.get(word, word) for word in _NON_WORD.sub(" ", folded).split())
+
+
+def normalize_title(text: str, *, keep_year: bool = True) -> str:
+    """Case-, accent- and punctuation-insensitive form of a title; a moved article goes back to
+    the front; the year (if any) is kept at the end or dropped."""
+    title, year = split_year(text.strip())
+    title = normalize_words(move_article(title.strip()))
+    if keep_year and year:
+        return f"{title} {year}" if title else year
+    return title
+
+
+def strip_leading_article(norm: str) -> str:
+    """A normalised title without its leading article ("the matrix" -> "matrix")."""
+    head, _, tail = norm.partition(" ")
+    return tail if tail and re.fullmatch(ARTICLES, head) else norm
