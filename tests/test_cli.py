@@ -61,3 +61,21 @@ def test_broken_prompts_folder_is_a_clean_error(items_csv, tiny_model_dir, tmp_p
     (tmp_path / "next_item.jinja").write_text("{% block user %}{{ oops }{% endblock %}")
     rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--prompts", str(tmp_path)])
     assert rc == 2 and "next_item.jinja line 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["chat", "--messages", "{missing}"], "cannot read --messages file"),
+        (["chat", "--messages", "{binary}"], "cannot read --messages file"),
+        (["recommend", "--history", "1", "--encoding", "no-such-codec"], "unknown encoding"),
+    ],
+)
+def test_unreadable_inputs_are_one_line_errors(items_csv, tiny_model_dir, tmp_path, capsys, argv, problem):
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    argv = [a.format(missing=tmp_path / "nope.json", binary=binary) for a in argv]
+    rc = main([argv[0], "--catalog", str(items_csv), "--model", str(tiny_model_dir), *argv[1:]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("genrec: error:") and problem in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

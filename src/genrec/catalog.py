@@ -7,9 +7,7 @@ by several IDs keep all of them: the model writes titles, so one title maps to a
 from __future__ import annotations
 
 import codecs
-import csv
 import hashlib
-import json
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,13 +20,12 @@ import pandas as pd
 
 from .errors import CatalogError, UnknownItemError
 from .grounding import Grounder
+from .tables import JSONL_SUFFIXES, SEPARATOR_BY_SUFFIX, read_delimited, read_jsonl, sniff_separator
 from .text import generation_title
 
 __all__ = ["Catalog", "LoadReport", "SkippedRow", "generation_title"]
 
 _MAX_LISTED_PROBLEMS = 5
-_SEPARATOR_BY_SUFFIX = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
-_JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 
 
 @dataclass(frozen=True)
@@ -204,16 +201,16 @@ class Catalog:
 
     @classmethod
     def _from_file(cls, path, id_column, title_column, sep, encoding, header, columns, quoting, lenient, kind) -> Catalog:
-        if path.suffix.lower() in _JSONL_SUFFIXES:
-            rows = list(_read_jsonl(path, encoding))
+        if path.suffix.lower() in JSONL_SUFFIXES:
+            rows = list(read_jsonl(path, encoding))
             return cls._from_rows(
                 rows, id_column or "item_id", title_column or "title", lenient, kind, path.stem, str(path)
             )
         if sep is None:
-            sep = _SEPARATOR_BY_SUFFIX.get(path.suffix.lower()) or _sniff_separator(path, encoding)
+            sep = SEPARATOR_BY_SUFFIX.get(path.suffix.lower()) or sniff_separator(path, encoding)
         if quoting is None:
             quoting = sep == ","
-        names, rows = _read_delimited(path, sep, encoding, header, columns, quoting)
+        names, rows = read_delimited(path, sep, encoding, header, columns, quoting)
         if id_column is None:
             id_column = "item_id" if header else names[0]
         if title_column is None:
@@ -402,59 +399,3 @@ def _problem_message(source: str, problems: list[tuple[int, str]]) -> str:
         lines.append(f"  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more")
     lines.append("pass lenient=True (CLI: --lenient) to skip bad rows and count them in the load report")
     return "\n".join(lines)
-
-
-def _sniff_separator(path: Path, encoding: str) -> str:
-    with open(path, encoding=encoding, errors="replace", newline="") as fh:
-        first = fh.readline()
-    counts = {sep: first.count(sep) for sep in ("\t", "|", ",", ";")}
-    best = max(counts, key=lambda s: counts[s])
-    if counts[best] == 0:
-        raise CatalogError(f"{path}: cannot tell the column separator from the first line; pass sep=...")
-    return best
-
-
-def _read_delimited(
-    path: Path, sep: str, encoding: str, header: bool, columns: Sequence[str] | None, quoting: bool
-) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    rows: list[tuple[int, dict[str, Any]]] = []
-    # surrogateescape keeps undecodable bytes so the row that holds them can be named
-    with open(path, encoding=encoding, errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh, delimiter=sep, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
-        names: list[str] | None = list(columns) if columns else None
-        try:
-            if header:
-                head = next(reader, None)
-                if head is None:
-                    return names or ["item_id", "title"], []
-                head = [h.strip().lstrip("\ufeff") for h in head]
-                names = names or head
-            for fields in reader:
-                line = reader.line_num
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue  # blank line
-                if names is None:
-                    names = [f"column_{i + 1}" for i in range(len(fields))]
-                if len(fields) != len(names):
-                    rows.append((line, {"__error__": f"expected {len(names)} fields, found {len(fields)}"}))
-                    continue
-                rows.append((line, dict(zip(names, fields))))
-        except csv.Error as exc:
-            raise CatalogError(f"{path}: row {reader.line_num}: unreadable ({exc})") from exc
-    return names or ["item_id", "title"], rows
-
-
-def _read_jsonl(path: Path, encoding: str) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=encoding, errors="surrogateescape") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, {"__error__": f"not valid JSON ({exc.msg} at column {exc.colno})"}
-                continue
-            if not isinstance(record, dict):
-                yield n, {"__error__": f"expected a JSON object, found {type(record).__name__}"}
-                continue
-            yield n, record

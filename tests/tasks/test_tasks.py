@@ -164,3 +164,12 @@ def test_cli_rank_explain_chat(tiny_model_dir, tmp_path, capsys, monkeypatch):
 def test_demo_catalog_items_have_tool_friendly_attributes():
     item = Catalog.demo().item("1")
     json.dumps(item)
+
+
+def test_chat_checks_the_beam_limit(make_rec):
+    from genrec import Limits
+
+    rec = make_rec(catalog_of(TITLES), limits=Limits(max_beams=4), num_beams=2)
+    with pytest.raises(LimitError, match="max_beams"):
+        rec.chat([{"role": "user", "content": "I liked Alien"}], k=5)
+    assert len(rec.chat([{"role": "user", "content": "I liked Alien"}], k=4).items) == 4

@@ -73,9 +73,12 @@ def _error(types: Any, message: str) -> Any:
 
 
 def _version() -> str:
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("genrec")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
 
 
 def serve_stdio(rec: Any) -> None:
