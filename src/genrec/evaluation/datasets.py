@@ -14,7 +14,6 @@ import ast
 import csv
 import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import atomic_dir
 from ..catalog import Catalog
 from ..errors import DataError
 from ..text import natural_title
@@ -261,12 +261,9 @@ def download_movielens(name: str, dest: str | Path, *, url: str | None = None) -
     target = dest / name
     if target.is_dir():
         return target
-    dest.mkdir(parents=True, exist_ok=True)
     source = url or MOVIELENS_URLS[name]
-    fd, archive = tempfile.mkstemp(prefix=".tmp-", suffix=".zip", dir=dest)
-    os.close(fd)
-    unpack = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest))
-    try:
+    with atomic_dir(target) as tmp:
+        archive, unpack = tmp / ".download.zip", tmp / ".unpack"
         try:
             with urllib.request.urlopen(source, timeout=60) as response, open(archive, "wb") as out:
                 shutil.copyfileobj(response, out)
@@ -280,10 +277,10 @@ def download_movielens(name: str, dest: str | Path, *, url: str | None = None) -
         inner = unpack / name
         if not inner.is_dir():
             raise DataError(f"{source} does not contain a {name}/ folder")
-        os.replace(inner, target)
-    finally:
-        Path(archive).unlink(missing_ok=True)
-        shutil.rmtree(unpack, ignore_errors=True)
+        for child in inner.iterdir():
+            os.replace(child, tmp / child.name)
+        shutil.rmtree(unpack)
+        archive.unlink()
     return target
 
 
