@@ -1,7 +1,8 @@
 """Evaluate recommenders side by side on a real dataset.
 
     .venv/bin/python eval/run.py --dataset ml-100k --data-dir ../shared/datasets/ml-100k \\
-        --methods pop,markov,sasrec,genrec --out OUTDIR [--users N --seed S] [--model M] [-k 20]
+        --methods pop,markov,itemknn,sasrec-bce,sasrec-ce,genrec --out OUTDIR [--users N --seed S] [--model M] [-k 20]
+    .venv/bin/python eval/run.py --dataset recbole --data-dir ../shared/datasets/amazon-scientific ...
 
 Writes OUTDIR/results.json, OUTDIR/report.md, plots, and per-user results in OUTDIR/users/
 (appended as users finish: run the same command again to resume a killed run).
@@ -23,14 +24,15 @@ from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p)
-    p.add_argument("--methods", default="pop,markov,sasrec,genrec", help=f"comma-separated, of: {', '.join(METHODS)}")
+    p.add_argument("--methods", default="pop,markov,itemknn,sasrec-ce,genrec",
+                   help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--users", type=int, help="evaluate a random sample of this many users")
     p.add_argument("--seed", type=int, default=0, help="user sample, tie order and SASRec seed")
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
     p.add_argument("--model", help="model for genrec methods (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--template", default="next_item")
-    p.add_argument("-k", type=int, default=20, help="list length (metrics at 1, 5, 10, 20)")
+    p.add_argument("-k", type=int, default=20, help="list length, at least 10 (metrics at the cut-offs 1, 5, 10, 20 up to k)")
     p.add_argument("--max-history", type=int, default=20, help="history items shown in prompts")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together by genrec")
     p.add_argument("--sasrec-epochs", type=int, default=200)

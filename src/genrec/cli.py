@@ -41,8 +41,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     """The data options shared by ``eval/run.py`` and ``genrec train``."""
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv"])
-    g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m)")
+    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv", "recbole"])
+    g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m), or the folder of RecBole atomic files")
     g.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
     g.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
     g.add_argument("--catalog", help="catalog file for --dataset interactions / d3csv")

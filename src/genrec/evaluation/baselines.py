@@ -1,4 +1,4 @@
-"""Score-based baselines on the same split: most popular, and first-order transitions.
+"""Score-based baselines on the same split: most popular, first-order transitions, item-KNN.
 
 A baseline scores every catalog item for a history; ranking, history exclusion and tie-breaking
 are shared with every other scored method (see ``metrics.full_rank`` / ``metrics.top_k``).
@@ -11,9 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..catalog import Catalog
+from .datasets import Example
+from .metrics import ndcg, rank_in_list, top_k
 from .splits import Split
 
-__all__ = ["ScoredMethod", "Popularity", "Markov"]
+__all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "validation_ndcg"]
 
 
 class ScoredMethod:
@@ -24,6 +26,8 @@ class ScoredMethod:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self.index = {item_id: n for n, item_id in enumerate(catalog.ids)}
+        self.fit_s = 0.0  # training time, set by whoever fits it
+        self.tuned: dict = {}  # settings chosen on validation data, for the report
 
     def fit(self, split: Split) -> None:
         raise NotImplementedError
@@ -77,3 +81,85 @@ class Markov(ScoredMethod):
             for nxt, count in self.transitions.get(self.index[history[-1]], {}).items():
                 out[row, nxt] += count
         return out
+
+
+class ItemKNN(ScoredMethod):
+    """Item-based nearest neighbours: cosine similarity of items' user sets in the training
+    sequences; a history scores each item by the summed similarity of its items to it, each
+    item keeping only its ``neighbors`` most similar items. ``neighbors`` (None) is chosen on
+    the validation examples from ``NEIGHBOR_GRID``."""
+
+    name = "itemknn"
+    NEIGHBOR_GRID = (10, 20, 50, 100, 200, 0)  # 0: all
+
+    def __init__(self, catalog: Catalog, neighbors: int | None = None):
+        super().__init__(catalog)
+        self.neighbors = neighbors
+
+    def fit(self, split: Split) -> None:
+        import torch
+
+        n = len(self.catalog)
+        rows, cols = [], []
+        for u, sequence in enumerate(split.train.values()):
+            for item in set(sequence):
+                if item in self.index:
+                    rows.append(u)
+                    cols.append(self.index[item])
+        users = torch.sparse_coo_tensor(
+            torch.tensor([rows, cols], dtype=torch.long), torch.ones(len(rows)), (max(len(split.train), 1), n),
+            check_invariants=True,
+        ).coalesce()
+        co = torch.sparse.mm(users.t().coalesce(), users.to_dense()).numpy()  # item x item co-occurrence
+        norms = np.sqrt(np.diag(co)).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sim = co / np.outer(norms, norms)
+        sim = np.nan_to_num(sim, nan=0.0, posinf=0.0).astype(np.float32)
+        np.fill_diagonal(sim, 0.0)
+        self.full = sim
+        self.prior = self._popularity(split)
+        self.prior = (self.prior / (self.prior.max() + 1.0) * 1e-6).astype(np.float32)  # breaks exact ties only
+        if self.neighbors is None and split.valid:
+            scores = {}
+            for neighbors in self.NEIGHBOR_GRID:
+                self._prune(neighbors)
+                scores[neighbors] = validation_ndcg(self, split.valid)
+            best = max(scores, key=lambda m: (scores[m], -m))
+            self.tuned = {"neighbors": best or "all", "valid_NDCG@10": {str(m or "all"): round(v, 4) for m, v in scores.items()}}
+            self.neighbors = best
+        self._prune(self.neighbors or 0)
+
+    def _prune(self, neighbors: int) -> None:
+        sim = self.full
+        if neighbors and neighbors < sim.shape[0]:
+            keep = np.argpartition(-sim, neighbors - 1, axis=1)[:, :neighbors]
+            pruned = np.zeros_like(sim)
+            np.put_along_axis(pruned, keep, np.take_along_axis(sim, keep, axis=1), axis=1)
+            sim = pruned
+        self.sim = sim
+
+    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        out = np.tile(self.prior, (len(histories), 1))
+        for row, history in enumerate(histories):
+            idx = [self.index[i] for i in history if i in self.index]
+            if idx:
+                out[row] += self.sim[idx].sum(axis=0)
+        return out
+
+
+def validation_ndcg(method: ScoredMethod, examples: Sequence[Example], limit: int = 2000) -> float:
+    """Mean NDCG@10 over (up to ``limit``) validation examples by the evaluation's own rule: full
+    catalog minus the history, a target inside the history is a miss, ties by catalog order."""
+    examples = list(examples)[:limit]
+    if not examples:
+        return 0.0
+    scores = method.score([e.history for e in examples])
+    ties = np.arange(len(method.catalog))
+    total = 0.0
+    for row, example in enumerate(examples):
+        excluded = np.zeros(len(method.catalog), dtype=bool)
+        excluded[[method.index[i] for i in example.history if i in method.index]] = True
+        best = top_k(scores[row], excluded, ties, 10)
+        total += ndcg(rank_in_list(example.target, [method.catalog.ids[i] for i in best]), 10)
+    return total / len(examples)
+

@@ -68,6 +68,8 @@ class Dataset:
     interactions: pd.DataFrame | None = None
     test_examples: list[Example] = field(default_factory=list)
     train_examples: list[Example] = field(default_factory=list)
+    valid_examples: list[Example] = field(default_factory=list)  # a split given with the data (RecBole)
+    train_sequences: dict[str, list[str]] = field(default_factory=dict)  # each user's training sequence
 
     @property
     def has_log(self) -> bool:
@@ -286,7 +288,8 @@ def download_movielens(name: str, dest: str | Path, *, url: str | None = None) -
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False, **options: Any) -> Dataset:
     """By name: ``ml-100k`` / ``ml-1m`` (from ``data_dir``, downloaded there when ``download``),
-    ``interactions`` (``interactions=``, ``catalog=``) or ``d3csv`` (``test=``, ``catalog=``, ``train=``)."""
+    ``interactions`` (``interactions=``, ``catalog=``), ``d3csv`` (``test=``, ``catalog=``, ``train=``)
+    or ``recbole`` (RecBole atomic files in ``data_dir``)."""
     if name in ("ml-100k", "ml-1m"):
         if data_dir is None:
             raise DataError(f"{name} needs a data folder (--data-dir)")
@@ -304,4 +307,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
         return load_interactions(options["interactions"], options["catalog"])
     if name == "d3csv":
         return load_d3csv(options["test"], options["catalog"], train=options.get("train"))
-    raise DataError(f"unknown dataset {name!r} (ml-100k, ml-1m, interactions, d3csv)")
+    if name == "recbole":
+        if data_dir is None:
+            raise DataError("recbole needs the folder of the atomic files (--data-dir)")
+        from .recbole import load_recbole
+
+        return load_recbole(data_dir)
+    raise DataError(f"unknown dataset {name!r} (ml-100k, ml-1m, interactions, d3csv, recbole)")

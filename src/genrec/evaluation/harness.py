@@ -6,9 +6,11 @@
 - ``results.json``: ``{"dataset", "n_users", "split", "k", "methods": {name: metrics}}``;
 - ``report.md``: the methods side by side, and the plots ``ndcg_at_k.png`` and ``popularity.png``.
 
-Scored methods (pop, markov, sasrec) rank the full catalog minus the user's history, ties broken
-by one fixed random order of the items. Prompt-based methods (genrec, genrec-free) see the last
-``max_history`` items of the history in their prompt; everything in the history is excluded.
+Every method is measured by one protocol (``protocol.py``): the same exclusions per row (its
+history and their title-mates), the same tie order, a rank credited only from the method's own
+top-k list (checked for every row), metrics only at cut-offs up to k. Scored methods (pop, markov,
+itemknn, sasrec-bce, sasrec-ce) rank the full catalog; prompt-based methods (genrec, genrec-free)
+see the last ``max_history`` items of the history in their prompt.
 """
 
 from __future__ import annotations
@@ -26,15 +28,19 @@ import numpy as np
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
 from ..errors import DataError
-from .baselines import Markov, Popularity, ScoredMethod
+from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
-from .metrics import KS, UserResult, full_rank, ndcg, popularity_percentiles, rank_in_list, summarize, top_k
+from .metrics import UserResult, popularity_percentiles, summarize, top_k
+from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
 from .report import write_report
 from .splits import Split, sample_examples, split_dataset
 
-__all__ = ["EvalConfig", "METHODS", "run_evaluation", "evaluate_scored", "evaluate_genrec"]
+__all__ = ["EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec"]
 
-METHODS = ("pop", "markov", "sasrec", "genrec", "genrec-free")
+METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "genrec", "genrec-free")
+#: method names that stand for another method (said in the report)
+ALIASES = {"sasrec": "sasrec-ce"}
+SCORED = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce")
 _CONFIG_FILE = "run_config.json"
 
 
@@ -54,6 +60,7 @@ class EvalConfig:
     batch_size: int = 8
     sasrec_epochs: int = 200
     data: dict[str, str] = field(default_factory=dict)
+    protocol: int = PROTOCOL_VERSION
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -61,8 +68,8 @@ class EvalConfig:
             raise DataError(f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)})")
         if not self.methods:
             raise DataError("no methods to evaluate")
-        if self.k < max(KS[:-1]) or self.k < 1:
-            raise DataError(f"k must be at least 10 (metrics go up to @{min(self.k, 20)}), got {self.k}")
+        if self.k < 10:
+            raise DataError(f"k must be at least 10 (NDCG@10 is the headline metric), got {self.k}")
 
 
 # ---------------------------------------------------------------------- per-user results on disk
@@ -98,31 +105,27 @@ def _append(path: Path, results: Sequence[UserResult]) -> None:
 # ---------------------------------------------------------------------- methods
 def evaluate_scored(
     method: ScoredMethod,
-    examples: Sequence[Example],
+    examples: Sequence[tuple[int, Example]],
     *,
-    k: int,
-    tie_order: np.ndarray,
+    protocol: Protocol,
     on_batch: Callable[[list[UserResult]], None],
     batch_size: int = 256,
     progress: bool = True,
+    name: str | None = None,
 ) -> None:
-    """Rank the full catalog (minus history) for each example with ``method``'s scores."""
+    """Each row's top-k of the full catalog minus its exclusions, by ``method``'s scores."""
     from tqdm.auto import tqdm
 
-    n_items = len(method.catalog)
-    bar = tqdm(total=len(examples), desc=method.name, unit="user", disable=not progress)
+    bar = tqdm(total=len(examples), desc=name or method.name, unit="user", disable=not progress)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
         t0 = time.perf_counter()
-        scores = method.score([e.history for e in batch])
+        scores = method.score([e.history for _, e in batch])
         results = []
-        for row, example in enumerate(batch):
-            excluded = np.zeros(n_items, dtype=bool)
-            excluded[[method.index[i] for i in example.history if i in method.index]] = True
-            best = top_k(scores[row], excluded, tie_order, k)
+        for n, (row, example) in enumerate(batch):
+            best = top_k(scores[n], protocol.excluded_mask(example.history), protocol.ties, protocol.k)
             items = [method.catalog.ids[i] for i in best]
-            rank = full_rank(scores[row], method.index[example.target], excluded, tie_order)
-            results.append(_result(example, items, rank, n_outputs=len(items)))
+            results.append(_result(row, example, items, protocol.credit(example.target, items), n_outputs=len(items)))
         per_user = (time.perf_counter() - t0) / len(batch)
         for r in results:
             r.latency_s = per_user
@@ -131,7 +134,7 @@ def evaluate_scored(
     bar.close()
 
 
-def _result(example: Example, items: list[str], rank: int | None, **counts: Any) -> UserResult:
+def _result(row: int, example: Example, items: list[str], rank: int | None, **counts: Any) -> UserResult:
     history = set(example.history)
     return UserResult(
         user_id=example.user_id,
@@ -141,15 +144,16 @@ def _result(example: Example, items: list[str], rank: int | None, **counts: Any)
         n_outputs=counts.pop("n_outputs"),
         n_duplicates=counts.pop("n_duplicates", len(items) - len(set(items))),
         n_history_repeats=counts.pop("n_history_repeats", sum(i in history for i in items)),
+        row=row,
         **counts,
     )
 
 
 def evaluate_genrec(
     rec: Any,
-    examples: Sequence[Example],
+    examples: Sequence[tuple[int, Example]],
     *,
-    k: int,
+    protocol: Protocol,
     constrained: bool,
     max_history: int,
     template: str,
@@ -158,7 +162,8 @@ def evaluate_genrec(
     progress: bool = True,
     name: str = "genrec",
 ) -> None:
-    """Prompt the model with the last ``max_history`` items; exclude the whole history."""
+    """Prompt the model with the last ``max_history`` items; the whole history is excluded
+    (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order."""
     from tqdm.auto import tqdm
 
     catalog = rec.catalog
@@ -167,17 +172,17 @@ def evaluate_genrec(
         batch = examples[start : start + batch_size]
         t0 = time.perf_counter()
         outs = rec.recommend_batch(
-            [list(e.history[-max_history:]) if max_history else [] for e in batch],
-            k,
-            excludes=[list(e.history) for e in batch],
+            [list(e.history[-max_history:]) if max_history else [] for _, e in batch],
+            protocol.k,
+            excludes=[list(e.history) for _, e in batch],
             constrained=constrained,
             template=template,
             batch_size=batch_size,
         )
         per_user = (time.perf_counter() - t0) / len(batch)
         results = []
-        for example, recs in zip(batch, outs):
-            items = [r.item_id for r in recs]
+        for (row, example), recs in zip(batch, outs):
+            items = protocol.order_ties([r.item_id for r in recs], [r.score for r in recs])
             if constrained:
                 counts = {"n_outputs": len(items), "n_invalid": sum(i not in catalog for i in items)}
             else:
@@ -189,7 +194,7 @@ def evaluate_genrec(
                     "n_history_repeats": len(recs.history_repeats),
                     "n_duplicates": max(n_out - len(recs.ungrounded) - len(recs.history_repeats) - distinct_titles, 0),
                 }
-            result = _result(example, items, rank_in_list(example.target, items), **counts)
+            result = _result(row, example, items, protocol.credit(example.target, items), **counts)
             result.latency_s = per_user
             result.extra = {"history_dropped": recs.history_dropped}
             results.append(result)
@@ -199,12 +204,6 @@ def evaluate_genrec(
 
 
 # ---------------------------------------------------------------------- the run
-def _tie_order(n_items: int, seed: int) -> np.ndarray:
-    order = np.empty(n_items, dtype=np.int64)
-    order[np.random.default_rng(seed).permutation(n_items)] = np.arange(n_items)
-    return order
-
-
 def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None:
     (out_dir / "users").mkdir(parents=True, exist_ok=True)
     path = out_dir / _CONFIG_FILE
@@ -222,21 +221,37 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
     elif overwrite:
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
-        (out_dir / "sasrec.pt").unlink(missing_ok=True)
+        for stale in out_dir.glob("*.pt"):
+            stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
 
 
-def _fit_sasrec(catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool):
+def _fit_scored(name: str, catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool) -> ScoredMethod:
+    """A scored baseline, trained on the split's training part (tuned on its validation part)."""
+    if name in ("sasrec-bce", "sasrec-ce"):
+        return _fit_sasrec(name, catalog, split, config, out_dir, progress)
+    method = {"pop": Popularity, "markov": Markov, "itemknn": ItemKNN}[name](catalog)
+    started = time.perf_counter()
+    method.fit(split)
+    method.fit_s = time.perf_counter() - started
+    return method
+
+
+def _fit_sasrec(name: str, catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool):
     import torch
 
     from .sasrec import SASRec, SASRecConfig
 
-    method = SASRec(catalog, SASRecConfig(seed=config.seed, max_epochs=config.sasrec_epochs), progress=progress)
-    saved = out_dir / "sasrec.pt"
+    loss = name.split("-")[1]
+    settings = SASRecConfig.for_loss(loss, seed=config.seed, max_epochs=config.sasrec_epochs)
+    method = SASRec(catalog, settings, progress=progress)
+    saved = out_dir / f"{name}.pt"
     if saved.exists():
         method.load_state(torch.load(saved, weights_only=False))
         return method
+    started = time.perf_counter()
     method.fit(split)
+    method.fit_s = time.perf_counter() - started
     with atomic_file(saved, suffix=".pt") as tmp:
         torch.save(method.state(), tmp)
     return method
@@ -264,32 +279,28 @@ def run_evaluation(
     catalog = dataset.catalog
     popularity = split.popularity()
     pop_pct = popularity_percentiles(popularity, catalog.ids)
-    tie_order = _tie_order(len(catalog), config.seed)
+    protocol = Protocol.for_run(catalog, config.k, config.seed)
+    rows = list(enumerate(examples))
     summaries: dict[str, dict[str, Any]] = {}
     all_results: dict[str, list[UserResult]] = {}
+    fitted: dict[str, ScoredMethod] = {}
     rec = None
     for name in config.methods:
+        canonical = ALIASES.get(name, name)
         path = out_dir / "users" / f"{name}.jsonl"
-        done = _read_done(path)
-        done_users = {r.user_id for r in done}
-        pending = [e for e in examples if e.user_id not in done_users]
+        done = {r.row: r for r in _read_done(path)}
+        pending = [(row, e) for row, e in rows if row not in done]
         new: list[UserResult] = []
 
         def store(results: list[UserResult], path: Path = path, new: list[UserResult] = new) -> None:
             _append(path, results)
             new.extend(results)
 
-        fit_s = None
+        if canonical in SCORED and canonical not in fitted:
+            fitted[canonical] = _fit_scored(canonical, catalog, split, config, out_dir, progress)
         if pending:
-            if name in ("pop", "markov", "sasrec"):
-                t0 = time.perf_counter()
-                if name == "sasrec":
-                    method = _fit_sasrec(catalog, split, config, out_dir, progress)
-                else:
-                    method = (Popularity if name == "pop" else Markov)(catalog)
-                    method.fit(split)
-                fit_s = time.perf_counter() - t0
-                evaluate_scored(method, pending, k=config.k, tie_order=tie_order, on_batch=store, progress=progress)
+            if canonical in SCORED:
+                evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
             else:
                 if rec is None:
                     if recommender_factory is not None:
@@ -299,27 +310,26 @@ def run_evaluation(
 
                         rec = Recommender(catalog, model=config.model)
                 evaluate_genrec(
-                    rec, pending, k=config.k, constrained=name == "genrec", max_history=config.max_history,
+                    rec, pending, protocol=protocol, constrained=name == "genrec", max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
                 )  # fmt: skip
-        results = done + new
-        by_user = {r.user_id: r for r in results}
-        results = [by_user[e.user_id] for e in examples if e.user_id in by_user]
+        by_row = {**done, **{r.row: r for r in new}}
+        results = [by_row[row] for row, _ in rows if row in by_row]
+        check_credit(name, results, config.k)
         all_results[name] = results
         # each user's latency is its share of its batch's wall time: their sum is the run's
         # decoding time, resumed runs included (fitting a baseline is reported apart)
-        summary = summarize(results, catalog_size=len(catalog), popularity_pct=pop_pct)
-        if fit_s is not None:
-            summary["fit_s"] = round(fit_s, 2)
+        summary = summarize(results, catalog_size=len(catalog), popularity_pct=pop_pct, ks=cutoffs(config.k))
+        if canonical != name:
+            summary["alias_of"] = canonical
         if name.startswith("genrec"):
             summary["model"] = config.model or "SmolLM2-135M-Instruct (default, zero-shot)"
             summary["mode"] = "constrained beam search" if name == "genrec" else "free generation + grounding"
-        if name == "sasrec" and (out_dir / "sasrec.pt").exists():
-            import torch
-
-            state = torch.load(out_dir / "sasrec.pt", weights_only=False)
-            summary["best_epoch"] = state["best_epoch"]
-            summary["best_valid_NDCG@10"] = state["best_valid_ndcg"]
+        method = fitted.get(canonical)
+        if method is not None:
+            summary["fit_s"] = round(method.fit_s, 2)
+            if method.tuned:
+                summary["tuned"] = method.tuned
         summaries[name] = summary
     results_doc = {
         "dataset": config.dataset,
@@ -328,9 +338,9 @@ def run_evaluation(
         "n_items": len(catalog),
         "k": config.k,
         "split": {**split.info, "users_sampled": config.users, "sample_seed": config.seed,
-                  "max_history_in_prompt": config.max_history,
-                  "ranking": "full catalog minus the user's history; no sampled negatives; "
-                             "score ties broken by a fixed random item order"},
+                  "max_history_in_prompt": config.max_history, "ranking": PROTOCOL_TEXT,
+                  "targets_in_history": sum(protocol.target_excluded(e.history, e.target) for e in examples),
+                  "cutoffs": cutoffs(config.k)},
         "methods": summaries,
     }  # fmt: skip
     atomic_write_text(out_dir / "results.json", json.dumps(results_doc, indent=2))

@@ -99,6 +99,7 @@ class UserResult:
     n_history_repeats: int = 0
     latency_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    row: int = -1  # the example's number in the run (a user may have several test rows)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -37,11 +37,14 @@ _TABLE_COLUMNS = [
 
 def results_table(results_doc: dict[str, Any]) -> str:
     """The methods side by side as a Markdown table."""
-    head = "| method | users | " + " | ".join(c[0] for c in _TABLE_COLUMNS) + " |"
-    rule = "|---|---:|" + "---:|" * len(_TABLE_COLUMNS)
+    methods = results_doc["methods"]
+    # only the columns some method has: metrics exist at cut-offs up to k only
+    columns = [c for c in _TABLE_COLUMNS if any(c[1] in m for m in methods.values())]
+    head = "| method | users | " + " | ".join(c[0] for c in columns) + " |"
+    rule = "|---|---:|" + "---:|" * len(columns)
     rows = [head, rule]
-    for name, m in results_doc["methods"].items():
-        cells = [fmt.format(m[key]) if key in m else "" for _, key, fmt in _TABLE_COLUMNS]
+    for name, m in methods.items():
+        cells = [fmt.format(m[key]) if key in m else "" for _, key, fmt in columns]
         rows.append(f"| {name} | {m.get('n_users', 0)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -63,14 +66,16 @@ def write_report(
         f"- Users: {results_doc['n_users']} of {results_doc['n_users_available']}"
         + (f" (sampled with seed {split['sample_seed']})" if split.get("users_sampled") else " (all)")
         + f"; catalog: {results_doc['n_items']} items.",
+        f"- Rows whose target is inside their own history (a repeat): {split.get('targets_in_history', 0)}; "
+        f"they count as a miss for every method. Metrics at cut-offs {split.get('cutoffs')} (at most k={results_doc['k']}).",
         f"- Prompt-based methods see the last {split['max_history_in_prompt']} history items; scored baselines "
-        f"see the whole history (SASRec up to its 200 positions). The whole history is excluded for every method.",
+        f"see the whole history (SASRec up to its max_len positions).",
         "",
         results_table(results_doc),
         "",
     ]
     for name, m in results_doc["methods"].items():
-        notes = [f"{k}: {m[k]}" for k in ("model", "mode", "best_epoch", "best_valid_NDCG@10") if k in m]
+        notes = [f"{k}: {m[k]}" for k in ("alias_of", "model", "mode", "fit_s", "tuned") if k in m]
         if notes:
             lines.append(f"- {name}: " + "; ".join(str(n) for n in notes))
     lines += ["", "![NDCG@K](ndcg_at_k.png)", "", "![popularity of recommended items](popularity.png)", ""]

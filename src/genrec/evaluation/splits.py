@@ -99,9 +99,21 @@ def leave_one_out(
 
 
 def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1) -> Split:
-    """A split from given examples (D3 files). Training sequences are the training examples
-    (history + target); a seeded ``valid_fraction`` of them is held out for validation (early
-    stopping) instead. Without a training file, methods learn from the test histories only."""
+    """A split from given examples. RecBole files give their validation examples and training
+    sequences; D3 files give training examples only, of which a seeded ``valid_fraction`` is held
+    out for validation (tuning, early stopping). Without a training file, methods learn from the
+    test histories only."""
+    if dataset.valid_examples:
+        train = {user: list(seq) for user, seq in dataset.train_sequences.items()} or {
+            f"{e.user_id}#{n}": [*e.history, e.target] for n, e in enumerate(dataset.train_examples)
+        }
+        info = {
+            "protocol": "the split given with the data (training, validation and test files)",
+            "users_evaluated": len(dataset.test_examples),
+            "train_sequences": len(train),
+            "valid_examples": len(dataset.valid_examples),
+        }
+        return Split(train=train, valid=list(dataset.valid_examples), test=list(dataset.test_examples), info=info)
     rng = random.Random(seed)
     train_examples = list(dataset.train_examples)
     rng.shuffle(train_examples)
@@ -119,6 +131,7 @@ def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1)
         "users_evaluated": len(dataset.test_examples),
         "train_sequences": len(train),
         "valid_examples": len(valid),
+        "validation": f"{valid_fraction:.0%} of the training examples held back (seed {seed})" if valid else "none",
     }
     return Split(train=train, valid=valid, test=list(dataset.test_examples), info=info)
 
