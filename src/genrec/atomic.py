@@ -18,6 +18,7 @@ from pathlib import Path
 __all__ = ["atomic_file", "atomic_write_text", "atomic_dir", "discard_dir", "clean_stale"]
 
 TMP_PREFIX = ".tmp-"
+_FILE_MODE, _DIR_MODE = 0o644, 0o755
 
 
 @contextmanager
@@ -31,6 +32,7 @@ def atomic_file(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -69,6 +71,7 @@ def atomic_dir(target: str | Path, *, tmp: Path | None = None) -> Iterator[Path]
     try:
         yield tmp
         if tmp.exists():
+            os.chmod(tmp, _DIR_MODE)  # mkdtemp makes folders private; a model folder is shared
             if target.exists():
                 discard_dir(target)
             os.replace(tmp, target)

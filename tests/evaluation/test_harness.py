@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from genrec import Catalog, DataError, Recommender
-from genrec.evaluation.baselines import Markov, Popularity
+from genrec.evaluation.baselines import ItemKNN, Markov, Popularity
 from genrec.evaluation.datasets import (
     download_movielens,
     load_d3csv,
@@ -189,6 +189,13 @@ def test_markov_and_sasrec_learn_transitions_pop_does_not():
     assert hr10(pop, split) < 0.2
     assert hr10(sasrec, split) > 0.5
     assert sasrec.best_valid_ndcg > 0.3 and sasrec.history[-1]["epoch"] <= 60
+    ce = SASRec(ds.catalog, SASRecConfig.for_loss("ce", hidden=32, max_len=20, max_epochs=30, eval_every=5, dropout=0.1), progress=False)
+    ce.fit(split)
+    assert hr10(ce, split) > 0.5 and ce.tuned["loss"] == "ce"
+    knn = ItemKNN(ds.catalog)
+    knn.fit(split)
+    assert hr10(knn, split) > hr10(pop, split)
+    assert knn.tuned["neighbors"] in (*ItemKNN.NEIGHBOR_GRID[:-1], "all") and len(knn.tuned["valid_NDCG@10"]) == len(ItemKNN.NEIGHBOR_GRID)
 
 
 # ---------------------------------------------------------------------- the whole harness

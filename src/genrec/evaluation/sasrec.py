@@ -74,6 +74,13 @@ class SASRecModel(nn.Module):
             ]
         )
         self.last_norm = nn.LayerNorm(h, eps=1e-8)
+        # small initial embeddings, as the reference implementations use (Xavier): with
+        # nn.Embedding's N(0, 1) start a rare item's vector barely moves in a few hundred Adam
+        # steps, and the model ranks by popularity
+        for weight in (self.item_emb.weight, self.pos_emb.weight):
+            nn.init.xavier_normal_(weight)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[B, L, h]`` for left-padded item sequences ``[B, L]``, ``L <= max_len``.
