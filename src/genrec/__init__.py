@@ -14,6 +14,7 @@ from .errors import (
     LimitError,
     MissingDependencyError,
     ModelNotFoundError,
+    PriorError,
     SecurityError,
     TemplateError,
     UnknownItemError,
@@ -44,6 +45,7 @@ __all__ = [
     "LimitError",
     "IndexCacheError",
     "DataError",
+    "PriorError",
 ]
 
 __version__ = "0.1.0"

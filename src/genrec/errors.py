@@ -17,6 +17,7 @@ __all__ = [
     "LimitError",
     "IndexCacheError",
     "DataError",
+    "PriorError",
 ]
 
 
@@ -75,3 +76,8 @@ class IndexCacheError(GenrecError):
 
 class DataError(GenrecError):
     """An interaction log or evaluation dataset is malformed or missing."""
+
+
+class PriorError(GenrecError, ValueError):
+    """A collaborative prior of the wrong shape, with NaN or infinite scores, or a weight outside [0, 1]."""
+

@@ -15,7 +15,8 @@ from typing import Any
 
 from .catalog import Catalog
 from .decoding import PrefixCache, TitleIndex, TitleIndexes
-from .errors import CatalogError
+from .decoding.prior import AGGREGATIONS
+from .errors import CatalogError, PriorError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
@@ -23,6 +24,7 @@ from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
 from .tasks.chat import chat
 from .tasks.explain import explain
+from .tasks.prior import Prior, check_weight
 from .tasks.rank import rank
 from .tasks.recommend import default_template, recommend_batch
 
@@ -71,6 +73,9 @@ class Recommender:
         grounding_threshold: float = DEFAULT_THRESHOLD,
         free_text_slack: int = 16,
         limits: Limits = Limits(),
+        prior: Prior | None = None,
+        prior_weight: float = 0.0,
+        prior_aggregation: str = "logsumexp",
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
         if len(self.catalog) == 0:
@@ -91,6 +96,11 @@ class Recommender:
         self.batch_size = batch_size
         self.grounding_threshold = grounding_threshold
         self.free_text_slack = free_text_slack
+        self.prior = prior
+        self.prior_weight = check_weight(prior_weight)
+        if prior_aggregation not in AGGREGATIONS:
+            raise PriorError(f"prior_aggregation must be one of {', '.join(AGGREGATIONS)}, got {prior_aggregation!r}")
+        self.prior_aggregation = prior_aggregation
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -141,6 +151,8 @@ class Recommender:
         exclude_history: bool = True,
         template: str | None = None,
         num_beams: int | None = None,
+        prior: Prior | None = None,
+        prior_weight: float | None = None,
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
@@ -148,7 +160,11 @@ class Recommender:
         user already has, or turned down). Fewer than ``k`` come back when fewer are left.
 
         ``template`` defaults to ``next_item``, or ``request`` when there is a request and no
-        history (zero-shot from words alone)."""
+        history (zero-shot from words alone).
+
+        ``prior``: per-item log-scores in catalog order (an array, or a callable taking the
+        histories), mixed into every decoding step with ``prior_weight`` in [0, 1] (0: the model
+        alone; 1: the prior decides, the model spells titles). Defaults: the Recommender's."""
         return self.recommend_batch(
             [history],
             k,
@@ -158,6 +174,8 @@ class Recommender:
             exclude_history=exclude_history,
             template=template or default_template(history, request),
             num_beams=num_beams,
+            prior=prior,
+            prior_weight=prior_weight,
         )[0]
 
     def recommend_batch(
@@ -173,12 +191,15 @@ class Recommender:
         num_beams: int | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        prior: Prior | None = None,
+        prior_weight: float | None = None,
     ) -> list[Recommendations]:
-        """``recommend`` for many users; users are decoded together in batches for throughput."""
+        """``recommend`` for many users; users are decoded together in batches for throughput.
+        A 2-D ``prior`` has one row per history."""
         return recommend_batch(
             self, histories, k, requests=requests, excludes=excludes, constrained=constrained,
             exclude_history=exclude_history, template=template, num_beams=num_beams,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, prior=prior, prior_weight=prior_weight,
         )  # fmt: skip
 
     def rank(
@@ -189,6 +210,8 @@ class Recommender:
         request: str | None = None,
         length_normalize: bool = False,
         template: str = "rank",
+        prior: Prior | None = None,
+        prior_weight: float | None = None,
     ) -> Recommendations:
         """``candidates`` (IDs or titles) best first, each scored by the log-probability of the
         model writing its title as the answer to the ``rank`` prompt, all in one batched pass.
@@ -198,7 +221,10 @@ class Recommender:
         ``length_normalize=True`` divides by the number of tokens (the end marker included), which
         favours long titles. Ties keep the candidates' given order. Repeated candidates count once.
         """
-        return rank(self, history, candidates, request=request, length_normalize=length_normalize, template=template)
+        return rank(
+            self, history, candidates, request=request, length_normalize=length_normalize, template=template,
+            prior=prior, prior_weight=prior_weight,
+        )  # fmt: skip
 
     def explain(
         self,
@@ -228,12 +254,14 @@ class Recommender:
         *,
         exclude: Sequence[Any] = (),
         template: str = "chat",
+        prior: Prior | None = None,
+        prior_weight: float | None = None,
     ) -> ChatResponse:
         """Recommend from a conversation: ``messages`` are ``{"role", "content"}`` turns (system,
         user, assistant), as chat assistants hold them. Items named in the conversation are never
         recommended again; those the user liked inform the prompt, those turned down ("not X",
         "I hated X") are listed as such. Returns the reply and the items, every one a catalog item."""
-        return chat(self, messages, k, exclude=exclude, template=template)
+        return chat(self, messages, k, exclude=exclude, template=template, prior=prior, prior_weight=prior_weight)
 
     # ------------------------------------------------------------------ grounding and lookup
     def ground(self, text: str, *, limit: int = 5, threshold: float | None = None) -> list[Match]:

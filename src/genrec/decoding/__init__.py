@@ -8,6 +8,7 @@ from .index import TitleIndex, build_index
 from .index_cache import TitleIndexes, load_or_build_index
 from .logits_process import TrieLogitsProcessor
 from .prefix_cache import PrefixCache
+from .prior import TitlePrior
 from .scoring import score_continuations
 from .tokenization import TitleContext, split_prompt_context, tokenize_titles, tokenizer_fingerprint
 
@@ -21,6 +22,7 @@ __all__ = [
     "load_or_build_index",
     "TrieLogitsProcessor",
     "PrefixCache",
+    "TitlePrior",
     "score_continuations",
     "TitleContext",
     "split_prompt_context",

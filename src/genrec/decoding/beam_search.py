@@ -9,7 +9,8 @@ title index (``TitleConstraint``), so the cost of the constraint does not grow w
 One step, in the order ``beam_search`` runs them:
 
 - ``_expand``: the model's next-token log-probabilities for every live beam (one forward pass);
-- ``_mask``: tokens that continue no allowed title set to -inf (constrained search);
+- ``_mask``: tokens that continue no allowed title set to -inf (constrained search), and the
+  allowed ones mixed with a collaborative prior when there is one (``TitlePrior``);
 - ``_score``: the best ``2 * beams`` (beam, token) candidates per user and the nodes they reach;
 - ``_finish``: candidates that complete a title (or end free text) become hypotheses;
 - ``_select``: the best ``beams`` unfinished candidates become the next step's beams;
@@ -36,6 +37,7 @@ from .attention import cache_argument, left_pad, tree_mask
 from .constraint import NEG_INF, TitleConstraint
 from .index import TitleIndex
 from .prefix_cache import PrefixCache
+from .prior import TitlePrior
 
 __all__ = ["Hypothesis", "beam_search"]
 
@@ -60,6 +62,7 @@ class _Settings:
     length_penalty: float
     pad_token_id: int
     constraint: TitleConstraint | None
+    prior: TitlePrior | None
     eos: torch.Tensor | None
     cache_arg: str
     mask_dtype: torch.dtype
@@ -108,6 +111,7 @@ def beam_search(
     pad_token_id: int = 0,
     stats: dict[str, float] | None = None,
     prefix_cache: PrefixCache | None = None,
+    prior: TitlePrior | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -118,6 +122,7 @@ def beam_search(
     ``max_new_tokens``.
 
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
+    ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
     ``stats``, when given, receives ``steps`` (decoding steps run), ``prefill_s`` and ``decode_s``.
     """
     if num_beams < 1 or num_return < 1:
@@ -146,6 +151,7 @@ def beam_search(
         length_penalty=length_penalty,
         pad_token_id=pad_token_id,
         constraint=constraint,
+        prior=prior if constraint is not None and prior is not None and prior.weight > 0 else None,
         eos=None if constraint else torch.tensor(list(eos_token_ids), dtype=torch.long, device=device),
         cache_arg=cache_argument(model),
         mask_dtype=next(model.parameters()).dtype,
@@ -241,7 +247,13 @@ def _expand(model: Any, cache: DynamicCache, state: _State, settings: _Settings)
 def _mask(logp: torch.Tensor, state: _State, settings: _Settings) -> torch.Tensor:
     if settings.constraint is None:
         return logp
-    return settings.constraint.mask(logp, state.nodes, state.active.repeat_interleave(settings.beams))
+    row_users = state.active.repeat_interleave(settings.beams)
+    if settings.prior is None:
+        return settings.constraint.mask(logp, state.nodes, row_users)
+    row, token, child = settings.constraint.allowed(state.nodes, row_users)
+    masked = torch.full_like(logp, NEG_INF)
+    masked[row, token] = logp[row, token]
+    return settings.prior.mix(masked, row, token, child, row_users)
 
 
 def _score(logp: torch.Tensor, state: _State, settings: _Settings) -> _Candidates:

@@ -44,25 +44,31 @@ class TitleConstraint:
     def empty(self) -> bool:
         return self.index.n_titles == 0 or self.index.max_depth == 0
 
-    def mask(self, logp: torch.Tensor, nodes: torch.Tensor, row_users: torch.Tensor | None = None) -> torch.Tensor:
-        """``logp`` with every token that does not continue a title from each row's node set to
-        -inf (``row_users``: the user of each row, for the banned titles; default user 0). One
-        gather/scatter for all rows; a row at a dead node or the sentinel gets all -inf."""
-        rows_total = logp.shape[0]
+    def allowed(self, nodes: torch.Tensor, row_users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every allowed ``(row, token, child)``: the tokens that continue a title from each row's
+        node, and the nodes they lead to (``row_users``: the user of each row, for the banned
+        titles; default user 0). One vectorised gather for all rows."""
+        device = nodes.device
         start = self.arrays["first_child"][nodes]
         count = self.arrays["n_children"][nodes]
-        masked = torch.full_like(logp, NEG_INF)
         total = int(count.sum())
         if total == 0:
-            return masked
-        row = torch.repeat_interleave(torch.arange(rows_total, device=logp.device), count)
-        offset = torch.arange(total, device=logp.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return empty, empty, empty
+        row = torch.repeat_interleave(torch.arange(len(nodes), device=device), count)
+        offset = torch.arange(total, device=device) - torch.repeat_interleave(count.cumsum(0) - count, count)
         child = torch.repeat_interleave(start, count) + offset
-        token = self.arrays["token"][child]
         if self.dead_keys is not None:
             users = row_users[row] if row_users is not None else torch.zeros_like(row)
             keep = ~torch.isin(users * self.n_nodes + child, self.dead_keys)
-            row, token = row[keep], token[keep]
+            row, child = row[keep], child[keep]
+        return row, self.arrays["token"][child].long(), child
+
+    def mask(self, logp: torch.Tensor, nodes: torch.Tensor, row_users: torch.Tensor | None = None) -> torch.Tensor:
+        """``logp`` with every token that does not continue an allowed title from each row's node
+        set to -inf; a row at a dead node or the sentinel gets all -inf."""
+        row, token, _ = self.allowed(nodes, row_users)
+        masked = torch.full_like(logp, NEG_INF)
         masked[row, token] = logp[row, token]
         return masked
 

@@ -48,6 +48,7 @@ class TitleIndex:
     max_depth: int
     meta: dict[str, Any] = field(default_factory=dict)
     _keys: np.ndarray | None = None
+    _depth_ranges: list[tuple[int, int]] | None = None
     _torch: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +110,21 @@ class TitleIndex:
             out.append(int(self.token[node]))
             node = int(self.parent[node])
         return out[::-1]
+
+    def depth_ranges(self) -> list[tuple[int, int]]:
+        """``(first, end)`` node numbers of each depth, root first: nodes are numbered depth by
+        depth, and the children of a depth's nodes are one contiguous run."""
+        if self._depth_ranges is None:
+            ranges = [(0, 1)]
+            while True:
+                lo, hi = ranges[-1]
+                start = int(self.first_child[lo])
+                end = int(self.first_child[hi - 1] + self.n_children[hi - 1])
+                if end <= start:
+                    break
+                ranges.append((start, end))
+            self._depth_ranges = ranges
+        return self._depth_ranges
 
     def dead_nodes(self, banned_titles: Iterable[int]) -> np.ndarray:
         """Nodes under which every title is banned: decoding must not enter them.

@@ -11,7 +11,8 @@ from typing import Any
 from ..grounding import Match
 from .explain import unique_matches
 from .host import TaskHost
-from .recommend import decode_constrained
+from .prior import Prior
+from .recommend import decode_constrained, resolve_prior
 from .results import ChatResponse
 
 __all__ = ["chat", "read_conversation"]
@@ -44,8 +45,18 @@ def read_conversation(host: TaskHost, turns: Sequence[dict[str, str]]) -> tuple[
     return liked, rejected, mentioned
 
 
-def chat(host: TaskHost, messages: Any, k: int = 5, *, exclude: Sequence[Any] = (), template: str = "chat") -> ChatResponse:
-    """The reply and the ``k`` items it recommends, every one a catalog item."""
+def chat(
+    host: TaskHost,
+    messages: Any,
+    k: int = 5,
+    *,
+    exclude: Sequence[Any] = (),
+    template: str = "chat",
+    prior: Prior | None = None,
+    prior_weight: float | None = None,
+) -> ChatResponse:
+    """The reply and the ``k`` items it recommends, every one a catalog item; a prior sees the
+    items the user liked as the history."""
     k = host.limits.check_k(k)
     beams = host.limits.check_beams(max(host.num_beams, k), k)
     turns = host.limits.check_messages(messages)
@@ -61,7 +72,8 @@ def chat(host: TaskHost, messages: Any, k: int = 5, *, exclude: Sequence[Any] = 
         k=k,
         extra=extra,
     )
-    recs = decode_constrained(host, [job], k, beams)[0]
+    scores, weight = resolve_prior(host, [job], prior, prior_weight)
+    recs = decode_constrained(host, [job], k, beams, prior_scores=scores, prior_weight=weight)[0]
     items = [host.catalog.item(r.item_id) for r in recs]
     reply = host.prompts.render_block(template, "reply", items=items, kind=host.catalog.kind, k=k)
     return ChatResponse(reply, list(recs), mentioned, rejected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..catalog import Catalog
 from ..decoding import PrefixCache
@@ -29,5 +29,8 @@ class TaskHost(Protocol):
     free_text_slack: int
     end_ids: tuple[int, ...]
     pad_token_id: int
+    prior: Any  # the default collaborative prior (None: the model alone)
+    prior_weight: float
+    prior_aggregation: str
 
     def prefix_cache(self, template: str) -> PrefixCache: ...

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..decoding import score_continuations
 from .host import TaskHost
+from .prior import Prior, check_weight, prior_scores
 from .results import Recommendation, Recommendations
 
 __all__ = ["rank"]
@@ -21,10 +24,13 @@ def rank(
     request: str | None = None,
     length_normalize: bool = False,
     template: str = "rank",
+    prior: Prior | None = None,
+    prior_weight: float | None = None,
 ) -> Recommendations:
     """``candidates`` (IDs or titles) best first. The default score is the title's total
     log-probability (what beam search ranks by; favours short titles); ``length_normalize``
-    divides by its token count (favours long ones). Ties keep the given order; repeats count once."""
+    divides by its token count (favours long ones). Ties keep the given order; repeats count once.
+    A prior mixes in as in beam search: ``(1 - w) * model + w * log p_prior(item | candidates)``."""
     pipeline, catalog = host.pipeline, host.catalog
     host.limits.check_request(request)
     host.limits.check_refs(candidates, "candidates")
@@ -43,6 +49,13 @@ def rank(
     scores = score_continuations(host.lm.model, prompt_ids, sequences)
     if length_normalize:
         scores = [score / len(seq) for score, seq in zip(scores, sequences)]
+    prior = prior if prior is not None else host.prior
+    weight = check_weight(prior_weight if prior_weight is not None else host.prior_weight)
+    if prior is not None and weight > 0.0:
+        history_ids = [catalog.ids[p] for p in history_positions]
+        item_scores = prior_scores(prior, [history_ids], len(catalog))[0][positions]
+        log_prior = item_scores - np.logaddexp.reduce(item_scores)
+        scores = [(1.0 - weight) * s + weight * float(p) for s, p in zip(scores, log_prior)]
     order = sorted(range(len(positions)), key=lambda i: -scores[i])
     recs = [Recommendation(catalog.ids[positions[i]], catalog.titles[positions[i]], scores[i]) for i in order]
     return Recommendations(recs, history_used=len(history_positions), prompt_text=prompt_text)

@@ -9,14 +9,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..decoding import Hypothesis, TitleContext, beam_search
+from ..decoding import Hypothesis, TitleContext, TitlePrior, beam_search
 from ..errors import LimitError
 from ..model import eos_token_ids
 from .host import TaskHost
 from .pipeline import PreparedPrompt
+from .prior import Prior, check_weight, prior_scores
 from .results import Recommendation, Recommendations
 
-__all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template"]
+__all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template", "resolve_prior"]
 
 
 def default_template(history: Sequence[Any], request: str | None) -> str:
@@ -37,8 +38,11 @@ def recommend_batch(
     num_beams: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    prior: Prior | None = None,
+    prior_weight: float | None = None,
 ) -> list[Recommendations]:
-    """The ``k`` best items for each history; users are decoded together in batches."""
+    """The ``k`` best items for each history; users are decoded together in batches. ``prior``
+    (constrained decoding) mixes per-item scores into every step with ``prior_weight``."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
@@ -49,22 +53,48 @@ def recommend_batch(
         for history, request, exclude in zip(histories, requests, excludes)
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
+    scores, weight = resolve_prior(host, jobs, prior, prior_weight)
+    if scores is not None and not constrained:
+        raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
     size = batch_size or host.batch_size
     # similar prompt lengths together: less padding per batch
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].ctx.context, len(jobs[i].prompt_ids)))
-    run = decode_constrained if constrained else decode_free
     bar = tqdm(total=len(jobs), desc="recommending", unit="user", disable=not progress)
     for start in range(0, len(order), size):
         batch = order[start : start + size]
-        for i, recs in zip(batch, run(host, [jobs[i] for i in batch], k, beams)):
+        if constrained:
+            rows = scores[batch] if scores is not None else None
+            decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior_scores=rows, prior_weight=weight)
+        else:
+            decoded = decode_free(host, [jobs[i] for i in batch], k, beams)
+        for i, recs in zip(batch, decoded):
             results[i] = recs
         bar.update(len(batch))
     bar.close()
     return [r for r in results if r is not None]
 
 
-def decode_constrained(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) -> list[Recommendations]:
+def resolve_prior(host: TaskHost, jobs: list[PreparedPrompt], prior: Prior | None, weight: float | None) -> tuple[Any, float]:
+    """(per-job item scores or None, weight): the call's prior, else the host's default."""
+    prior = prior if prior is not None else host.prior
+    weight = check_weight(weight if weight is not None else host.prior_weight)
+    if prior is None or weight == 0.0:
+        return None, 0.0
+    catalog = host.catalog
+    histories = [[catalog.ids[p] for p in job.history_positions] for job in jobs]
+    return prior_scores(prior, histories, len(catalog)), weight
+
+
+def decode_constrained(
+    host: TaskHost,
+    jobs: list[PreparedPrompt],
+    k: int,
+    beams: int,
+    *,
+    prior_scores: Any = None,
+    prior_weight: float = 0.0,
+) -> list[Recommendations]:
     """Constrained beam search for prepared prompts: every item is a catalog item, none banned."""
     # jobs with different tokenisation contexts (different templates) use different indexes
     groups: dict[TitleContext, list[int]] = {}
@@ -75,6 +105,12 @@ def decode_constrained(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams
         index = host.pipeline.index(ctx)
         available = [index.n_titles - len(jobs[i].banned_titles) for i in members]
         width = max(1, min(beams, max(available)))
+        prior = None
+        if prior_scores is not None:
+            prior = TitlePrior.from_item_scores(
+                index, host.catalog.title_positions, prior_scores[members], [jobs[i].banned_titles for i in members],
+                weight=prior_weight, aggregation=host.prior_aggregation,
+            )  # fmt: skip
         hyps = beam_search(
             host.lm.model,
             [jobs[i].prompt_ids for i in members],
@@ -85,6 +121,7 @@ def decode_constrained(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams
             length_penalty=host.length_penalty,
             pad_token_id=host.pad_token_id,
             prefix_cache=host.prefix_cache(jobs[members[0]].template),
+            prior=prior,
         )
         for i, h in zip(members, hyps):
             results[i] = h

@@ -1,0 +1,143 @@
+"""The collaborative prior inside constrained beam search: exact where it can be checked exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genrec import PriorError
+from genrec.decoding import TitlePrior, score_continuations
+
+from helpers import TITLES, catalog_of
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    return x - np.logaddexp.reduce(x)
+
+
+@pytest.fixture
+def rec(make_rec):
+    return make_rec(catalog_of(TITLES))
+
+
+def random_prior(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 3.0, n)
+
+
+def test_node_masses_are_the_log_sum_of_the_titles_below(rec):
+    index = rec.index_for()
+    scores = torch.tensor(np.stack([random_prior(index.n_titles, 1), random_prior(index.n_titles, 2)]))
+    prior = TitlePrior(index, scores, weight=0.5)
+    maxed = TitlePrior(index, scores, weight=0.5, aggregation="max")
+    for node in range(index.n_nodes - 1):  # the sentinel holds nothing
+        below = [t for t in range(index.n_titles) if node in _path(index, t)]
+        for user in range(2):
+            values = scores[user, below].numpy()
+            assert prior.mass[user, node].item() == pytest.approx(np.logaddexp.reduce(values), abs=1e-4)
+            assert maxed.mass[user, node].item() == pytest.approx(values.max(), abs=1e-4)
+
+
+def _path(index, title):
+    node, out = int(index.title_leaf[title]), []
+    while node >= 0:
+        out.append(node)
+        node = int(index.parent[node]) if node > 0 else -1
+    return out
+
+
+def test_weight_zero_is_the_model_alone(rec):
+    prior = random_prior(len(rec.catalog))
+    plain = rec.recommend(["i1"], k=8)
+    mixed = rec.recommend(["i1"], k=8, prior=prior, prior_weight=0.0)
+    assert [(r.item_id, r.score) for r in mixed] == [(r.item_id, r.score) for r in plain]
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.7, 1.0])
+def test_finished_titles_score_the_weighted_mix_of_model_and_prior(rec, weight):
+    """With log-sum-exp the prior's per-step terms telescope: a title scores exactly
+    (1 - w) log p_model(title) + w log p_prior(title | the titles not excluded). Beams for the
+    whole catalog make the search exhaustive, so the order is that of the mixed scores."""
+    catalog = rec.catalog
+    prior = random_prior(len(catalog), 3)
+    history = ["i0", "i5"]
+    recs = rec.recommend(history, k=len(catalog) - 2, prior=prior, prior_weight=weight)
+    job = rec.pipeline.prepare(history, "next_item")
+    index = rec.pipeline.index(job.ctx)
+    allowed = [p for p in range(len(catalog)) if catalog.ids[p] not in history]
+    lm = score_continuations(rec.lm.model, job.prompt_ids, [index.sequence(rec.pipeline.title_number(p)) for p in allowed])
+    expected = dict(zip((catalog.ids[p] for p in allowed), (1 - weight) * np.array(lm) + weight * log_softmax(prior[allowed])))
+    assert {r.item_id for r in recs} == set(expected)
+    assert [r.score for r in recs] == pytest.approx([expected[r.item_id] for r in recs], abs=1e-3)
+    assert [r.item_id for r in recs] == sorted(expected, key=lambda i: -expected[i])
+
+
+def test_weight_one_follows_the_prior(rec):
+    prior = random_prior(len(rec.catalog), 4)
+    recs = rec.recommend(["i2"], k=5, prior=prior, prior_weight=1.0)
+    best = [rec.catalog.ids[p] for p in np.argsort(-prior) if rec.catalog.ids[p] != "i2"][:5]
+    assert [r.item_id for r in recs] == best
+
+
+def test_batches_callables_and_defaults(make_rec):
+    catalog = catalog_of(TITLES)
+    seen: list = []
+
+    def markovish(histories):
+        seen.append(histories)
+        out = np.zeros((len(histories), len(catalog)))
+        for row, history in enumerate(histories):
+            nxt = (int(history[-1][1:]) + 1) % len(catalog) if history else 0
+            out[row, nxt] = 20.0
+        return out
+
+    rec = make_rec(catalog, prior=markovish, prior_weight=0.95)
+    histories = [["i1"], ["i4", "i6"], []]
+    batched = rec.recommend_batch(histories, k=4)
+    assert [h for call in seen for h in call] == histories  # the resolved histories, oldest first
+    single = [rec.recommend(h, k=4) for h in histories]
+    for b, s in zip(batched, single):
+        assert [r.item_id for r in b] == [r.item_id for r in s]
+        assert [r.score for r in b] == pytest.approx([r.score for r in s], abs=1e-3)
+    assert [b[0].item_id for b in batched] == ["i2", "i7", "i0"]  # the prior's favourite leads
+    assert rec.recommend(["i1"], k=4, prior_weight=0.0)[0].score != batched[0][0].score
+
+
+def test_rank_and_chat_mix_the_same_way(rec):
+    prior = random_prior(len(rec.catalog), 5)
+    candidates = ["i3", "i6", "i9", "i12"]
+    model = {r.item_id: r.score for r in rec.rank(["i1"], candidates)}
+    mixed = rec.rank(["i1"], candidates, prior=prior, prior_weight=0.4)
+    positions = [rec.catalog.position(c) for c in candidates]
+    log_prior = dict(zip(candidates, log_softmax(prior[positions])))
+    for r in mixed:
+        assert r.score == pytest.approx(0.6 * model[r.item_id] + 0.4 * log_prior[r.item_id], abs=1e-4)
+    reply = rec.chat([{"role": "user", "content": "I loved Alien"}], k=3, prior=prior, prior_weight=1.0)
+    best = [rec.catalog.ids[p] for p in np.argsort(-prior) if rec.catalog.titles[p] != "Alien"][:3]
+    assert [r.item_id for r in reply.items] == best
+
+
+@pytest.mark.parametrize(
+    "prior, weight, problem",
+    [
+        (np.zeros(3), 0.5, "shape"),
+        (np.zeros((2, len(TITLES))), 0.5, "shape"),
+        (np.full(len(TITLES), np.nan), 0.5, "NaN or infinite"),
+        (np.r_[np.zeros(len(TITLES) - 1), np.inf], 0.5, "NaN or infinite"),
+        (np.zeros(len(TITLES)), 1.5, "from 0 to 1"),
+        (np.zeros(len(TITLES)), -0.1, "from 0 to 1"),
+        (np.zeros(len(TITLES)), "half", "from 0 to 1"),
+        ("not numbers", 0.5, "not an array of numbers"),
+        (lambda histories: np.zeros((len(histories) + 1, len(TITLES))), 0.5, "shape"),
+    ],
+)
+def test_bad_priors_are_clear_errors(rec, prior, weight, problem):
+    with pytest.raises(PriorError, match=problem):
+        rec.recommend(["i1"], k=3, prior=prior, prior_weight=weight)
+
+
+def test_a_prior_needs_constrained_decoding(rec):
+    from genrec import LimitError
+
+    with pytest.raises(LimitError, match="constrained"):
+        rec.recommend(["i1"], k=3, constrained=False, prior=np.zeros(len(TITLES)), prior_weight=0.5)
