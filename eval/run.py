@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p)
     p.add_argument("--methods", default="pop,markov,itemknn,sasrec-ce,genrec",
-                   help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce)")  # fmt: skip
+                   help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce), genrec+<baseline>")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--users", type=int, help="evaluate a random sample of this many users")
     p.add_argument("--seed", type=int, default=0, help="user sample, tie order and SASRec seed")
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-history", type=int, default=20, help="history items shown in prompts")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together by genrec")
     p.add_argument("--sasrec-epochs", type=int, default=200)
+    p.add_argument("--tune-users", type=int, default=100, help="validation rows that tune genrec+<baseline>'s prior weight")
+    p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="prior weights tried on validation")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             sasrec_epochs=args.sasrec_epochs,
             data=data,
+            tune_users=args.tune_users,
+            prior_grid=tuple(float(w) for w in args.prior_grid.split(",")),
         )
         results = run_evaluation(dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite)
     except GenrecError as exc:

@@ -49,7 +49,9 @@ class Recommender:
     directory, or an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
     ``catalog``: None for the bundled demo catalog.
     Beam search is deterministic whatever the model's generation_config says; ``length_penalty``
-    defaults to 0 because length normalisation favours long titles.
+    defaults to 0 because length normalisation favours long titles. ``prior`` / ``prior_weight``:
+    the collaborative prior every call mixes into beam search unless it passes its own (none: the
+    model alone).
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.

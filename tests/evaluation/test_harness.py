@@ -257,3 +257,21 @@ def test_eval_run_cli_contract(tmp_path):
     bad_cmd = [*cmd[: cmd.index("--methods")], "--methods", "pop,bogus", "--out", str(tmp_path / "o2")]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown method(s) bogus" in bad.stderr
+
+
+def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_factory):
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec", "genrec+markov"], k=10, users=6, seed=1,
+                        batch_size=4, tune_users=5, prior_grid=(0.0, 0.5, 1.0))  # fmt: skip
+    out = tmp_path / "fused"
+    doc = run_evaluation(ds, config, out, progress=False, recommender_factory=tiny_factory)
+    tuned = doc["methods"]["genrec+markov"]["tuned"]
+    assert tuned["valid_rows"] == 5 and set(tuned["valid_NDCG@10"]) == {"0", "0.5", "1"}
+    assert tuned["prior_weight"] in (0.5, 1.0) and tuned["valid_NDCG@10"]["1"] == 1.0  # Markov is perfect on a chain
+    assert doc["methods"]["genrec+markov"]["NDCG@10"] > doc["methods"]["genrec"]["NDCG@10"]
+    assert json.loads((out / "tuning" / "genrec+markov.json").read_text()) == tuned
+    again = run_evaluation(ds, config, out, progress=False, recommender_factory=tiny_factory)  # resumes, same numbers
+    assert again["methods"]["genrec+markov"] == doc["methods"]["genrec+markov"]
+    with pytest.raises(DataError, match="unknown method"):
+        EvalConfig(dataset="chain", methods=["genrec+nothing"]).check()
+

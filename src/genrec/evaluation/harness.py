@@ -30,6 +30,7 @@ from ..catalog import Catalog
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
+from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_prior_weight
 from .metrics import UserResult, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
 from .report import write_report
@@ -61,11 +62,16 @@ class EvalConfig:
     sasrec_epochs: int = 200
     data: dict[str, str] = field(default_factory=dict)
     protocol: int = PROTOCOL_VERSION
+    prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+    tune_users: int = 100  # validation rows the prior weight is tuned on (seeded sample)
 
     def check(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in METHODS and not (is_fused(m) and prior_of(m) in SCORED + tuple(ALIASES))]
         if unknown:
-            raise DataError(f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)})")
+            raise DataError(
+                f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)}, "
+                f"and {FUSED_PREFIX}<baseline> for a baseline of {', '.join(SCORED)})"
+            )
         if not self.methods:
             raise DataError("no methods to evaluate")
         if self.k < 10:
@@ -161,9 +167,13 @@ def evaluate_genrec(
     on_batch: Callable[[list[UserResult]], None],
     progress: bool = True,
     name: str = "genrec",
+    prior: ScoredMethod | None = None,
+    prior_weight: float = 0.0,
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
-    (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order."""
+    (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
+    ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` (its scores see the
+    whole history)."""
     from tqdm.auto import tqdm
 
     catalog = rec.catalog
@@ -178,6 +188,8 @@ def evaluate_genrec(
             constrained=constrained,
             template=template,
             batch_size=batch_size,
+            prior=log_scores(prior, [e.history for _, e in batch]) if prior is not None and prior_weight > 0 else None,
+            prior_weight=prior_weight,
         )
         per_user = (time.perf_counter() - t0) / len(batch)
         results = []
@@ -207,7 +219,7 @@ def evaluate_genrec(
 def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None:
     (out_dir / "users").mkdir(parents=True, exist_ok=True)
     path = out_dir / _CONFIG_FILE
-    wanted = asdict(config)
+    wanted = json.loads(json.dumps(asdict(config)))  # as it reads back (tuples become lists)
     if path.exists() and not overwrite:
         previous = json.loads(path.read_text(encoding="utf-8"))
         # methods may be added to a folder; everything that decides the numbers must match
@@ -217,13 +229,25 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
                 f"{out_dir} holds a run with other settings ({', '.join(sorted(differs))}); "
                 f"use another --out, or --overwrite to start over"
             )
-        wanted["methods"] = sorted(set(previous.get("methods", [])) | set(config.methods), key=METHODS.index)
+        wanted["methods"] = sorted(set(previous.get("methods", [])) | set(config.methods), key=_method_order)
     elif overwrite:
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
         for stale in out_dir.glob("*.pt"):
             stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
+
+
+def _recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[Catalog], Any] | None) -> Any:
+    if factory is not None:
+        return factory(catalog)
+    from ..recommender import Recommender
+
+    return Recommender(catalog, model=config.model)
+
+
+def _method_order(name: str) -> tuple[int, str]:
+    return (METHODS.index(name) if name in METHODS else len(METHODS), name)
 
 
 def _fit_scored(name: str, catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool) -> ScoredMethod:
@@ -287,6 +311,7 @@ def run_evaluation(
     rec = None
     for name in config.methods:
         canonical = ALIASES.get(name, name)
+        base = ALIASES.get(prior_of(name), prior_of(name)) if is_fused(name) else None
         path = out_dir / "users" / f"{name}.jsonl"
         done = {r.row: r for r in _read_done(path)}
         pending = [(row, e) for row, e in rows if row not in done]
@@ -296,22 +321,26 @@ def run_evaluation(
             _append(path, results)
             new.extend(results)
 
-        if canonical in SCORED and canonical not in fitted:
-            fitted[canonical] = _fit_scored(canonical, catalog, split, config, out_dir, progress)
+        for scored in (canonical, base):
+            if scored in SCORED and scored not in fitted:
+                fitted[scored] = _fit_scored(scored, catalog, split, config, out_dir, progress)
+        tuned = None
+        if base is not None:
+            rec = rec or _recommender(catalog, config, recommender_factory)
+            tuned = tune_prior_weight(
+                rec, fitted[base], sample_examples(split.valid, config.tune_users, config.seed), protocol=protocol,
+                grid=config.prior_grid, max_history=config.max_history, template=config.template,
+                batch_size=config.batch_size, path=out_dir / "tuning" / f"{name}.json",
+            )  # fmt: skip
         if pending:
             if canonical in SCORED:
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
             else:
-                if rec is None:
-                    if recommender_factory is not None:
-                        rec = recommender_factory(catalog)
-                    else:
-                        from ..recommender import Recommender
-
-                        rec = Recommender(catalog, model=config.model)
+                rec = rec or _recommender(catalog, config, recommender_factory)
                 evaluate_genrec(
-                    rec, pending, protocol=protocol, constrained=name == "genrec", max_history=config.max_history,
+                    rec, pending, protocol=protocol, constrained=name != "genrec-free", max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
+                    prior=fitted.get(base), prior_weight=tuned["prior_weight"] if tuned else 0.0,
                 )  # fmt: skip
         by_row = {**done, **{r.row: r for r in new}}
         results = [by_row[row] for row, _ in rows if row in by_row]
@@ -324,7 +353,10 @@ def run_evaluation(
             summary["alias_of"] = canonical
         if name.startswith("genrec"):
             summary["model"] = config.model or "SmolLM2-135M-Instruct (default, zero-shot)"
-            summary["mode"] = "constrained beam search" if name == "genrec" else "free generation + grounding"
+            summary["mode"] = "free generation + grounding" if name == "genrec-free" else "constrained beam search"
+        if tuned is not None:
+            summary["mode"] += f", prior {base} (weight tuned on validation)"
+            summary["tuned"] = tuned
         method = fitted.get(canonical)
         if method is not None:
             summary["fit_s"] = round(method.fit_s, 2)

@@ -129,6 +129,7 @@ def _left_pad(seqs: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
 
 class SASRec(ScoredMethod):
     name = "sasrec"
+    scores_are_logits = True
 
     def __init__(self, catalog: Catalog, config: SASRecConfig | None = None, *, progress: bool = True):
         super().__init__(catalog)

@@ -18,7 +18,7 @@ from ..catalog import Catalog
 from ..decoding import TitleContext, TitleIndex, TitleIndexes, split_prompt_context
 from ..errors import LimitError, UnknownItemError
 from ..limits import Limits
-from ..prompts import Prompt, PromptLibrary, fit_history, to_model_text
+from ..prompts import PromptLibrary, fit_history, to_model_text
 
 __all__ = ["PromptPipeline", "PreparedPrompt", "TITLE_THRESHOLD"]
 
@@ -108,10 +108,6 @@ class PromptPipeline:
         """The exact text the model sees for ``template`` with these history items."""
         context = {"history": list(items), "request": request, "kind": self.catalog.kind, **extra}
         return to_model_text(self.prompts.render(template, **context), self.tokenizer)
-
-    def render_prompt(self, template: str, items: Sequence[Mapping[str, Any]], request: str | None, **extra: Any) -> Prompt:
-        context = {"history": list(items), "request": request, "kind": self.catalog.kind, **extra}
-        return self.prompts.render(template, **context)
 
     def split(self, text: str) -> tuple[str, TitleContext]:
         """(text to feed, title context): the prompt ends where the answer's title begins."""
