@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from genrec import Catalog, Limits
+from genrec import Limits
 from genrec.serving import tools
 from genrec.serving.tools import ToolError, call_tool, definition, tool_definitions, validate_arguments
 

@@ -4,8 +4,6 @@ interfaces (JSON-schema tools, MCP server), on the tiny model."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 import torch

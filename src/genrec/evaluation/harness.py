@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
