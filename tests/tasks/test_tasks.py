@@ -171,3 +171,17 @@ def test_chat_checks_the_beam_limit(make_rec):
     with pytest.raises(LimitError, match="max_beams"):
         rec.chat([{"role": "user", "content": "I liked Alien"}], k=5)
     assert len(rec.chat([{"role": "user", "content": "I liked Alien"}], k=4).items) == 4
+
+
+def test_task_modules_run_on_any_host(make_rec):
+    """A task needs a TaskHost's attributes, not the Recommender itself."""
+    from types import SimpleNamespace
+
+    from genrec.tasks.host import TaskHost
+    from genrec.tasks.rank import rank
+    from genrec.tasks.recommend import recommend_batch
+
+    rec = make_rec(catalog_of(TITLES))
+    host = SimpleNamespace(**{name: getattr(rec, name) for name in TaskHost.__annotations__}, prefix_cache=rec.prefix_cache)
+    assert [(r.item_id, r.score) for r in recommend_batch(host, [["i1"]], 3)[0]] == [(r.item_id, r.score) for r in rec.recommend(["i1"], k=3)]
+    assert [r.item_id for r in rank(host, ["i1"], ["i2", "i3"])] == [r.item_id for r in rec.rank(["i1"], ["i2", "i3"])]
