@@ -11,8 +11,8 @@ from typing import Any
 from ..grounding import Match
 from .explain import unique_matches
 from .host import TaskHost
-from .prior import Prior
-from .recommend import decode_constrained, resolve_prior
+from .prior import Prior, resolve_prior
+from .recommend import decode_constrained
 from .results import ChatResponse
 
 __all__ = ["chat", "read_conversation"]
@@ -72,7 +72,7 @@ def chat(
         k=k,
         extra=extra,
     )
-    scores, weight = resolve_prior(host, [job], prior, prior_weight)
+    scores, weight = resolve_prior(host, [job.history_positions], prior, prior_weight)
     recs = decode_constrained(host, [job], k, beams, prior_scores=scores, prior_weight=weight)[0]
     items = [host.catalog.item(r.item_id) for r in recs]
     reply = host.prompts.render_block(template, "reply", items=items, kind=host.catalog.kind, k=k)

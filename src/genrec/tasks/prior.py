@@ -14,8 +14,9 @@ from typing import Any, Union
 import numpy as np
 
 from ..errors import PriorError
+from .host import TaskHost
 
-__all__ = ["Prior", "prior_scores", "check_weight"]
+__all__ = ["Prior", "prior_scores", "check_weight", "resolve_prior"]
 
 #: an array ``[n_items]`` or ``[n_users, n_items]``, or ``histories -> [n_users, n_items]``
 Prior = Union[np.ndarray, Sequence[float], Callable[[list[list[str]]], Any]]
@@ -50,3 +51,18 @@ def prior_scores(prior: Prior, histories: list[list[str]], n_items: int) -> np.n
             f"{scores[user, item]}); use a large negative number for items that should be unlikely"
         )
     return scores
+
+
+def resolve_prior(
+    host: TaskHost, histories: Sequence[Sequence[int]], prior: Prior | None, weight: float | None
+) -> tuple[np.ndarray | None, float]:
+    """The call's prior and weight, else the host's defaults, as ``(item scores [users, n_items]
+    or None, weight)`` for these histories (catalog positions); None when the weight is 0."""
+    prior = prior if prior is not None else host.prior
+    weight = check_weight(weight if weight is not None else host.prior_weight)
+    if prior is None or weight == 0.0:
+        return None, 0.0
+    catalog = host.catalog
+    ids = [[catalog.ids[p] for p in history] for history in histories]
+    return prior_scores(prior, ids, len(catalog)), weight
+

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..decoding import score_continuations
 from .host import TaskHost
-from .prior import Prior, check_weight, prior_scores
+from .prior import Prior, resolve_prior
 from .results import Recommendation, Recommendations
 
 __all__ = ["rank"]
@@ -36,6 +36,7 @@ def rank(
     host.limits.check_refs(candidates, "candidates")
     history_positions = pipeline.resolve(history)
     positions = list(dict.fromkeys(pipeline.resolve(candidates, "candidates")))
+    item_scores, weight = resolve_prior(host, [history_positions], prior, prior_weight)
     if not positions:
         return Recommendations([], history_used=len(history_positions))
     text = pipeline.render(
@@ -49,12 +50,9 @@ def rank(
     scores = score_continuations(host.lm.model, prompt_ids, sequences)
     if length_normalize:
         scores = [score / len(seq) for score, seq in zip(scores, sequences)]
-    prior = prior if prior is not None else host.prior
-    weight = check_weight(prior_weight if prior_weight is not None else host.prior_weight)
-    if prior is not None and weight > 0.0:
-        history_ids = [catalog.ids[p] for p in history_positions]
-        item_scores = prior_scores(prior, [history_ids], len(catalog))[0][positions]
-        log_prior = item_scores - np.logaddexp.reduce(item_scores)
+    if item_scores is not None:
+        candidate_scores = item_scores[0][positions]
+        log_prior = candidate_scores - np.logaddexp.reduce(candidate_scores)
         scores = [(1.0 - weight) * s + weight * float(p) for s, p in zip(scores, log_prior)]
     order = sorted(range(len(positions)), key=lambda i: -scores[i])
     recs = [Recommendation(catalog.ids[positions[i]], catalog.titles[positions[i]], scores[i]) for i in order]

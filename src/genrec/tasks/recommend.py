@@ -14,10 +14,10 @@ from ..errors import LimitError
 from ..model import eos_token_ids
 from .host import TaskHost
 from .pipeline import PreparedPrompt
-from .prior import Prior, check_weight, prior_scores
+from .prior import Prior, resolve_prior
 from .results import Recommendation, Recommendations
 
-__all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template", "resolve_prior"]
+__all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template"]
 
 
 def default_template(history: Sequence[Any], request: str | None) -> str:
@@ -53,7 +53,7 @@ def recommend_batch(
         for history, request, exclude in zip(histories, requests, excludes)
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
-    scores, weight = resolve_prior(host, jobs, prior, prior_weight)
+    scores, weight = resolve_prior(host, [job.history_positions for job in jobs], prior, prior_weight)
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
@@ -73,17 +73,6 @@ def recommend_batch(
         bar.update(len(batch))
     bar.close()
     return [r for r in results if r is not None]
-
-
-def resolve_prior(host: TaskHost, jobs: list[PreparedPrompt], prior: Prior | None, weight: float | None) -> tuple[Any, float]:
-    """(per-job item scores or None, weight): the call's prior, else the host's default."""
-    prior = prior if prior is not None else host.prior
-    weight = check_weight(weight if weight is not None else host.prior_weight)
-    if prior is None or weight == 0.0:
-        return None, 0.0
-    catalog = host.catalog
-    histories = [[catalog.ids[p] for p in job.history_positions] for job in jobs]
-    return prior_scores(prior, histories, len(catalog)), weight
 
 
 def decode_constrained(
