@@ -60,7 +60,7 @@ def main() -> None:
         search(None)  # warm-up
         plain_s, steps = search(None)
         t0 = time.perf_counter()
-        prior = TitlePrior.from_item_scores(index, catalog.title_positions, scores, banned, weight=0.5)
+        prior = TitlePrior.from_item_scores(index, catalog.position_titles, scores, banned, weight=0.5)
         build_s = time.perf_counter() - t0
         prior_s, prior_steps = search(prior)
         # one step's mixing, for every beam of every user at the root's children

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import CatalogError, UnknownItemError
@@ -117,6 +118,10 @@ class Catalog:
         #: for each unique title, the positions of every item that carries it
         self.title_positions: list[list[int]] = list(groups.values())
         self._title_index = {title: n for n, title in enumerate(self.unique_titles)}
+        #: for each item position, the number of its title
+        self.position_titles = np.empty(len(self.ids), dtype=np.int64)
+        for n, positions in enumerate(self.title_positions):
+            self.position_titles[positions] = n
         self._hash: str | None = None
         self._lock = threading.Lock()
         self._grounder = None
@@ -325,7 +330,7 @@ class Catalog:
         return [] if n is None else [self.ids[p] for p in self.title_positions[n]]
 
     def title_number_of(self, item_id: Any) -> int:
-        return self._title_index[generation_title(self.titles[self.position(item_id)])]
+        return int(self.position_titles[self.position(item_id)])
 
     def to_dataframe(self) -> pd.DataFrame:
         df = pd.DataFrame({"item_id": self.ids, "title": self.titles})

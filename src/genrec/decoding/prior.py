@@ -77,15 +77,15 @@ class TitlePrior:
 
     @staticmethod
     def from_item_scores(
-        index: TitleIndex, title_positions: list[list[int]], item_scores: Any, banned_titles: list[frozenset[int]], **options: Any
+        index: TitleIndex, position_titles: Any, item_scores: Any, banned_titles: list[frozenset[int]], **options: Any
     ) -> TitlePrior:
-        """From per-item scores ``[users, n_items]`` (catalog order): a title scores as its best ID."""
+        """From per-item scores ``[users, n_items]`` (catalog order): a title scores as its best
+        ID; ``position_titles`` is each item's title number (``Catalog.position_titles``)."""
         scores = torch.as_tensor(item_scores, dtype=torch.float64)
         users = scores.shape[0]
-        owner = torch.tensor([t for t, positions in enumerate(title_positions) for _ in positions], dtype=torch.long)
-        items = torch.tensor([p for positions in title_positions for p in positions], dtype=torch.long)
-        titles = torch.full((users, len(title_positions)), float("-inf"), dtype=torch.float64)
-        titles = titles.scatter_reduce(1, owner.view(1, -1).expand(users, -1), scores[:, items], reduce="amax", include_self=True)
+        owner = torch.as_tensor(position_titles, dtype=torch.long).view(1, -1).expand(users, -1)
+        titles = torch.full((users, index.n_titles), float("-inf"), dtype=torch.float64)
+        titles = titles.scatter_reduce(1, owner, scores, reduce="amax", include_self=True)
         for user, banned in enumerate(banned_titles):
             if banned:
                 titles[user, list(banned)] = float("-inf")

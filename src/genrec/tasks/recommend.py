@@ -97,7 +97,7 @@ def decode_constrained(
         prior = None
         if prior_scores is not None:
             prior = TitlePrior.from_item_scores(
-                index, host.catalog.title_positions, prior_scores[members], [jobs[i].banned_titles for i in members],
+                index, host.catalog.position_titles, prior_scores[members], [jobs[i].banned_titles for i in members],
                 weight=prior_weight, aggregation=host.prior_aggregation,
             )  # fmt: skip
         hyps = beam_search(
