@@ -11,7 +11,7 @@ grid and what each weight scored are kept in ``tuning/<method>.json`` (a rerun r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from .baselines import ScoredMethod
-from .datasets import Example
-from .metrics import ndcg
 
 __all__ = ["FUSED_PREFIX", "is_fused", "prior_of", "log_scores", "tune_prior_weight"]
 
@@ -46,39 +44,15 @@ def log_scores(method: ScoredMethod, histories: Sequence[Sequence[str]]) -> np.n
 
 
 def tune_prior_weight(
-    rec: Any,
-    method: ScoredMethod,
-    examples: Sequence[Example],
-    *,
-    protocol: Any,
-    grid: Sequence[float],
-    max_history: int,
-    template: str,
-    batch_size: int,
-    path: Path,
+    validation_ndcg: Callable[[float], float], grid: Sequence[float], path: Path, valid_rows: int
 ) -> dict[str, Any]:
-    """The grid's best weight by validation NDCG@10 (ties: the smaller weight), and the grid."""
+    """The grid's best weight by ``validation_ndcg(weight)`` on ``valid_rows`` validation rows
+    (ties: the smaller weight), and the grid's scores; kept in ``path`` so a rerun does not decode
+    them again."""
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    scored: dict[str, float] = {}
-    for weight in grid:
-        total = 0.0
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start : start + batch_size]
-            outs = rec.recommend_batch(
-                [list(e.history[-max_history:]) if max_history else [] for e in batch],
-                protocol.k,
-                excludes=[list(e.history) for e in batch],
-                template=template,
-                batch_size=batch_size,
-                prior=log_scores(method, [e.history for e in batch]),
-                prior_weight=weight,
-            )
-            for example, recs in zip(batch, outs):
-                items = protocol.order_ties([r.item_id for r in recs], [r.score for r in recs])
-                total += ndcg(protocol.credit(example.target, items), 10)
-        scored[f"{weight:g}"] = round(total / max(len(examples), 1), 5)
+    scored = {f"{weight:g}": round(validation_ndcg(weight), 5) for weight in grid}
     best = max(grid, key=lambda w: (scored[f"{w:g}"], -w))
-    tuned = {"prior_weight": best, "valid_NDCG@10": scored, "valid_rows": len(examples)}
+    tuned = {"prior_weight": best, "valid_NDCG@10": scored, "valid_rows": valid_rows}
     atomic_write_text(path, json.dumps(tuned, indent=2))
     return tuned

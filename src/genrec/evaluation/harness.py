@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
@@ -30,7 +31,7 @@ from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
 from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_prior_weight
-from .metrics import UserResult, popularity_percentiles, summarize, top_k
+from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
 from .report import write_report
 from .splits import Split, sample_examples, split_dataset
@@ -326,11 +327,18 @@ def run_evaluation(
         tuned = None
         if base is not None:
             rec = rec or _recommender(catalog, config, recommender_factory)
-            tuned = tune_prior_weight(
-                rec, fitted[base], sample_examples(split.valid, config.tune_users, config.seed), protocol=protocol,
-                grid=config.prior_grid, max_history=config.max_history, template=config.template,
-                batch_size=config.batch_size, path=out_dir / "tuning" / f"{name}.json",
-            )  # fmt: skip
+            valid = list(enumerate(sample_examples(split.valid, config.tune_users, config.seed)))
+
+            def validation_ndcg(weight: float, rec: Any = rec, prior: ScoredMethod = fitted[base]) -> float:
+                found: list[UserResult] = []
+                evaluate_genrec(
+                    rec, valid, protocol=protocol, constrained=True, max_history=config.max_history,
+                    template=config.template, batch_size=config.batch_size, on_batch=found.extend, progress=False,
+                    prior=prior, prior_weight=weight,
+                )  # fmt: skip
+                return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
+
+            tuned = tune_prior_weight(validation_ndcg, config.prior_grid, out_dir / "tuning" / f"{name}.json", len(valid))
         if pending:
             if canonical in SCORED:
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
