@@ -69,10 +69,9 @@ def main() -> None:
         row_users = torch.arange(args.users).repeat_interleave(args.k)
         logp = torch.log_softmax(torch.randn(args.users * args.k, index.vocab_size), -1)
         row, token, child = constraint.allowed(nodes, row_users)
-        masked = constraint.mask(logp, nodes, row_users)
         t0 = time.perf_counter()
         for _ in range(20):
-            prior.mix(masked, row, token, child, row_users)
+            constraint.keep(logp, row, token, prior.mix(logp, row, token, child, row_users))
         mix_s = (time.perf_counter() - t0) / 20
         step_s = plain_s / max(steps, 1)
         rows.append({

@@ -248,12 +248,9 @@ def _mask(logp: torch.Tensor, state: _State, settings: _Settings) -> torch.Tenso
     if settings.constraint is None:
         return logp
     row_users = state.active.repeat_interleave(settings.beams)
-    if settings.prior is None:
-        return settings.constraint.mask(logp, state.nodes, row_users)
     row, token, child = settings.constraint.allowed(state.nodes, row_users)
-    masked = torch.full_like(logp, NEG_INF)
-    masked[row, token] = logp[row, token]
-    return settings.prior.mix(masked, row, token, child, row_users)
+    mixed = settings.prior.mix(logp, row, token, child, row_users) if settings.prior is not None else None
+    return settings.constraint.keep(logp, row, token, mixed)
 
 
 def _score(logp: torch.Tensor, state: _State, settings: _Settings) -> _Candidates:

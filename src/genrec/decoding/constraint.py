@@ -68,8 +68,13 @@ class TitleConstraint:
         """``logp`` with every token that does not continue an allowed title from each row's node
         set to -inf; a row at a dead node or the sentinel gets all -inf."""
         row, token, _ = self.allowed(nodes, row_users)
+        return self.keep(logp, row, token)
+
+    @staticmethod
+    def keep(logp: torch.Tensor, row: torch.Tensor, token: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """-inf everywhere but the entries ``(row, token)``, which get ``values`` (default: ``logp``'s)."""
         masked = torch.full_like(logp, NEG_INF)
-        masked[row, token] = logp[row, token]
+        masked[row, token] = logp[row, token] if values is None else values
         return masked
 
     def advance(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -61,19 +61,18 @@ class TitlePrior:
         self.mass = mass.to(torch.float32)
 
     def mix(self, logp: torch.Tensor, row: torch.Tensor, token: torch.Tensor, child: torch.Tensor, row_users: torch.Tensor) -> torch.Tensor:
-        """``logp`` (already masked) with each allowed entry ``(row, token)`` leading to ``child``
-        replaced by the weighted mix of model and prior."""
+        """The mixed score of each allowed entry ``(row, token)``, which leads to ``child``:
+        ``(1 - w) * logp[row, token] + w * log p_prior``, the prior normalised over each row's
+        allowed entries."""
+        model = logp[row, token]
         if self.weight == 0.0 or len(row) == 0:
-            return logp
+            return model
         child_mass = self.mass[row_users[row], child]
-        rows = logp.shape[0]
-        norm = _scatter_reduce(child_mass.view(1, -1), row, rows, "logsumexp").view(-1)
+        norm = _scatter_reduce(child_mass.view(1, -1), row, logp.shape[0], "logsumexp").view(-1)
         prior = child_mass - norm[row]
-        # a beam whose allowed titles all have no prior mass keeps the model's scores alone
+        # a beam whose allowed titles all have no prior mass gets no prior term
         prior = torch.where(torch.isfinite(norm[row]), prior, torch.zeros_like(prior))
-        mixed = logp.clone()
-        mixed[row, token] = (1.0 - self.weight) * logp[row, token] + self.weight * prior
-        return mixed
+        return (1.0 - self.weight) * model + self.weight * prior
 
     @staticmethod
     def from_item_scores(
