@@ -148,8 +148,9 @@ class ItemKNN(ScoredMethod):
 
 
 def validation_ndcg(method: ScoredMethod, examples: Sequence[Example], limit: int = 2000) -> float:
-    """Mean NDCG@10 over (up to ``limit``) validation examples by the evaluation's own rule: full
-    catalog minus the history, a target inside the history is a miss, ties by catalog order."""
+    """Mean NDCG@10 over (up to ``limit``) validation examples, for early stopping and tuning: full
+    catalog minus the history's IDs (title-mates are not excluded here, unlike the test protocol),
+    a target inside the history is a miss, ties by catalog order."""
     examples = list(examples)[:limit]
     if not examples:
         return 0.0
