@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     rng = random.Random(args.seed)
     histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
     # the tokenisation context, from a rendered prompt, without building the index here
-    ctx = rec.pipeline.split(rec.pipeline.render("next_item", catalog.items(histories[0]), None, k=1))[1]
+    ctx = rec.pipeline.split(rec.pipeline.render("next_item", catalog.items(histories[0]), None, k=1), "next_item")[1]
 
     # index: built in a child process from an empty cache, so time and memory are its own
     from genrec.decoding.index_cache import index_key, tokenizer_fingerprint

@@ -19,6 +19,7 @@ import sys
 from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.errors import GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
+from genrec.recommender import trained_template
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="user sample, tie order and SASRec seed")
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
     p.add_argument("--model", help="model for genrec methods (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--template", default="next_item")
+    p.add_argument("--template", help="genrec's template (default: the one a fine-tuned --model was trained with, else next_item)")
     p.add_argument("-k", type=int, default=20, help="list length, at least 10 (metrics at the cut-offs 1, 5, 10, 20 up to k)")
     p.add_argument("--max-history", type=int, default=20, help="history items shown in prompts")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together by genrec")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             tie_break=args.tie_break,
             max_history=args.max_history,
             model=args.model,
-            template=args.template,
+            template=args.template or trained_template(args.model) or "next_item",
             batch_size=args.batch_size,
             sasrec_epochs=args.sasrec_epochs,
             data=data,

@@ -9,10 +9,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from genrec import Catalog, DataError, Recommender
-from genrec import training as training_mod
+from genrec.training import trainer as training_mod
 from genrec.evaluation.datasets import Dataset
 from genrec.evaluation.splits import leave_one_out
-from genrec.training import TrainConfig, train, training_examples
+from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
+from genrec.training.data import IGNORE
 
 
 def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
@@ -46,13 +47,19 @@ def test_examples_come_only_from_the_training_part():
         assert len(e.history) <= 4
     recent = training_examples(split, max_history=4, samples_per_user=2, seed=0)
     assert len(recent) == 12
+    # all-positions windows share no target: 6 items -> targets 1..5 in windows ending at 5 and 1
+    chunks = training_examples(split, max_history=4, samples_per_user=None, seed=0, stride=4)
+    assert len(chunks) == 12
+    for user, sequence in split.train.items():
+        mine = sorted((e for e in chunks if e.user_id == user), key=lambda e: len(e.history))
+        assert [(e.history, e.target) for e in mine] == [(tuple(sequence[:1]), sequence[1]), (tuple(sequence[1:5]), sequence[5])]
 
 
 def test_train_writes_a_loadable_model_directory(tiny_model_dir, tmp_path):
     ds = split_dataset_with_unique_holdouts()
     out = tmp_path / "ft"
-    result = train(ds, out, config(tiny_model_dir), progress=False)
-    assert result.steps == 6 and result.samples_seen == 24
+    result = train(ds, out, config(tiny_model_dir, mode="per-window"), progress=False)
+    assert result.steps == 6 and result.samples_seen == 24 and result.targets_seen == 24
     history = json.loads((out / "train_log.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -153,3 +160,74 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
                "--max-steps", "2", "--batch-size", "2"])  # fmt: skip
     assert rc == 0 and "2 steps" in capsys.readouterr().out
     assert (tmp_path / "m" / "genrec.json").is_file()
+
+
+def _recommender(ds, model_dir, tmp_path):
+    return Recommender(ds.catalog, model=str(model_dir), cache_dir=tmp_path / "c")
+
+
+def test_all_positions_labels_every_title_exactly_as_inference_decodes_it(tiny_model_dir, tmp_path):
+    """Each labelled span is the target's title sequence from the index, right after the exact
+    prompt inference sends for the items before it: training and decoding agree token for token."""
+    ds = split_dataset_with_unique_holdouts()
+    rec = _recommender(ds, tiny_model_dir, tmp_path)
+    split = leave_one_out(ds.interactions)
+    windows = training_examples(split, max_history=4, samples_per_user=None, seed=0, stride=4)
+    encoded, left_out = encode_all_positions(rec.pipeline, windows, "sequence")
+    assert left_out == 0
+    for window, enc in zip(windows, encoded):
+        sequence = [*window.history, window.target]
+        assert enc.n_targets == len(sequence) - 1
+        covered = [IGNORE] * len(enc.labels)
+        for j in range(1, len(sequence)):
+            job = rec.pipeline.prepare(sequence[:j], "sequence")
+            title = rec.index_for("sequence").sequence(ds.catalog.title_number_of(sequence[j]))
+            a, b = len(job.prompt_ids), len(job.prompt_ids) + len(title)
+            assert enc.input_ids[:a] == job.prompt_ids
+            assert enc.input_ids[a:b] == enc.labels[a:b] == title
+            assert rec.tokenizer.decode(title) == ds.catalog.title_of(sequence[j]) + "\n"
+            covered[a:b] = title
+        assert enc.labels == covered  # nothing else is labelled
+
+
+def test_per_window_encoding_is_the_prompt_then_the_title(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    rec = _recommender(ds, tiny_model_dir, tmp_path)
+    split = leave_one_out(ds.interactions)
+    window = training_examples(split, max_history=4, samples_per_user=1, seed=0)[0]
+    (enc,) = encode_examples(rec.pipeline, [window], "next_item")
+    job = rec.pipeline.prepare(list(window.history), "next_item")
+    title = rec.index_for("next_item").sequence(ds.catalog.title_number_of(window.target))
+    assert enc.input_ids == job.prompt_ids + title and enc.labels == [IGNORE] * len(job.prompt_ids) + title
+    assert enc.n_targets == 1
+
+
+def test_a_template_that_does_not_list_the_history_leaves_targets_out(tiny_model_dir, tmp_path):
+    """next_item puts the history in the user's turn: a window's rendering is not the prompts of
+    its targets followed by their titles, so all-positions mode must not invent labels for it."""
+    ds = split_dataset_with_unique_holdouts()
+    rec = _recommender(ds, tiny_model_dir, tmp_path)
+    split = leave_one_out(ds.interactions)
+    windows = training_examples(split, max_history=4, samples_per_user=None, seed=0, stride=4)
+    encoded, left_out = encode_all_positions(rec.pipeline, windows, "next_item")
+    assert left_out == sum(len(w.history) for w in windows) and not any(e.n_targets for e in encoded)
+    with pytest.raises(DataError, match="leaves every target out"):
+        train(ds, tmp_path / "x", config(tiny_model_dir, template="next_item"), progress=False)
+
+
+def test_all_positions_training_counts_every_target_and_decodes_with_its_template(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "ft"
+    result = train(ds, out, config(tiny_model_dir, max_steps=3), progress=False)
+    # 12 windows of 2 and 5 items: 6 * (1 + 4) targets; 3 steps of 4 windows see each once
+    assert result.samples_seen == 12 and result.targets_seen == 30
+    record = json.loads((out / "genrec.json").read_text())
+    assert record["mode"] == "all-positions" and record["template"] == "sequence"
+    assert record["training_targets"] == 30 and record["targets_left_out"] == 0
+    rec = Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c")
+    assert len(rec.recommend(["m1", "m2"], k=3, template="sequence")) == 3
+
+
+def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(DataError, match="unknown training mode 'every'"):
+        train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, mode="every"), progress=False)

@@ -130,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
     p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
+    p.add_argument("--mode", default="all-positions", choices=["all-positions", "per-window"],
+                   help="loss on every title of a window in one pass (default), or on its last one only")  # fmt: skip
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
-    p.add_argument("--template", default="next_item")
+    p.add_argument("--template", help="default: sequence (all-positions), next_item (per-window)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
@@ -291,12 +293,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, epochs=args.epochs,
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
-        seed=args.seed, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
+        seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
         dataset=args.dataset, data=data,
     )  # fmt: skip
     result = train(dataset, args.out, config, resume=args.resume)
-    print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} samples, "
-          f"{result.samples_per_s:.2f} samples/s, final loss {result.final_loss:.3f}")  # fmt: skip
+    print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} sequences, {result.targets_seen} "
+          f"next-item targets ({result.targets_per_s:.2f}/s), final loss {result.final_loss:.3f}")  # fmt: skip
     return 0
 
 

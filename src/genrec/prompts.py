@@ -3,7 +3,10 @@
 A template is a ``NAME.jinja`` file with blocks:
 
 - ``system`` (optional) and ``user``: the chat messages the model sees;
-- ``answer_prefix`` (optional): text the assistant's answer starts with, right before the title.
+- ``answer_prefix`` (optional): text the assistant's answer starts with, right before the title;
+- ``title_end`` (optional): the text that closes a title the model writes, when the answer goes on
+  after it (a list of titles, one per line: ``{{ "\n" }}``). Without it a title is closed by the end
+  of the assistant's turn. It is rendered without variables: the same for every prompt.
 
 Templates are rendered in an immutable sandbox with ``StrictUndefined``: a misspelt variable is an
 error naming the file and line, and template code cannot reach Python internals. Values a template
@@ -102,6 +105,7 @@ class PromptLibrary:
         self._templates: dict[str, jinja2.Template] = {}
         for name in self.names():
             self._templates[name] = self._compile(name)
+        self._title_ends = {name: self._render_title_end(name) for name in self._templates}
 
     def _finalize(self, value: Any) -> Any:
         if value is None:
@@ -203,6 +207,21 @@ class PromptLibrary:
         if not any(m["role"] == "user" for m in messages):
             raise TemplateError(f"{self.source_path(name)}: block 'user' rendered empty")
         return Prompt(name=name, messages=messages, answer_prefix=parts.get("answer_prefix", ""))
+
+    def title_end(self, name: str) -> str | None:
+        """What closes a title written after template ``name``'s prompt (its ``title_end`` block),
+        or None for the end of the assistant's turn."""
+        self.template(name)  # an unknown name is an error naming the templates there are
+        return self._title_ends[name]
+
+    def _render_title_end(self, name: str) -> str | None:
+        template = self.template(name)
+        if not self.has_block(name, "title_end"):
+            return None
+        end = self._render_block(name, "title_end", self._new_context(template, {}), strip=False)
+        if not end:
+            raise TemplateError(f"{self.source_path(name)}: block 'title_end' rendered empty (a title needs an end)")
+        return end
 
     def render_block(self, name: str, block: str, /, **context: Any) -> str:
         ctx = self._new_context(self.template(name), context)

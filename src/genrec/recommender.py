@@ -36,6 +36,7 @@ __all__ = [
     "ChatResponse",
     "Limits",
     "TRAINING_RECORD",
+    "trained_template",
 ]
 
 #: file a fine-tuned model directory carries: which catalog and template it was trained with
@@ -289,6 +290,19 @@ class Recommender:
 
     def _threshold(self, threshold: float | None) -> float:
         return self.grounding_threshold if threshold is None else threshold
+
+
+def trained_template(model: str | Path | None) -> str | None:
+    """The template a genrec-fine-tuned model directory was trained with (its ``genrec.json``), so
+    it is prompted the way it learnt; None for any other model."""
+    record_path = Path(model) / TRAINING_RECORD if model else None
+    if record_path is None or not record_path.is_file():
+        return None
+    try:
+        template = json.loads(record_path.read_text(encoding="utf-8")).get("template")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return template if isinstance(template, str) else None
 
 
 def _check_training_record(model_dir: Path, catalog: Catalog) -> None:

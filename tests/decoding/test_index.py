@@ -139,9 +139,9 @@ def test_tampered_array_fails_checksum(tmp_path):
 def test_split_prompt_context_moves_trailing_space():
     text, ctx = split_prompt_context("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nTitle: ", ["<|im_start|>", "<|im_end|>"], [2])
     assert text.endswith("Title:")
-    assert ctx.context == "assistant\nTitle:" and ctx.title_prefix == " "
+    assert ctx.context == "\nTitle:" and ctx.title_prefix == " "
     text, ctx = split_prompt_context("line one\nAnswer:\n", [], (), "\n")
-    assert ctx.context == "\nAnswer:\n" and ctx.end_text == "\n"
+    assert ctx.context == "\n" and ctx.end_text == "\n"
 
 
 def test_titles_tokenised_in_context_match_the_prompt_boundary(tokenizer):

@@ -48,7 +48,8 @@ def split_prompt_context(
 
     Trailing spaces or tabs move from the prompt onto the titles: byte-level BPE attaches a space to
     the following word (" Matrix"), so a prompt ending in "Title: " must hand its space to the title
-    or the title's first token can never match what the model would write.
+    or the title's first token can never match what the model would write. The context is the
+    text after the last special token or newline, whichever comes later (the newline kept).
     """
     stripped = prompt_text.rstrip(" \t")
     title_prefix = prompt_text[len(stripped) :]
@@ -58,10 +59,10 @@ def split_prompt_context(
             position = stripped.rfind(token)
             if position >= 0:
                 cut = max(cut, position + len(token))
-    if cut == 0:
-        # no special token: the last line (with the newline before it) is enough context for
-        # the tokenizer's pre-splitting
-        cut = max(stripped.rfind("\n", 0, max(len(stripped) - 1, 0)), 0)
+    # the last line, with the newline before it, is enough context for the tokenizer's
+    # pre-splitting; and it is the same for every history when the answer lists the history one
+    # title per line, so one title index serves every prompt of such a template
+    cut = max(cut, stripped.rfind("\n", cut))
     return stripped, TitleContext(
         context=stripped[cut:], title_prefix=title_prefix, end_ids=tuple(end_ids), end_text=end_text
     )

@@ -361,6 +361,7 @@ def run_evaluation(
         if name.startswith("genrec"):
             summary["model"] = config.model or "SmolLM2-135M-Instruct (default, zero-shot)"
             summary["mode"] = "free generation + grounding" if name == "genrec-free" else "constrained beam search"
+            summary["template"] = config.template
         if tuned is not None:
             summary["mode"] += f", prior {base} (weight tuned on validation)"
             summary["tuned"] = tuned

@@ -109,9 +109,13 @@ class PromptPipeline:
         context = {"history": list(items), "request": request, "kind": self.catalog.kind, **extra}
         return to_model_text(self.prompts.render(template, **context), self.tokenizer)
 
-    def split(self, text: str) -> tuple[str, TitleContext]:
-        """(text to feed, title context): the prompt ends where the answer's title begins."""
-        return split_prompt_context(text, self.special_tokens, self.end_ids, self.end_text)
+    def split(self, text: str, template: str) -> tuple[str, TitleContext]:
+        """(text to feed, title context): the prompt ends where the answer's title begins; the
+        title ends where ``template`` says (its ``title_end`` block), else with the answer."""
+        end_text = self.prompts.title_end(template)
+        if end_text is None:
+            return split_prompt_context(text, self.special_tokens, self.end_ids, self.end_text)
+        return split_prompt_context(text, self.special_tokens, (), end_text)
 
     def encode(self, text: str) -> list[int]:
         add_special = not getattr(self.tokenizer, "chat_template", None)
@@ -127,7 +131,7 @@ class PromptPipeline:
 
     def title_context(self, template: str) -> TitleContext:
         """The context titles are written in after ``template``'s prompt."""
-        return self.split(self.render(template, [], "", k=1, **_EMPTY_TASK_CONTEXT))[1]
+        return self.split(self.render(template, [], "", k=1, **_EMPTY_TASK_CONTEXT), template)[1]
 
     def prompt_budget(self, ctx: TitleContext) -> int:
         if self.max_prompt_tokens is not None:
@@ -157,13 +161,13 @@ class PromptPipeline:
         def render(subset: Sequence[Mapping[str, Any]]) -> str:
             return self.render(template, subset, request, **variables)
 
-        ctx = self.split(render(items[-1:]))[1]
+        ctx = self.split(render(items[-1:]), template)[1]
         text, dropped = fit_history(
-            items, render, lambda rendered: len(self.encode(self.split(rendered)[0])), self.prompt_budget(ctx)
+            items, render, lambda rendered: len(self.encode(self.split(rendered, template)[0])), self.prompt_budget(ctx)
         )
         if dropped:
             log.warning("history cut to fit the model's context: the %d oldest of %d items left out", dropped, len(items))
-        prompt_text, ctx = self.split(text)
+        prompt_text, ctx = self.split(text, template)
         banned = {self.title_number(p) for p in excluded}
         if exclude_history:
             banned |= {self.title_number(p) for p in positions}

@@ -42,7 +42,7 @@ def rank(
     text = pipeline.render(
         template, pipeline.items(history_positions), request, candidates=pipeline.items(positions), k=len(positions)
     )
-    prompt_text, ctx = pipeline.split(text)
+    prompt_text, ctx = pipeline.split(text, template)
     prompt_ids = pipeline.encode(prompt_text)
     pipeline.check_fits(len(prompt_ids), f"the {template} prompt with {len(positions)} candidates")
     index = pipeline.index(ctx)

@@ -3,10 +3,12 @@
 Training examples go through the same template and the same tokenisation as inference: the
 prompt is what ``Recommender`` would send for that history, and the target is the title's token
 sequence from the title index (end marker included), so the model learns exactly what constrained
-beam search will score. The loss covers only the target tokens.
+beam search will score. The loss covers only target tokens. ``mode`` decides how many targets one
+sequence holds (``data.py``): ``all-positions`` (default; template ``sequence``) trains every
+title of a window in one forward pass, ``per-window`` (template ``next_item``) the last one.
+Throughput is reported in next-item targets per second, comparable between the modes.
 
-Samples come from sliding windows over the TRAINING part of the leave-one-out split: validation
-and test items never reach the model.
+Windows come from the TRAINING part of the split: validation and test items never reach the model.
 
 Layout of ``out``:
 
@@ -27,10 +29,8 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_dir, clean_stale
-from .errors import DataError, require
-from .evaluation.datasets import Dataset, Example
-from .evaluation.splits import Split, split_dataset
-from .model import DEFAULT_MODEL_NAME
-from .recommender import TRAINING_RECORD, Recommender
-from .tasks import PromptPipeline
+from ..atomic import atomic_dir, clean_stale
+from ..errors import DataError, require
+from ..evaluation.datasets import Dataset
+from ..evaluation.splits import Split, split_dataset
+from ..model import DEFAULT_MODEL_NAME
+from ..recommender import TRAINING_RECORD, Recommender
+from .data import IGNORE, MODES, Encoded, collate, encode_all_positions, encode_examples, training_examples
 
-__all__ = ["TrainConfig", "TrainResult", "train", "training_examples", "encode_examples"]
+__all__ = ["TrainConfig", "TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,25 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_history: int = 10
-    samples_per_user: int | None = 4
+    samples_per_user: int | None = 4  # most recent windows per user (None: all)
+    mode: str = "all-positions"  # or "per-window": see data.py
     save_every: int = 50
     keep_checkpoints: int = 2
     seed: int = 0
-    template: str = "next_item"
+    template: str | None = None  # default: "sequence" for all-positions, "next_item" per window
     tie_break: str = "file_order"
     mixed_precision: str = "auto"  # auto: bf16/fp16 on a capable GPU, fp32 on CPU
     dataset: str = ""
     data: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise DataError(f"unknown training mode {self.mode!r} (have: {', '.join(MODES)})")
+
+    def template_name(self) -> str:
+        if self.template is not None:
+            return self.template
+        return "sequence" if self.mode == "all-positions" else "next_item"
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else (3e-4 if self.lora else 5e-5)
@@ -91,68 +101,26 @@ class TrainResult:
     steps: int
     samples_seen: int
     samples_per_s: float
+    targets_seen: int
+    targets_per_s: float  # next-item predictions trained per second: comparable across modes
     final_loss: float
     record: dict[str, Any]
 
 
-# ---------------------------------------------------------------------- data
-def training_examples(split: Split, *, max_history: int, samples_per_user: int | None, seed: int) -> list[Example]:
-    """Sliding windows over each user's training sequence: the item at position t with the up to
-    ``max_history`` items before it. ``samples_per_user`` keeps each user's most recent windows
-    (closest to what the model will be asked); None keeps them all."""
-    examples: list[Example] = []
-    for user, sequence in split.train.items():
-        windows = [
-            Example(user, tuple(sequence[max(0, t - max_history) : t]), sequence[t]) for t in range(1, len(sequence))
-        ]
-        if samples_per_user is not None:
-            windows = windows[-samples_per_user:]
-        examples.extend(windows)
-    random.Random(seed).shuffle(examples)
-    return examples
-
-
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    n_target: int  # the last n_target tokens are the title and its end marker
-
-
-def encode_examples(pipeline: PromptPipeline, examples: Sequence[Example], template: str) -> list[Encoded]:
-    """Prompt tokens (exactly what inference sends) + the target title's tokens in context."""
-    encoded: list[Encoded] = []
-    for example in examples:
-        job = pipeline.prepare(list(example.history), template)
-        target = pipeline.index(job.ctx).sequence(pipeline.catalog.title_number_of(example.target))
-        encoded.append(Encoded(job.prompt_ids + target, len(target)))
-    return encoded
-
-
-def _collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-padded, so every target sits at the end and the LM head runs only on the last
-    positions (most of the vocabulary projection would otherwise go to prompt tokens)."""
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for row, e in enumerate(batch):
-        ids[row, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
-        mask[row, width - len(e.input_ids) :] = 1
-        labels[row, width - e.n_target :] = torch.tensor(e.input_ids[-e.n_target :])
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 def _loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the labelled tokens; the LM head runs only from the last position
+    before the batch's first labelled token (left padding puts the labels at the end)."""
     labels = batch["labels"]
-    targets = int((labels != -100).sum(dim=1).max())
-    keep = targets + 1  # the last prompt token predicts the first target token
+    labelled = (labels != IGNORE).any(dim=0).nonzero()
+    first = max(1, int(labelled[0]) if len(labelled) else labels.shape[1] - 1)
+    keep = labels.shape[1] - first + 1  # position first - 1 predicts the first labelled token
     positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions, logits_to_keep=keep
     )
     logits = out.logits[:, :-1, :].float()
-    wanted = labels[:, -targets:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=-100)
+    wanted = labels[:, first:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=IGNORE)
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -223,6 +191,7 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``config.model`` (default: the embedded model) on ``dataset``'s training split and
     write a model directory to ``out``. See the module docstring for the layout."""
+    config.check()
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -254,14 +223,11 @@ def train(
     set_seed(config.seed)
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
     rec = _load_trainable(config, dataset)
-    examples = training_examples(split, max_history=config.max_history, samples_per_user=config.samples_per_user, seed=config.seed)
-    if not examples:
-        raise DataError("no training examples: every training sequence has a single item")
-    encoded = encode_examples(rec.pipeline, examples, config.template)
+    encoded, left_out = _encode(rec, split, config)
     pad_id = rec.pad_token_id
 
     loader = torch.utils.data.DataLoader(
-        encoded, batch_size=config.batch_size, shuffle=True, collate_fn=lambda batch: _collate(batch, pad_id)
+        encoded, batch_size=config.batch_size, shuffle=True, collate_fn=lambda batch: collate(batch, pad_id)
     )
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -281,13 +247,13 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
-    step, epoch, batches_done, samples_seen, elapsed = 0, 0, 0, 0, 0.0
+    step, epoch, batches_done, samples_seen, targets_seen, elapsed = 0, 0, 0, 0, 0, 0.0
     if resume and existing:
         latest = existing[-1]
         accelerator.load_state(str(latest))
         state = json.loads((latest / _CHECKPOINT_DONE).read_text(encoding="utf-8"))
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
-        samples_seen, elapsed = state["samples_seen"], state["elapsed_s"]
+        samples_seen, targets_seen, elapsed = state["samples_seen"], state.get("targets_seen", 0), state["elapsed_s"]
         log.warning("resuming from %s (step %d of %d)", latest, step, total_steps)
     log_path = work / "log.jsonl"
     if not resume and log_path.exists():
@@ -312,21 +278,24 @@ def train(
                 optimizer.zero_grad()
             batches_done += 1
             samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            targets_seen += int(batch["n_targets"].sum()) * accelerator.num_processes
             running_loss.append(float(loss.detach()))
             if not accelerator.sync_gradients:
                 continue
             step += 1
             now = time.perf_counter() - started
             record = {"step": step, "epoch": epoch, "loss": float(np.mean(running_loss)), "lr": scheduler.get_last_lr()[0],
-                      "samples_seen": samples_seen, "elapsed_s": round(now, 2), "samples_per_s": samples_seen / max(now, 1e-9)}  # fmt: skip
+                      "samples_seen": samples_seen, "targets_seen": targets_seen, "elapsed_s": round(now, 2),
+                      "targets_per_s": targets_seen / max(now, 1e-9)}  # fmt: skip
             running_loss = []
             if accelerator.is_main_process:
                 with open(log_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{record['samples_per_s']:.2f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", targets_per_s=f"{record['targets_per_s']:.2f}")
             bar.update(1)
             if step % config.save_every == 0 or step >= total_steps:
-                state = {"step": step, "epoch": epoch, "batches_done": batches_done, "samples_seen": samples_seen, "elapsed_s": now}
+                state = {"step": step, "epoch": epoch, "batches_done": batches_done, "samples_seen": samples_seen,
+                         "targets_seen": targets_seen, "elapsed_s": now}  # fmt: skip
                 _save_checkpoint(accelerator, work, state, config.keep_checkpoints)
             if step >= total_steps:
                 break
@@ -343,14 +312,19 @@ def train(
         "catalog_hash": dataset.catalog.content_hash,
         "catalog_name": dataset.catalog.name,
         "catalog_items": len(dataset.catalog),
-        "template": config.template,
-        "template_fingerprint": rec.prompts.fingerprint(config.template),
+        "mode": config.mode,
+        "template": config.template_name(),
+        "template_fingerprint": rec.prompts.fingerprint(config.template_name()),
         "dataset": config.dataset or dataset.name,
         "split": split.info,
         "training_examples": len(encoded),
+        "training_targets": sum(e.n_targets for e in encoded),
+        "targets_left_out": left_out,
         "steps": step,
         "samples_seen": samples_seen,
         "samples_per_s": samples_seen / max(elapsed, 1e-9),
+        "targets_seen": targets_seen,
+        "targets_per_s": targets_seen / max(elapsed, 1e-9),
         "elapsed_s": elapsed,
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,
@@ -363,7 +337,29 @@ def train(
             shutil.rmtree(work, ignore_errors=True)
     accelerator.wait_for_everyone()
     final_loss = history[-1]["loss"] if history else float("nan")
-    return TrainResult(out, step, samples_seen, record["samples_per_s"], final_loss, record)
+    return TrainResult(
+        out, step, samples_seen, record["samples_per_s"], targets_seen, record["targets_per_s"], final_loss, record
+    )
+
+
+def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[Encoded], int]:
+    """The training sequences of ``config.mode`` and how many targets the template left out."""
+    all_positions = config.mode == "all-positions"
+    examples = training_examples(
+        split, max_history=config.max_history, samples_per_user=config.samples_per_user, seed=config.seed,
+        stride=config.max_history if all_positions else 1,
+    )  # fmt: skip
+    if not examples:
+        raise DataError("no training examples: every training sequence has a single item")
+    if not all_positions:
+        return encode_examples(rec.pipeline, examples, config.template_name()), 0
+    encoded, left_out = encode_all_positions(rec.pipeline, examples, config.template_name())
+    if not any(e.n_targets for e in encoded):
+        raise DataError(
+            f"template {config.template_name()!r} leaves every target out in all-positions mode: its answer must "
+            f"list the history one title per line, closed by a title_end block (see prompts/sequence.jinja)"
+        )
+    return encoded, left_out
 
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:

@@ -1,0 +1,16 @@
+"""Fine-tuning: training data rendered exactly as inference renders it (``data``), and the
+resumable training loop (``trainer``)."""
+
+from .data import MODES, Encoded, encode_all_positions, encode_examples, training_examples
+from .trainer import TrainConfig, TrainResult, train
+
+__all__ = [
+    "MODES",
+    "Encoded",
+    "TrainConfig",
+    "TrainResult",
+    "encode_all_positions",
+    "encode_examples",
+    "train",
+    "training_examples",
+]

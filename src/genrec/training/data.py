@@ -1,0 +1,138 @@
+"""Training data: windows over each user's training sequence, rendered and tokenised exactly as
+inference renders and tokenises them.
+
+Two ways to turn a window into loss:
+
+- ``per-window``: the window's last item is the target, its earlier items the history; one forward
+  pass trains one next-item prediction (any template).
+- ``all-positions``: the window is rendered once as the list the model continues (a template whose
+  answer lists the history, one title per line, such as ``sequence``) and the loss covers every
+  title after the first; one forward pass trains every next-item prediction of the window, as
+  SASRec trains every position.
+
+In both, a target title's tokens are the title index's sequence for it, in the context the prompt
+for that target ends in. In ``all-positions`` the tokens come from the rendering itself: the prompt
+for target j is the template rendered with the j items before it, and it must be the start of the
+whole window's tokens, followed by the target's title sequence; a target where either does not
+hold is left out of the loss and counted (the template does not lay the history out as the list the
+model continues), never trained on tokens inference would not produce.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import DataError
+from ..evaluation.datasets import Example
+from ..evaluation.splits import Split
+from ..tasks import PromptPipeline
+
+__all__ = ["MODES", "Encoded", "training_examples", "encode_examples", "encode_all_positions", "collate", "IGNORE"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("all-positions", "per-window")
+IGNORE = -100  # the label of a token the loss does not cover (torch's cross_entropy convention)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One training sequence: token ids, their labels (IGNORE outside target titles) and how many
+    next-item predictions the labels hold."""
+
+    input_ids: list[int]
+    labels: list[int]
+    n_targets: int
+
+
+def training_examples(
+    split: Split, *, max_history: int, samples_per_user: int | None, seed: int, stride: int = 1
+) -> list[Example]:
+    """Windows over each user's training sequence: the item at position t with the up to
+    ``max_history`` items before it, for t from the last item back in steps of ``stride``
+    (1: every position is a window's target; ``max_history``: windows that share no target, for
+    all-position training). ``samples_per_user`` keeps each user's most recent windows (closest
+    to what the model will be asked); None keeps them all."""
+    if stride < 1:
+        raise DataError(f"stride must be at least 1, got {stride}")
+    examples: list[Example] = []
+    for user, sequence in split.train.items():
+        ends = range(len(sequence) - 1, 0, -stride)
+        windows = [Example(user, tuple(sequence[max(0, t - max_history) : t]), sequence[t]) for t in ends]
+        if samples_per_user is not None:
+            windows = windows[:samples_per_user]
+        examples.extend(reversed(windows))
+    random.Random(seed).shuffle(examples)
+    return examples
+
+
+def encode_examples(pipeline: PromptPipeline, examples: Sequence[Example], template: str) -> list[Encoded]:
+    """Per-window: the prompt (exactly what inference sends) + the target title's tokens in context."""
+    encoded: list[Encoded] = []
+    for example in examples:
+        job = pipeline.prepare(list(example.history), template)
+        target = pipeline.index(job.ctx).sequence(pipeline.catalog.title_number_of(example.target))
+        encoded.append(Encoded(job.prompt_ids + target, [IGNORE] * len(job.prompt_ids) + target, 1))
+    return encoded
+
+
+def encode_all_positions(
+    pipeline: PromptPipeline, examples: Sequence[Example], template: str
+) -> tuple[list[Encoded], int]:
+    """All-positions: each window (history + target) rendered once as the list the model continues,
+    labels on every title but the first. Returns the encodings and how many targets were left out
+    because the rendering and the inference prompt disagree (see the module docstring)."""
+    encoded: list[Encoded] = []
+    left_out = 0
+    for example in examples:
+        positions = pipeline.resolve([*example.history, example.target])
+        items = pipeline.items(positions)
+        # prompts[j]: what inference sends with the first j + 1 items as history
+        prompts = []
+        for j in range(1, len(items) + 1):
+            text, ctx = pipeline.split(pipeline.render(template, items[:j], None, k=1), template)
+            prompts.append((pipeline.encode(text), ctx))
+        full = prompts[-1][0]
+        pipeline.check_fits(len(full), f"the {template} rendering of a {len(items)}-item training window")
+        labels = [IGNORE] * len(full)
+        n_targets = 0
+        for j in range(1, len(items)):
+            ids, ctx = prompts[j - 1]
+            title = pipeline.index(ctx).sequence(pipeline.title_number(positions[j]))
+            end = len(ids) + len(title)
+            if full[: len(ids)] == ids and full[len(ids) : end] == title:
+                labels[len(ids) : end] = title
+                n_targets += 1
+            else:
+                left_out += 1
+        encoded.append(Encoded(full, labels, n_targets))
+    if left_out:
+        log.warning(
+            "%d training targets left out: template %r does not render the history as the list the model "
+            "continues (the prompt for a target is not the start of the window's rendering)", left_out, template
+        )
+    return encoded, left_out
+
+
+def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded, so the targets sit towards the end and the LM head runs only from the first
+    labelled position on (most of the vocabulary projection would otherwise go to prompt tokens)."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    for row, e in enumerate(batch):
+        ids[row, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
+        mask[row, width - len(e.input_ids) :] = 1
+        labels[row, width - len(e.labels) :] = torch.tensor(e.labels)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "n_targets": torch.tensor([e.n_targets for e in batch]),
+    }
