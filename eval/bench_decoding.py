@@ -1,9 +1,10 @@
 """Constrained decoding at catalog scale: genrec against the tools people use today, in ONE process,
 on the same model and the same prompts.
 
-    .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE]
+    .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE | --long-titles]
 
-(a) genrec constrained top-10 (10 beams), one user at a time;
+(a) genrec constrained top-10 (10 beams), one user at a time, with forced-chain lookahead (the
+    default) and without it (a model call every step), with the model calls each made;
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch.
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from synthetic import synthetic_titles, vocabulary_words
+from synthetic import product_titles, synthetic_titles, vocabulary_words
 
 
 def _status_mb(field: str) -> float:
@@ -73,10 +74,21 @@ def node_path(index, node: int) -> list[int]:
     return path[::-1]
 
 
+def forced_token_share(index) -> float:
+    """Of all title tokens, the share written at a trie node with a single child (no decision)."""
+    import numpy as np
+
+    nodes = np.arange(1, index.n_nodes - 1)
+    through = index.leaves_below[nodes].astype(np.float64)  # titles whose path has this token
+    forced = index.n_children[index.parent[nodes]] == 1
+    return float((through * forced).sum() / through.sum())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--titles", type=int, default=10_000)
     p.add_argument("--real-catalog", help="a catalog file instead of synthetic titles")
+    p.add_argument("--long-titles", action="store_true", help="synthetic product-like titles of 30-60 tokens")
     p.add_argument("--sep")
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--no-header", action="store_true")
@@ -103,7 +115,8 @@ def main(argv=None) -> int:
     if args.real_catalog:
         catalog = Catalog.from_file(args.real_catalog, sep=args.sep, encoding=args.encoding, header=not args.no_header)
     else:
-        catalog = Catalog(list(map(str, range(args.titles))), synthetic_titles(args.titles, vocabulary_words(tokenizer), args.seed))
+        make = product_titles if args.long_titles else synthetic_titles
+        catalog = Catalog(list(map(str, range(args.titles))), make(args.titles, vocabulary_words(tokenizer), args.seed))
     n_titles = len(catalog.unique_titles)
     cache_dir = cache_root()
     print(f"{n_titles} titles; threads={torch.get_num_threads()}", flush=True)
@@ -139,12 +152,14 @@ def main(argv=None) -> int:
     end = rec.end_ids[0]
     k = 10
 
-    def genrec_one(job):
+    def genrec_one(job, lookahead=True):
         stats: dict = {}
         t = time.perf_counter()
         hyps = beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
-                           banned_titles=[job.banned_titles], pad_token_id=rec.pad_token_id, stats=stats)[0]  # fmt: skip
-        return time.perf_counter() - t, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"]
+                           banned_titles=[job.banned_titles], pad_token_id=rec.pad_token_id, stats=stats,
+                           lookahead=lookahead)[0]  # fmt: skip
+        seconds = time.perf_counter() - t
+        return seconds, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"], stats["model_calls"]
 
     def hf_generate(job, new_tokens, allowed=None):
         ids = torch.tensor([job.prompt_ids])
@@ -165,22 +180,34 @@ def main(argv=None) -> int:
         return time.perf_counter() - t
 
     genrec_one(jobs[0])  # warm-up
+    genrec_one(jobs[0], lookahead=False)
     # user by user, the methods back to back: drift in machine speed hits them alike
-    genrec_runs, floor, engine = [], [], []
+    genrec_runs, plain_runs, floor, engine = [], [], [], []
     for job in jobs:
         run = genrec_one(job)
         genrec_runs.append(run)
+        plain_runs.append(genrec_one(job, lookahead=False))
         floor.append(hf_generate(job, run[3])[0])  # (c) the same number of new tokens, no constraint
         engine.append(engine_floor(job, run[3]))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
+    plain_s = statistics.median(r[0] for r in plain_runs)
     unconstrained_s = statistics.median(floor)
-    print(f"(a) genrec: {genrec_s:.3f} s/user (median), steps {[r[3] for r in genrec_runs]}", flush=True)
+    same_lookahead = [a[1] == b[1] for a, b in zip(genrec_runs, plain_runs)]
+    print(f"(a) genrec: {genrec_s:.3f} s/user (median), steps {[r[3] for r in genrec_runs]}, "
+          f"model calls {[r[4] for r in genrec_runs]}", flush=True)  # fmt: skip
+    print(f"    without lookahead: {plain_s:.3f} s/user, model calls {[r[4] for r in plain_runs]} "
+          f"({plain_s / genrec_s:.2f}x); same top-10: {all(same_lookahead)}", flush=True)  # fmt: skip
     print(f"(c) unconstrained generate: {unconstrained_s:.3f} s/user; genrec engine unconstrained "
           f"{statistics.median(engine):.3f}", flush=True)  # fmt: skip
 
     result = {
         "n_titles": n_titles,
         "genrec_s": genrec_s,
+        "genrec_no_lookahead_s": plain_s,
+        "lookahead_speedup": plain_s / genrec_s,
+        "model_calls_per_user": statistics.median(r[4] for r in genrec_runs),
+        "model_calls_per_user_no_lookahead": statistics.median(r[4] for r in plain_runs),
+        "same_topk_lookahead": all(same_lookahead),
         "hf_prefix_fn_s": None,
         "unconstrained_s": unconstrained_s,
         "unconstrained_genrec_engine_s": statistics.median(engine),
@@ -197,7 +224,9 @@ def main(argv=None) -> int:
         "prompt_tokens_median": statistics.median(len(j.prompt_ids) for j in jobs),
         "genrec_steps_median": statistics.median(r[3] for r in genrec_runs),
         "threads": torch.get_num_threads(),
-        "source": args.real_catalog or "synthetic",
+        "source": args.real_catalog or ("synthetic product-like titles" if args.long_titles else "synthetic"),
+        "forced_token_share": forced_token_share(index),
+        "title_tokens_median": statistics.median(len(index.sequence(t)) for t in range(min(index.n_titles, 5000))),
     }
 
     # (b) transformers with a GENRE-style nested-dict trie
@@ -239,19 +268,24 @@ def main(argv=None) -> int:
             same.append(theirs == mine[1] or sorted(theirs) == sorted(mine[1]) and all(
                 abs(s - mine_scores.get(t, 1e9)) < 1e-3 for t, s in titles[:k]))  # fmt: skip
         result["hf_prefix_fn_s"] = statistics.median(runs)
-        result["same_topk"] = all(same)
+        # genrec (lookahead on) against transformers, and against genrec without lookahead
+        result["same_topk"] = all(same) and all(same_lookahead)
+        result["same_topk_hf"] = all(same)
         print(f"(b) transformers prefix_allowed_tokens_fn: {result['hf_prefix_fn_s']:.3f} s/user; same top-10: {same}", flush=True)
 
-    # several users in one batch
-    t0 = time.perf_counter()
-    rec.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
-    batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rec.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
-    batched = min(batched, time.perf_counter() - t0)
-    result["users_per_s_batched"] = len(histories) / batched
+    # several users in one batch, with and without lookahead
+    for lookahead, name in ((True, "users_per_s_batched"), (False, "users_per_s_batched_no_lookahead")):
+        rec.lookahead = lookahead
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            rec.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
+            times.append(time.perf_counter() - t0)
+        result[name] = len(histories) / min(times)
+    rec.lookahead = True
     result["users_per_s_one_at_a_time"] = 1.0 / genrec_s
-    print(f"batched: {result['users_per_s_batched']:.2f} users/s vs {result['users_per_s_one_at_a_time']:.2f} one at a time", flush=True)
+    print(f"batched: {result['users_per_s_batched']:.2f} users/s ({result['users_per_s_batched_no_lookahead']:.2f} without "
+          f"lookahead) vs {result['users_per_s_one_at_a_time']:.2f} one at a time", flush=True)  # fmt: skip
     (out / "bench.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0

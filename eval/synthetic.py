@@ -39,6 +39,27 @@ def synthetic_titles(n: int, words: list[str], seed: int = 0) -> list[str]:
     return titles
 
 
+def product_titles(n: int, words: list[str], seed: int = 0) -> list[str]:
+    """``n`` distinct product-like titles, 30-60 tokens each: a brand and a product line shared by
+    many items, then a specification that differs in a few places (size, pack, colour), as in
+    marketplace catalogs, where most title tokens follow from the ones before them."""
+    rng = random.Random(seed)
+    brands = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 2))) for _ in range(max(8, n // 400))]
+    lines = {b: [" ".join(rng.choice(words) for _ in range(rng.randint(3, 6))) for _ in range(rng.randint(3, 12))] for b in brands}
+    specs = [" ".join(rng.choice(words).lower() for _ in range(rng.randint(6, 14))) for _ in range(max(20, n // 50))]
+    colours = ["Black", "White", "Clear", "Blue", "Red", "Green", "Assorted", "Stainless Steel"]
+    out: set[str] = set()
+    while len(out) < n:
+        brand = rng.choice(brands)
+        title = (f"{brand} {rng.choice(lines[brand])}, {rng.choice(specs)}, {rng.randint(1, 500)} "
+                 f"{rng.choice(['mm', 'ml', 'inch', 'oz'])}, Pack of {rng.choice([1, 2, 5, 10, 12, 25, 50, 100])}, "
+                 f"{rng.choice(colours)}")  # fmt: skip
+        out.add(title)
+    titles = sorted(out)
+    rng.shuffle(titles)
+    return titles
+
+
 def perturb(title: str, rng: random.Random) -> str:
     """A query as people (or other LLMs) write titles: misspelt, reordered or partial."""
     words = title.split()

@@ -50,7 +50,8 @@ class Recommender:
     directory, or an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
     ``catalog``: None for the bundled demo catalog.
     Beam search is deterministic whatever the model's generation_config says; ``length_penalty``
-    defaults to 0 because length normalisation favours long titles. ``prior`` / ``prior_weight``:
+    defaults to 0 because length normalisation favours long titles. ``lookahead`` feeds each
+    beam's forced title continuation in one model call (exact; off only to measure it). ``prior`` / ``prior_weight``:
     the collaborative prior every call mixes into beam search unless it passes its own (none: the
     model alone).
 
@@ -71,6 +72,7 @@ class Recommender:
         use_disk_cache: bool = True,
         num_beams: int = 10,
         length_penalty: float = 0.0,
+        lookahead: bool = True,
         max_prompt_tokens: int | None = None,
         batch_size: int = 8,
         grounding_threshold: float = DEFAULT_THRESHOLD,
@@ -96,6 +98,7 @@ class Recommender:
         self.tokenizer = self.lm.tokenizer
         self.num_beams = num_beams
         self.length_penalty = length_penalty
+        self.lookahead = lookahead
         self.batch_size = batch_size
         self.grounding_threshold = grounding_threshold
         self.free_text_slack = free_text_slack

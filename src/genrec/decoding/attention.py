@@ -1,5 +1,6 @@
 """Feeding a causal LM several continuations of one prompt at once: left padding, tree-shaped
-attention masks, and the name this transformers version gives the cache argument."""
+attention masks (each beam sees the prompt and its own tokens only, whichever call fed them), and
+the name this transformers version gives the cache argument."""
 
 from __future__ import annotations
 
@@ -27,16 +28,32 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: Any) -> tupl
     return ids.to(device), mask.to(device)
 
 
-def tree_mask(prompt_keep: torch.Tensor, ancestry: torch.Tensor, fed: int, beams: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask ``[users, 1, beams, prompt + (fed + 1) * beams]``: beam b sees the real
-    prompt tokens, the keys of its ancestors' tokens, and its own new token."""
-    users, prompt_len = prompt_keep.shape
-    keys = prompt_len + (fed + 1) * beams
-    allowed = torch.zeros((users, beams, keys), dtype=torch.bool, device=prompt_keep.device)
+def tree_mask(
+    prompt_keep: torch.Tensor,
+    earlier: torch.Tensor,
+    q_user: torch.Tensor,
+    column: torch.Tensor,
+    q_start: torch.Tensor,
+    n_keys: int,
+    width: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Additive 4D mask ``[users, 1, width, prompt + n_keys + width]`` for feeding several beams'
+    tokens of each user at once, after a cache holding the prompt and ``n_keys`` generated keys.
+
+    Query ``i`` sits at ``(q_user[i], column[i])``; it sees the real prompt positions, the keys of
+    its beam's earlier tokens (``earlier[i]``: their slots among the generated keys) and its own
+    beam's new tokens from ``q_start[i]`` up to itself. Columns no query was given (padding) see
+    the prompt only, and their keys are never in anyone's ``earlier``: no query ever sees them.
+    """
+    n_users, prompt_len = prompt_keep.shape
+    device = column.device
+    new = prompt_len + n_keys
+    allowed = torch.zeros((n_users, width, new + width), dtype=torch.bool, device=device)
     allowed[:, :, :prompt_len] = prompt_keep.unsqueeze(1)
-    if fed:
-        allowed.scatter_(2, prompt_len + ancestry, True)
-    own = prompt_len + fed * beams + torch.arange(beams, device=prompt_keep.device)
-    allowed[:, torch.arange(beams, device=prompt_keep.device), own] = True
-    mask = torch.zeros((users, 1, beams, keys), dtype=dtype, device=prompt_keep.device)
+    if earlier.shape[1]:
+        allowed[q_user.unsqueeze(1), column.unsqueeze(1), prompt_len + earlier] = True
+    within = torch.arange(width, device=device).view(1, -1)
+    allowed[q_user, column, new:] = (within >= q_start.view(-1, 1)) & (within <= column.view(-1, 1))
+    mask = torch.zeros((n_users, 1, width, new + width), dtype=dtype, device=device)
     return mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)

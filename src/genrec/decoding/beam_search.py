@@ -1,20 +1,30 @@
 """Beam search over catalog titles (or free text), several users at once.
 
-Each user's prompt is run through the model once; at every step its beams' new tokens go in as
-that user's next positions, and a tree-shaped attention mask lets each beam see the prompt and its
-own ancestors only, so the cache is shared by the beams and never copied. Every step masks the
+Each user's prompt is run through the model once; then each beam's new tokens go in as that
+user's next positions, and a tree-shaped attention mask lets each beam see the prompt and its own
+ancestors only, so the cache is shared by the beams and never copied. Every step masks the
 next-token log-probabilities of all beams of all users with one vectorised operation over the
 title index (``TitleConstraint``), so the cost of the constraint does not grow with the catalog.
 
+Lookahead: most title tokens are not decisions (a trie node with one child). When a beam's last
+token leads into such a chain, the chain is fed in the same model call as that token, and the
+log-probability of every forced token and the full row where the chain ends are kept
+(``_Ahead``). The steps that walk the chain take their log-probabilities from there; the model is
+called at a step only when some live beam has just taken a token whose logits are not known. The
+search stays step-synchronous, so candidates, order and scores are those of calling the model
+every step.
+
 One step, in the order ``beam_search`` runs them:
 
-- ``_expand``: the model's next-token log-probabilities for every live beam (one forward pass);
+- ``_feed``: the model on every live beam whose last token is not in the cache (plus its chain);
+- ``_step_logp``: each beam's next-token log-probabilities, from its last call;
 - ``_mask``: tokens that continue no allowed title set to -inf (constrained search), and the
   allowed ones mixed with a collaborative prior when there is one (``TitlePrior``);
 - ``_score``: the best ``2 * beams`` (beam, token) candidates per user and the nodes they reach;
 - ``_finish``: candidates that complete a title (or end free text) become hypotheses;
 - ``_select``: the best ``beams`` unfinished candidates become the next step's beams;
-- ``_drop_done``: users whose top ``num_return`` can no longer change leave the batch.
+- ``_drop_done``: users whose top ``num_return`` can no longer change leave the batch;
+- ``_compact``: the cache keys of pruned beams are dropped once they are half the generated keys.
 
 Search semantics follow transformers' beam search (the same candidates are kept at every step, so
 the two agree on the same model and prompt), with two differences that matter for
@@ -66,6 +76,24 @@ class _Settings:
     eos: torch.Tensor | None
     cache_arg: str
     mask_dtype: torch.dtype
+    lookahead: bool
+
+
+@dataclass
+class _Ahead:
+    """Per beam row, what its last model call computed for the steps to come: the forced tokens
+    it was fed ahead (a chain of single-child trie nodes), each one's log-probability, the cache
+    slot each sits in, and the full next-token row where the chain ends."""
+
+    tokens: torch.Tensor  # [rows, width] forced tokens, in order (-1: none)
+    logp: torch.Tensor  # [rows, width] log-probability of each forced token
+    slots: torch.Tensor  # [rows, width] cache slot of each (-1: not fed: a title's end marker)
+    length: torch.Tensor  # [rows] forced tokens known
+    taken: torch.Tensor  # [rows] of those, how many the beam has taken
+    row: torch.Tensor  # [rows, vocab] log-probabilities after the last fed token
+
+    def select(self, rows: torch.Tensor) -> _Ahead:
+        return _Ahead(*(t[rows] for t in (self.tokens, self.logp, self.slots, self.length, self.taken, self.row)))
 
 
 @dataclass
@@ -75,11 +103,13 @@ class _State:
     active: torch.Tensor  # original user number of each row
     scores: torch.Tensor  # [users, beams] running log-probabilities (-inf: no beam)
     generated: torch.Tensor  # [users, beams, step] tokens so far
-    ancestry: torch.Tensor  # [users, beams, step - 1] where each ancestor's key sits among the generated keys
+    slots: torch.Tensor  # [users, beams, step] where each token's key sits among the generated keys (-1: not fed yet)
     prompt_keep: torch.Tensor  # [users, prompt] real (not padding) prompt positions
     first_position: torch.Tensor  # [users] position id of the first generated token
     nodes: torch.Tensor | None  # [users * beams] trie node of each beam (constrained)
-    last_token: torch.Tensor | None  # [users, beams] tokens to feed at the next step
+    last_token: torch.Tensor | None  # [users, beams] the token each beam took last
+    ahead: _Ahead
+    n_keys: int = 0  # generated-key slots in the cache (the same count for every user)
     step: int = 0
 
 
@@ -112,6 +142,7 @@ def beam_search(
     stats: dict[str, float] | None = None,
     prefix_cache: PrefixCache | None = None,
     prior: TitlePrior | None = None,
+    lookahead: bool = True,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -121,9 +152,14 @@ def beam_search(
     Unconstrained (``index=None``): free text ending in one of ``eos_token_ids`` or at
     ``max_new_tokens``.
 
+    ``lookahead`` (constrained only): a beam's forced continuation (the single-child chain after
+    its token) is fed in the same model call, so the steps that take it need no call (exact: the
+    same beams and scores as without).
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
-    ``stats``, when given, receives ``steps`` (decoding steps run), ``prefill_s`` and ``decode_s``.
+    ``stats``, when given, receives ``steps`` (decoding steps run), ``model_calls`` (prefill
+    included), ``compactions`` (times the keys of pruned beams were dropped), ``prefill_s`` and
+    ``decode_s``.
     """
     if num_beams < 1 or num_return < 1:
         raise ValueError("num_beams and num_return must be at least 1")
@@ -155,19 +191,20 @@ def beam_search(
         eos=None if constraint else torch.tensor(list(eos_token_ids), dtype=torch.long, device=device),
         cache_arg=cache_argument(model),
         mask_dtype=next(model.parameters()).dtype,
+        lookahead=lookahead and constraint is not None,
     )
 
     started = time.perf_counter()
     cache = DynamicCache(config=model.config)  # filled in place by every forward pass
-    logp, state = _prefill(model, cache, prompts, settings, prefix_cache, device)
+    state = _prefill(model, cache, prompts, settings, prefix_cache, device)
     prefilled = time.perf_counter()
     finished: list[list[Hypothesis]] = [[] for _ in prompts]
-    steps = 0
+    steps, calls, compactions = 0, 1, 0
     for step in range(max_steps):
         state.step, steps = step, step + 1
         if step > 0:
-            logp = _expand(model, cache, state, settings)
-        logp = _mask(logp, state, settings)
+            calls += _feed(model, cache, state, settings)
+        logp = _mask(_step_logp(state), state, settings)
         candidates = _score(logp, state, settings)
         _finish(candidates, state, settings, finished)
         _select(candidates, state, settings, finished)
@@ -176,9 +213,10 @@ def beam_search(
             break
         if bool(done.any()):
             _drop_done(state, cache, done)
+        compactions += _compact(state, cache)
 
     if stats is not None:
-        stats.update(steps=steps, prefill_s=prefilled - started, decode_s=time.perf_counter() - prefilled)
+        stats.update(steps=steps, model_calls=calls, compactions=compactions, prefill_s=prefilled - started, decode_s=time.perf_counter() - prefilled)
     return [sorted(f, key=lambda h: -h.score)[:num_return] for f in finished]
 
 
@@ -189,9 +227,9 @@ def _prefill(
     settings: _Settings,
     prefix_cache: PrefixCache | None,
     device: Any,
-) -> tuple[torch.Tensor, _State]:
-    """Run every prompt once (after the shared prefix, when cached); the first step's
-    log-probabilities (one row per beam) and the initial state: one live beam per user."""
+) -> _State:
+    """Run every prompt once (after the shared prefix, when cached); the initial state: one live
+    beam per user, whose first step's log-probabilities are known."""
     n_users, beams = len(prompts), settings.beams
     shared, layers = prefix_cache.get(model, prompts, settings.cache_arg) if prefix_cache is not None else (0, [])
     for layer_idx, (keys, values) in enumerate(layers):
@@ -217,31 +255,142 @@ def _prefill(
         nodes = torch.full((n_users, beams), settings.constraint.sentinel, dtype=torch.long, device=device)
         nodes[:, 0] = 0
         nodes = nodes.view(-1)
-    state = _State(
+    rows = n_users * beams
+    width = max(1, settings.max_steps)
+    ahead = _Ahead(
+        tokens=torch.full((rows, width), -1, dtype=torch.long, device=device),
+        logp=torch.zeros((rows, width), device=device),
+        slots=torch.full((rows, width), -1, dtype=torch.long, device=device),
+        length=torch.zeros(rows, dtype=torch.long, device=device),
+        taken=torch.zeros(rows, dtype=torch.long, device=device),
+        row=logp,
+    )
+    return _State(
         active=torch.arange(n_users, device=device),
         scores=scores,
         generated=torch.zeros((n_users, beams, 0), dtype=torch.long, device=device),
-        ancestry=torch.zeros((n_users, beams, 0), dtype=torch.long, device=device),
+        slots=torch.zeros((n_users, beams, 0), dtype=torch.long, device=device),
         prompt_keep=prompt_mask.bool(),
         first_position=positions[:, -1] + 1,
         nodes=nodes,
         last_token=None,
+        ahead=ahead,
     )
-    return logp, state
 
 
-def _expand(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -> torch.Tensor:
-    """Feed the tokens the beams took at the previous step; their next-token log-probabilities."""
+def _chains(state: _State, settings: _Settings, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forced tokens after each of ``rows``' nodes (``[rows, m]``, -1 padded) and how many of
+    them to feed: all but a last one that ends a title (its logits are never needed)."""
+    device = rows.device
+    if not settings.lookahead:
+        none = torch.zeros(len(rows), dtype=torch.long, device=device)
+        return torch.zeros((len(rows), 0), dtype=torch.long, device=device), none
+    arrays = settings.constraint.arrays
+    node = state.nodes[rows]
+    length = arrays["forced"][node].long()
+    longest = int(length.max()) if len(rows) else 0
+    tokens = torch.full((len(rows), longest), -1, dtype=torch.long, device=device)
+    fed = length.clone()
+    for i in range(longest):
+        going = i < length
+        child = arrays["first_child"][node].long()
+        node = torch.where(going, child, node)
+        tokens[:, i] = torch.where(going, arrays["token"][child].long(), tokens[:, i])
+        ends_title = going & (i == length - 1) & (arrays["n_children"][node] == 0)
+        fed = torch.where(ends_title, fed - 1, fed)
+    return tokens, fed
+
+
+def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -> int:
+    """Run the model on every live beam whose last token is not in the cache yet, followed by its
+    forced chain (lookahead); store what it computes in ``state.ahead``. Returns the calls made
+    (0 when every live beam is served from earlier lookahead)."""
     n_active, beams = len(state.active), settings.beams
-    fed = state.step - 1  # how many tokens per beam are already in the cache
-    out = model(
-        input_ids=state.last_token,
-        attention_mask=tree_mask(state.prompt_keep, state.ancestry, fed, beams, settings.mask_dtype),
-        position_ids=(state.first_position + fed).view(-1, 1).expand(n_active, beams),
-        use_cache=True,
-        **{settings.cache_arg: cache},
+    device = state.scores.device
+    need = ((state.slots[:, :, -1] < 0) & (state.scores > NEG_INF)).view(-1)
+    rows = need.nonzero().view(-1)
+    if len(rows) == 0:
+        return 0
+    chain, fed = _chains(state, settings, rows)
+    span = 1 + fed  # queries per fed beam: its last token, then the fed part of its chain
+    user = rows // beams
+    # pack each user's queries side by side: beam rows in order, each its span
+    ends = torch.zeros(n_active, dtype=torch.long, device=device).index_add_(0, user, span)
+    width = int(ends.max())
+    start_in_user = torch.cumsum(span, 0) - span - (torch.cumsum(ends, 0) - ends)[user]
+    n_queries = int(span.sum())
+    query_row = torch.repeat_interleave(torch.arange(len(rows), device=device), span)  # index into rows
+    offset = torch.arange(n_queries, device=device) - torch.repeat_interleave(torch.cumsum(span, 0) - span, span)
+    column = start_in_user[query_row] + offset
+    q_user = user[query_row]
+    tokens = torch.cat([state.last_token.view(-1)[rows].unsqueeze(1), chain.clamp(min=0)], dim=1)
+    input_ids = torch.full((n_active, width), settings.pad_token_id, dtype=torch.long, device=device)
+    input_ids[q_user, column] = tokens[query_row, offset]
+    positions = state.first_position.view(-1, 1).expand(n_active, width).clone()
+    positions[q_user, column] = state.first_position[q_user] + state.step - 1 + offset
+    earlier = state.slots.view(n_active * beams, -1)[rows[query_row], :-1]  # all fed: only a beam's last token waits
+    mask = tree_mask(state.prompt_keep, earlier, q_user, column, start_in_user[query_row], state.n_keys, width, settings.mask_dtype)
+    decoder = model.base_model
+    out = decoder(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{settings.cache_arg: cache}
     )
-    return torch.log_softmax(out.logits.float(), dim=-1).view(n_active * beams, -1)
+    hidden = out.last_hidden_state[q_user, column]  # [queries, hidden], in rows order
+    base_slot = state.n_keys + start_in_user  # slot of each fed beam's last token
+    state.n_keys += width
+    flat_slots = state.slots.view(n_active * beams, -1)
+    flat_slots[rows, -1] = base_slot
+    _store_ahead(model, state, rows, chain, fed, hidden, query_row, offset, base_slot)
+    return 1
+
+
+def _store_ahead(
+    model: Any, state: _State, rows: torch.Tensor, chain: torch.Tensor, fed: torch.Tensor, hidden: torch.Tensor,
+    query_row: torch.Tensor, offset: torch.Tensor, base_slot: torch.Tensor,
+) -> None:  # fmt: skip
+    """From the fed beams' hidden states: each forced token's log-probability (only its logit and
+    the normaliser: no full row is kept for a forced step) and the full row after the last fed
+    token. The LM head runs in chunks, so long chains never hold every position's logits at once."""
+    ahead = state.ahead
+    head = model.get_output_embeddings()
+    n_chain = chain.shape[1]
+    ahead.tokens[rows] = -1
+    ahead.slots[rows] = -1
+    if n_chain:
+        ahead.tokens[rows, :n_chain] = chain
+        fed_slots = base_slot.view(-1, 1) + 1 + torch.arange(n_chain, device=rows.device).view(1, -1)
+        ahead.slots[rows, :n_chain] = torch.where(torch.arange(n_chain, device=rows.device).view(1, -1) < fed.view(-1, 1), fed_slots, -1)
+    ahead.length[rows] = (chain >= 0).sum(dim=1)
+    ahead.taken[rows] = 0
+    is_last = offset == fed[query_row]  # the query whose full row is kept
+    next_token = torch.full_like(offset, -1)
+    forced_query = offset < ahead.length[rows][query_row]
+    next_token[forced_query] = chain[query_row[forced_query], offset[forced_query]]
+    chunk = 1024
+    for lo in range(0, len(hidden), chunk):
+        logits = head(hidden[lo : lo + chunk]).float()
+        norm = torch.logsumexp(logits, dim=-1)
+        q = slice(lo, lo + len(logits))
+        forced = forced_query[q].nonzero().view(-1)
+        if len(forced):
+            values = logits[forced, next_token[q][forced]] - norm[forced]
+            ahead.logp[rows[query_row[q][forced]], offset[q][forced]] = values
+        last = is_last[q].nonzero().view(-1)
+        if len(last):
+            ahead.row[rows[query_row[q][last]]] = logits[last] - norm[last].unsqueeze(1)
+
+
+def _step_logp(state: _State) -> torch.Tensor:
+    """Each beam's next-token log-probabilities: one forced entry while it is on a chain fed
+    ahead, else the full row its last call computed."""
+    ahead = state.ahead
+    on_chain = (ahead.taken < ahead.length).nonzero().view(-1)
+    if len(on_chain) == 0:
+        return ahead.row
+    logp = ahead.row.clone()
+    logp[on_chain] = NEG_INF
+    at = ahead.taken[on_chain]
+    logp[on_chain, ahead.tokens[on_chain, at]] = ahead.logp[on_chain, at]
+    return logp
 
 
 def _mask(logp: torch.Tensor, state: _State, settings: _Settings) -> torch.Tensor:
@@ -291,12 +440,11 @@ def _finish(candidates: _Candidates, state: _State, settings: _Settings, finishe
 
 def _select(candidates: _Candidates, state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> None:
     """The best ``beams`` unfinished candidates become the beams; each inherits its parent's
-    tokens and ancestry. Free text that reached the length limit is returned unfinished, as
+    tokens, their cache slots and its lookahead. Free text that reached the length limit is returned unfinished, as
     transformers does."""
     n_active, beams = len(state.active), settings.beams
     running = torch.where(candidates.is_final | ~candidates.valid, torch.full_like(candidates.scores, NEG_INF), candidates.scores)
     scores, pick = running.topk(beams, dim=1)
-    chosen_beam = candidates.beam_of.gather(1, pick)
     chosen_row = candidates.parent_row.gather(1, pick)
     chosen_token = candidates.token.gather(1, pick)
     alive = scores > NEG_INF
@@ -304,12 +452,19 @@ def _select(candidates: _Candidates, state: _State, settings: _Settings, finishe
         sentinel = torch.full_like(chosen_token, settings.constraint.sentinel)
         state.nodes = torch.where(alive, candidates.child.gather(1, pick), sentinel).reshape(-1)
     chosen_token = torch.where(alive, chosen_token, torch.full_like(chosen_token, settings.pad_token_id))
+    parent = chosen_row.view(-1)
     flat_generated = state.generated.reshape(n_active * beams, -1)
-    state.generated = torch.cat([flat_generated[chosen_row.view(-1)].view(n_active, beams, -1), chosen_token.unsqueeze(-1)], dim=2)
-    if state.step > 0:
-        # each new beam inherits its parent's ancestry plus the parent's token fed this step
-        parent_ancestry = state.ancestry.gather(1, chosen_beam.unsqueeze(-1).expand(-1, -1, state.ancestry.shape[2]))
-        state.ancestry = torch.cat([parent_ancestry, ((state.step - 1) * beams + chosen_beam).unsqueeze(-1)], dim=2)
+    state.generated = torch.cat([flat_generated[parent].view(n_active, beams, -1), chosen_token.unsqueeze(-1)], dim=2)
+    # each new beam inherits its parent's tokens, their cache slots and the parent's lookahead; a
+    # beam that took the next token of a chain fed ahead has that token in the cache already
+    ahead = state.ahead.select(parent)
+    on_chain = ahead.taken < ahead.length
+    at = ahead.taken.clamp(max=ahead.slots.shape[1] - 1).unsqueeze(1)
+    slot = torch.where(on_chain, ahead.slots.gather(1, at).squeeze(1), torch.full_like(parent, -1))
+    ahead.taken = torch.where(on_chain, ahead.taken + 1, ahead.taken)
+    state.ahead = ahead
+    flat_slots = state.slots.reshape(n_active * beams, -1)[parent]
+    state.slots = torch.cat([flat_slots, slot.unsqueeze(1)], dim=1).view(n_active, beams, -1)
     state.scores = scores
     state.last_token = chosen_token
     if settings.constraint is None and state.step + 1 >= settings.max_steps:
@@ -349,10 +504,52 @@ def _drop_done(state: _State, cache: DynamicCache, done: torch.Tensor) -> None:
     state.active = state.active[keep]
     state.scores = state.scores[keep]
     state.generated = state.generated[keep]
-    state.ancestry = state.ancestry[keep]
+    state.slots = state.slots[keep]
+    beams = state.scores.shape[1]
+    state.ahead = state.ahead.select((keep.view(-1, 1) * beams + torch.arange(beams, device=keep.device)).view(-1))
     state.prompt_keep = state.prompt_keep[keep]
     state.first_position = state.first_position[keep]
     state.last_token = state.last_token[keep]
     if state.nodes is not None:
-        beams = state.scores.shape[1]
         state.nodes = state.nodes.view(-1, beams)[keep].reshape(-1)
+
+
+def _compact(state: _State, cache: DynamicCache) -> bool:
+    """Drop the generated keys no live beam can reach any more (those of pruned beams and of
+    padding), once they are at least half of the generated keys: attention then reads only what
+    counts, and the slots are renumbered. Masked keys add nothing to attention, so nothing changes."""
+    n_active, beams, _ = state.slots.shape
+    if state.n_keys == 0 or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+        return False  # (sliding-window layers keep their own window: left alone)
+    alive = (state.scores > NEG_INF).view(-1, 1)
+    refs = torch.cat([state.slots.view(n_active * beams, -1), state.ahead.slots], dim=1)
+    refs = torch.where(alive & (refs >= 0), refs, torch.full_like(refs, -1))
+    row_user = (torch.arange(n_active * beams, device=refs.device) // beams).view(-1, 1).expand_as(refs)
+    used = torch.zeros((n_active, state.n_keys), dtype=torch.bool, device=refs.device)
+    valid = refs >= 0
+    used[row_user[valid], refs[valid]] = True
+    keep = int(used.sum(dim=1).max())
+    if 2 * keep > state.n_keys:
+        return False
+    # each user's reachable slots first, in their order (then unreachable ones, up to a common count)
+    order = torch.argsort((~used).to(torch.int8), dim=1, stable=True)[:, :keep]
+    new_of_old = torch.full((n_active, state.n_keys), -1, dtype=torch.long, device=refs.device)
+    new_of_old.scatter_(1, order, torch.arange(keep, device=refs.device).expand(n_active, -1))
+
+    def renumber(slots: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return torch.where(slots >= 0, new_of_old[users, slots.clamp(min=0)], slots)
+
+    state.slots = renumber(state.slots, torch.arange(n_active, device=refs.device).view(-1, 1, 1).expand_as(state.slots))
+    state.ahead.slots = renumber(state.ahead.slots, row_user[:, : state.ahead.slots.shape[1]])
+    prompt_len = state.prompt_keep.shape[1]
+    for layer in cache.layers:
+        layer.keys, layer.values = (_gather_keys(t, order, prompt_len) for t in (layer.keys, layer.values))
+    state.n_keys = keep
+    return True
+
+
+def _gather_keys(tensor: torch.Tensor, order: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """``[users, heads, prompt + generated, dim]`` keeping the prompt and the generated keys in ``order``."""
+    users, heads, _, dim = tensor.shape
+    index = order.view(users, 1, -1, 1).expand(-1, heads, -1, dim)
+    return torch.cat([tensor[:, :, :prompt_len], tensor[:, :, prompt_len:].gather(2, index)], dim=2)

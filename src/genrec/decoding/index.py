@@ -126,6 +126,17 @@ class TitleIndex:
             self._depth_ranges = ranges
         return self._depth_ranges
 
+    def forced_lengths(self) -> np.ndarray:
+        """For each node, how many single-child edges follow it in a row: the tokens a beam at
+        that node must take whatever the model says (computed from the deepest depth up)."""
+        forced = np.zeros(self.n_nodes, dtype=np.int32)
+        for lo, hi in reversed(self.depth_ranges()):
+            nodes = np.arange(lo, hi)
+            single = nodes[self.n_children[lo:hi] == 1]
+            forced[single] = 1 + forced[self.first_child[single]]
+        forced[self.sentinel] = 0
+        return forced
+
     def dead_nodes(self, banned_titles: Iterable[int]) -> np.ndarray:
         """Nodes under which every title is banned: decoding must not enter them.
 
@@ -150,6 +161,7 @@ class TitleIndex:
             names = ("token", "first_child", "n_children", "node_title")
             arrays = {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name))) for name in names}
             arrays["keys"] = torch.from_numpy(self.keys)
+            arrays["forced"] = torch.from_numpy(self.forced_lengths())
             self._torch[key] = {name: t.to(device) for name, t in arrays.items()}
         return self._torch[key]
 

@@ -24,6 +24,7 @@ class TaskHost(Protocol):
     limits: Limits
     num_beams: int
     length_penalty: float
+    lookahead: bool
     batch_size: int
     grounding_threshold: float
     free_text_slack: int

@@ -111,6 +111,7 @@ def decode_constrained(
             pad_token_id=host.pad_token_id,
             prefix_cache=host.prefix_cache(jobs[members[0]].template),
             prior=prior,
+            lookahead=host.lookahead,
         )
         for i, h in zip(members, hyps):
             results[i] = h

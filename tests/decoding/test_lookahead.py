@@ -1,0 +1,96 @@
+"""Forced-chain lookahead: a beam's single-child continuation is fed in the same model call, and
+the search must not change in any way (same titles, order and scores) while calling the model less."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from genrec.decoding import TitlePrior, beam_search
+
+from helpers import catalog_of
+from test_beam_search import hf_reference, random_titles
+
+
+def long_titles(n, seed=0):
+    """Product-like titles: long shared stretches (brand, series) with few decisions in between."""
+    rng = random.Random(seed)
+    brands = ["Acme Laboratory Supply", "Northwind Scientific Instruments", "Contoso Industrial"]
+    kinds = ["Borosilicate Glass Beaker", "Digital Caliper Stainless Steel", "Nitrile Examination Gloves"]
+    out = set()
+    while len(out) < n:
+        out.add(f"{rng.choice(brands)} {rng.choice(kinds)}, Pack of {rng.randint(1, 12)}, {rng.choice(['Clear', 'Blue'])}")
+    return sorted(out)
+
+
+def test_forced_lengths_count_single_child_runs(make_rec):
+    rec = make_rec(catalog_of(random_titles(120, seed=3)))
+    index = rec.index_for()
+    forced = index.forced_lengths()
+    for node in range(index.n_nodes - 1):
+        run, at = 0, node
+        while index.n_children[at] == 1:
+            run, at = run + 1, int(index.first_child[at])
+        assert forced[node] == run, node
+    assert forced[index.sentinel] == 0
+
+
+def _search(rec, model, histories, lookahead, **kw):
+    jobs = [rec.pipeline.prepare(h, "next_item") for h in histories]
+    index = rec.pipeline.index(jobs[0].ctx)
+    stats: dict = {}
+    hyps = beam_search(model, [j.prompt_ids for j in jobs], num_beams=kw.pop("beams", 6), num_return=kw.pop("k", 6),
+                       index=index, banned_titles=[j.banned_titles for j in jobs], lookahead=lookahead,
+                       stats=stats, **kw)  # fmt: skip
+    return hyps, stats, index
+
+
+@pytest.mark.parametrize("titles", [long_titles(60), random_titles(200, seed=5)], ids=["long", "random200"])
+def test_lookahead_changes_nothing_but_the_model_calls(make_rec, tiny_model, titles):
+    rec = make_rec(catalog_of(titles))
+    histories = [[], ["i1"], ["i2", "i3", "i4"], ["i9", "i8"], ["i5"]]
+    with_hyps, with_stats, _ = _search(rec, tiny_model, histories, True)
+    without_hyps, without_stats, _ = _search(rec, tiny_model, histories, False)
+    for a, b in zip(with_hyps, without_hyps):
+        assert [h.node for h in a] == [h.node for h in b]
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=2e-6, abs=1e-4)
+    assert with_stats["steps"] == without_stats["steps"]
+    assert without_stats["model_calls"] == without_stats["steps"]  # one call per step, prefill included
+    assert with_stats["model_calls"] < without_stats["model_calls"]
+
+
+def test_lookahead_matches_transformers_on_long_titles(make_rec, tiny_model):
+    rec = make_rec(catalog_of(long_titles(40, seed=1)))
+    job = rec.pipeline.prepare(["i3"], "next_item", exclude_history=False)
+    index = rec.pipeline.index(job.ctx)
+    stats: dict = {}
+    ours = beam_search(tiny_model, [job.prompt_ids], num_beams=5, num_return=5, index=index, lookahead=True, stats=stats)[0]
+    theirs = hf_reference(tiny_model, job.prompt_ids, index, 5, rec.end_ids[0])
+    assert stats["compactions"] >= 1  # the keys of pruned beams were dropped along the way
+    assert [index.titles_at(h.node) for h in ours] == [t for t, _ in theirs[: len(ours)]]
+    # sums of ~40 float32 log-probabilities near -300: equal to float32 rounding
+    assert [h.score for h in ours] == pytest.approx([s for _, s in theirs[: len(ours)]], rel=2e-6, abs=1e-4)
+
+
+def test_lookahead_with_a_prior_and_exhaustive_beams(make_rec, tiny_model):
+    """Every title reachable (beams = titles): each finished title's score is exact, with a prior
+    mixed in, whichever way the model is called."""
+    titles = long_titles(24, seed=2)
+    rec = make_rec(catalog_of(titles))
+    histories = [["i1"], ["i4", "i6"]]
+    scores = np.random.default_rng(0).normal(size=(2, len(titles)))
+    jobs = [rec.pipeline.prepare(h, "next_item") for h in histories]
+    index = rec.pipeline.index(jobs[0].ctx)
+    results = []
+    for lookahead in (True, False):
+        prior = TitlePrior.from_item_scores(index, rec.catalog.position_titles, scores, [j.banned_titles for j in jobs],
+                                            weight=0.6, aggregation="logsumexp")  # fmt: skip
+        hyps, stats, _ = _search(rec, tiny_model, histories, lookahead, beams=len(titles), k=len(titles) - 2, prior=prior)
+        results.append((hyps, stats))
+    (a_hyps, a_stats), (b_hyps, b_stats) = results
+    for a, b in zip(a_hyps, b_hyps):
+        assert sorted((h.node, round(h.score, 3)) for h in a) == sorted((h.node, round(h.score, 3)) for h in b)
+    assert a_stats["model_calls"] < b_stats["model_calls"]
