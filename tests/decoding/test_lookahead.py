@@ -94,3 +94,12 @@ def test_lookahead_with_a_prior_and_exhaustive_beams(make_rec, tiny_model):
     for a, b in zip(a_hyps, b_hyps):
         assert sorted((h.node, round(h.score, 3)) for h in a) == sorted((h.node, round(h.score, 3)) for h in b)
     assert a_stats["model_calls"] < b_stats["model_calls"]
+
+
+def test_recommender_lookahead_switch_changes_nothing(make_rec):
+    catalog = catalog_of(long_titles(50, seed=3))
+    on, off = make_rec(catalog), make_rec(catalog, lookahead=False)
+    for history in ([], ["i2", "i7"]):
+        a, b = on.recommend(history, k=5), off.recommend(history, k=5)
+        assert [r.item_id for r in a] == [r.item_id for r in b]
+        assert [r.score for r in a] == pytest.approx([r.score for r in b], rel=2e-6, abs=1e-4)
