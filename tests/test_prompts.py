@@ -139,3 +139,16 @@ def test_fit_history_cuts_oldest_first():
 
 def test_builtin_dir_exists():
     assert (builtin_prompts_dir() / "next_item.jinja").is_file()
+
+
+def test_title_end_block_closes_titles_and_is_checked_at_load(tmp_path):
+    lib = PromptLibrary()
+    assert lib.title_end("sequence") == "\n" and lib.title_end("next_item") is None
+    prompt = lib.render("sequence", history=HISTORY, request=None, kind="movie", k=1)
+    assert prompt.answer_prefix == "Alien\nHeat\n"  # the history is the start of the answer, one per line
+    (tmp_path / "bad.jinja").write_text('{% block user %}hi{% endblock %}\n{% block title_end %}{{ sep }}{% endblock %}')
+    with pytest.raises(TemplateError, match="bad.jinja.*sep"):
+        PromptLibrary(tmp_path)  # a title end is the same for every prompt: no variables
+    (tmp_path / "bad.jinja").write_text("{% block user %}hi{% endblock %}{% block title_end %}{% endblock %}")
+    with pytest.raises(TemplateError, match="title_end' rendered empty"):
+        PromptLibrary(tmp_path)

@@ -185,3 +185,15 @@ def test_task_modules_run_on_any_host(make_rec):
     host = SimpleNamespace(**{name: getattr(rec, name) for name in TaskHost.__annotations__}, prefix_cache=rec.prefix_cache)
     assert [(r.item_id, r.score) for r in recommend_batch(host, [["i1"]], 3)[0]] == [(r.item_id, r.score) for r in rec.recommend(["i1"], k=3)]
     assert [r.item_id for r in rank(host, ["i1"], ["i2", "i3"])] == [r.item_id for r in rec.rank(["i1"], ["i2", "i3"])]
+
+
+def test_sequence_template_prompts_share_one_title_index(make_rec):
+    """The answer lists the history, so every prompt ends differently; titles are tokenised after
+    the prompt's last line, closed by the template's newline: one index for every history."""
+    rec = make_rec(catalog_of(TITLES))
+    jobs = [rec.pipeline.prepare(h, "sequence") for h in ([], ["i1"], ["i2", "i5"])]
+    assert {job.ctx for job in jobs} == {rec.pipeline.title_context("sequence")}
+    assert jobs[0].ctx.end_text == "\n" and jobs[0].ctx.end_ids == ()
+    assert jobs[2].prompt_text.endswith(f"\n{rec.catalog.title_of('i2')}\n{rec.catalog.title_of('i5')}\n")
+    recs = rec.recommend(["i2", "i5"], k=4, template="sequence")
+    assert len(recs) == 4 and not {"i2", "i5"} & {r.item_id for r in recs}

@@ -367,7 +367,7 @@ def _store_ahead(
     next_token[forced_query] = chain[query_row[forced_query], offset[forced_query]]
     chunk = 1024
     for lo in range(0, len(hidden), chunk):
-        logits = head(hidden[lo : lo + chunk]).float()
+        logits = _finish_logits(model.config, head(hidden[lo : lo + chunk]).float())
         norm = torch.logsumexp(logits, dim=-1)
         q = slice(lo, lo + len(logits))
         forced = forced_query[q].nonzero().view(-1)
@@ -377,6 +377,18 @@ def _store_ahead(
         last = is_last[q].nonzero().view(-1)
         if len(last):
             ahead.row[rows[query_row[q][last]]] = logits[last] - norm[last].unsqueeze(1)
+
+
+def _finish_logits(config: Any, logits: torch.Tensor) -> torch.Tensor:
+    """What a causal LM's forward does after its output layer, for the models that do anything
+    (Cohere's logit scale, Gemma 2's soft-capping): the LM head is applied here, not by the model."""
+    scale = getattr(config, "logit_scale", None)
+    if scale:
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def _step_logp(state: _State) -> torch.Tensor:
