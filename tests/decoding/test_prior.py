@@ -48,6 +48,7 @@ def _path(index, title):
 
 def test_weight_zero_is_the_model_alone(rec):
     prior = random_prior(len(rec.catalog))
+    rec.recommend(["i1"], k=8)  # fills the prompt-prefix cache: both calls below then take one path
     plain = rec.recommend(["i1"], k=8)
     mixed = rec.recommend(["i1"], k=8, prior=prior, prior_weight=0.0)
     assert [(r.item_id, r.score) for r in mixed] == [(r.item_id, r.score) for r in plain]
