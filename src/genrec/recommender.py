@@ -298,24 +298,34 @@ class Recommender:
 def trained_template(model: str | Path | None) -> str | None:
     """The template a genrec-fine-tuned model directory was trained with (its ``genrec.json``), so
     it is prompted the way it learnt; None for any other model."""
-    record_path = Path(model) / TRAINING_RECORD if model else None
-    if record_path is None or not record_path.is_file():
-        return None
     try:
-        template = json.loads(record_path.read_text(encoding="utf-8")).get("template")
-    except (OSError, json.JSONDecodeError, AttributeError):
+        record = _read_training_record(Path(model)) if model else None
+    except (OSError, ValueError):
         return None
+    template = record.get("template") if record else None
     return template if isinstance(template, str) else None
 
 
+def _read_training_record(model_dir: Path) -> dict[str, Any] | None:
+    """A model directory's ``genrec.json``; None when it has none. Unreadable: OSError or ValueError."""
+    path = model_dir / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return record
+
+
 def _check_training_record(model_dir: Path, catalog: Catalog) -> None:
-    record_path = model_dir / TRAINING_RECORD
-    if not record_path.is_file():
-        return
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        warnings.warn(f"{record_path} is unreadable; cannot check which catalog the model was trained on", stacklevel=3)
+        record = _read_training_record(model_dir)
+    except (OSError, ValueError):
+        warnings.warn(
+            f"{model_dir / TRAINING_RECORD} is unreadable; cannot check which catalog the model was trained on", stacklevel=3
+        )
+        return
+    if record is None:
         return
     trained = record.get("catalog_hash")
     if trained and trained != catalog.content_hash:
