@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from .attention import cache_argument, left_pad, tree_mask
 from .constraint import NEG_INF, TitleConstraint
@@ -328,7 +329,8 @@ def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -
     input_ids[q_user, column] = tokens[query_row, offset]
     positions = state.first_position.view(-1, 1).expand(n_active, width).clone()
     positions[q_user, column] = state.first_position[q_user] + state.step - 1 + offset
-    earlier = state.slots.view(n_active * beams, -1)[rows[query_row], :-1]  # all fed: only a beam's last token waits
+    flat_slots = state.slots.view(n_active * beams, -1)
+    earlier = flat_slots[rows[query_row], :-1]  # all fed: only a beam's last token waits
     mask = tree_mask(state.prompt_keep, earlier, q_user, column, start_in_user[query_row], state.n_keys, width, settings.mask_dtype)
     decoder = model.base_model
     out = decoder(
@@ -337,7 +339,6 @@ def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -
     hidden = out.last_hidden_state[q_user, column]  # [queries, hidden], in rows order
     base_slot = state.n_keys + start_in_user  # slot of each fed beam's last token
     state.n_keys += width
-    flat_slots = state.slots.view(n_active * beams, -1)
     flat_slots[rows, -1] = base_slot
     _store_ahead(model, state, rows, chain, fed, hidden, query_row, offset, base_slot)
     return 1
@@ -531,8 +532,8 @@ def _compact(state: _State, cache: DynamicCache) -> bool:
     padding), once they are at least half of the generated keys: attention then reads only what
     counts, and the slots are renumbered. Masked keys add nothing to attention, so nothing changes."""
     n_active, beams, _ = state.slots.shape
-    if state.n_keys == 0 or any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
-        return False  # (sliding-window layers keep their own window: left alone)
+    if state.n_keys == 0 or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return False  # (sliding-window layers, a DynamicLayer subclass, keep their own window: left alone)
     alive = (state.scores > NEG_INF).view(-1, 1)
     refs = torch.cat([state.slots.view(n_active * beams, -1), state.ahead.slots], dim=1)
     refs = torch.where(alive & (refs >= 0), refs, torch.full_like(refs, -1))
