@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-k", type=int, default=20, help="list length, at least 10 (metrics at the cut-offs 1, 5, 10, 20 up to k)")
     p.add_argument("--max-history", type=int, default=20, help="history items shown in prompts")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together by genrec")
+    p.add_argument("--workers", type=int, default=1, help="decode genrec methods on N Ray actors (genrec[ray]); same metrics as 1")
+    p.add_argument("--ray-address", help="a Ray cluster for --workers (default: a local Ray instance)")
     p.add_argument("--sasrec-epochs", type=int, default=200)
     p.add_argument("--tune-users", type=int, default=100, help="validation rows that tune genrec+<baseline>'s prior weight")
     p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="prior weights tried on validation")
@@ -66,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             tune_users=args.tune_users,
             prior_grid=tuple(float(w) for w in args.prior_grid.split(",")),
         )
-        results = run_evaluation(dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite)
+        results = run_evaluation(
+            dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,
+            ray_address=args.ray_address,
+        )  # fmt: skip
     except GenrecError as exc:
         print(f"eval/run.py: error: {exc}", file=sys.stderr)
         return 2

@@ -153,3 +153,13 @@ def test_content_hash_tracks_titles():
     a = Catalog.from_records([{"item_id": "1", "title": "Up"}])
     b = Catalog.from_records([{"item_id": "1", "title": "Up!"}])
     assert a.content_hash != b.content_hash
+
+
+def test_catalog_pickles_for_worker_processes():
+    import pickle
+
+    catalog = Catalog.from_records([{"item_id": "a", "title": "Heat", "year": 1995}, {"item_id": "b", "title": "Alien"}])
+    catalog.grounder  # built: not carried over, rebuilt on use
+    copy = pickle.loads(pickle.dumps(catalog))
+    assert copy.ids == catalog.ids and copy.content_hash == catalog.content_hash
+    assert copy.grounder.ground("heat", limit=1)[0].item_id == "a"

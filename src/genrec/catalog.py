@@ -364,6 +364,13 @@ class Catalog:
         """Catalog items whose titles best match ``query`` (fuzzy), best first."""
         return self.grounder.search(query, limit=k)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable for worker processes (genrec batch): the lock is per process, the grounder is rebuilt on use
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_grounder")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _grounder=None)
+
 
 # ---------------------------------------------------------------------- helpers
 def _validate(

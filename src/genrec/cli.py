@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_catalog_options(p)
     _add_model_options(p)
 
+    p = sub.add_parser("serve", help="serve the tools over HTTP (needs genrec[serve])")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", help="name of an environment variable holding the API key every request must carry")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a recommend request waits to be batched")
+    p.add_argument("--max-batch", type=int, default=16, help="most recommend requests decoded together")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="the model directory to write")
@@ -137,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+
+    p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--histories", required=True,
+                   help="interaction log (CSV/TSV/Parquet: user_id,item_id[,timestamp]) or one row per user "
+                        "(JSONL/Parquet: user_id, history, request?)")  # fmt: skip
+    p.add_argument("--histories-sep", help="column separator of a CSV interaction log (default: from the extension)")
+    p.add_argument("--out", required=True, help="output folder (part files, manifest.json, failures.jsonl)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
+    p.add_argument("--max-history", type=int, default=50, help="most recent history items in each prompt (all are excluded)")
+    p.add_argument("--template", help="prompt template (default: the one a fine-tuned --model was trained with, else next_item)")
+    p.add_argument("--prior", help="collaborative prior: 'pop' (popularity in the histories file) or a .npy of per-item log-scores in catalog order")
+    p.add_argument("--prior-weight", type=float, default=0.5, help="weight of --prior in [0, 1]")
+    p.add_argument("--workers", type=int, default=1, help="model-holding workers (more than 1 needs genrec[ray])")
+    p.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray instance)")
+    p.add_argument("--threads-per-worker", type=int, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--batch-size", type=int, default=8, help="users decoded together")
+    p.add_argument("--part-size", type=int, default=256, help="users per part file")
+    p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start over")
+    p.add_argument("--dtype", help="float32 (default), bfloat16, float16")
 
     p = sub.add_parser("demo", help="top-10 on the bundled demo catalog with the default model")
     _add_model_options(p)
@@ -282,7 +314,81 @@ def _cmd_mcp(args: argparse.Namespace, rec: Any) -> int:
     return 0
 
 
-_TASKS = {"rank": _cmd_rank, "explain": _cmd_explain, "chat": _cmd_chat, "mcp": _cmd_mcp}
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import DecodeSettings, RecommenderSpec, read_users, run_batch
+    from .recommender import trained_template
+
+    catalog = _load_catalog(args)
+    users = read_users(args.histories, sep=args.histories_sep)
+    prior, prior_kind = _batch_prior(args, catalog, users)
+    spec = RecommenderSpec(
+        catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
+        prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0,
+    )  # fmt: skip
+    settings = DecodeSettings(
+        k=args.k, batch_size=args.batch_size, max_history=args.max_history,
+        template=args.template or trained_template(args.model) or "next_item",
+    )  # fmt: skip
+    inputs = {"histories": os.path.abspath(args.histories), "histories_sha": _file_sha(args.histories), "prior_kind": prior_kind}
+    summary = run_batch(
+        spec, users, args.out, settings, part_size=args.part_size, fmt=args.format, workers=args.workers,
+        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, inputs=inputs, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(summary)
+    return 0
+
+
+def _batch_prior(args: argparse.Namespace, catalog: Any, users: list) -> tuple[Any, str | None]:
+    """``--prior``: popularity counted in the histories file itself, or an array from a .npy file."""
+    import numpy as np
+
+    if not args.prior:
+        return None, None
+    if args.prior == "pop":
+        counts = np.zeros(len(catalog))
+        for user in users:
+            for item in user.history:
+                if item in catalog:
+                    counts[catalog.position(item)] += 1
+        return np.log1p(counts), "pop"
+    from .tasks.prior import prior_scores
+
+    try:
+        prior = np.load(args.prior, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--prior {args.prior}: not 'pop' and not a readable .npy array ({exc})") from None
+    if prior.ndim != 1:
+        raise DataError(f"--prior {args.prior} has shape {prior.shape}; expected ({len(catalog)},): one log-score per catalog item")
+    prior_scores(prior, [[]], len(catalog))  # shape and finiteness, as a PriorError naming the problem
+    return prior, f"file:{_file_sha(args.prior)}"
+
+
+def _file_sha(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _cmd_serve(args: argparse.Namespace, rec: Any) -> int:
+    from .serving.http import ServeConfig, serve
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env, "")
+        if not key:
+            raise DataError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    if args.max_batch < 1 or args.batch_window_ms < 0:
+        raise LimitError("--max-batch must be at least 1 and --batch-window-ms at least 0")
+    config = ServeConfig(batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, api_key=key)
+    serve(rec, config, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
+
+
+_TASKS = {"rank": _cmd_rank, "explain": _cmd_explain, "chat": _cmd_chat, "mcp": _cmd_mcp, "serve": _cmd_serve}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -321,7 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ground(args)
         if args.command == "train":
             return _cmd_train(args)
-        if args.command in ("rank", "explain", "chat", "mcp"):
+        if args.command == "batch":
+            return _cmd_batch(args)
+        if args.command in _TASKS:
             return _TASKS[args.command](args, _recommender(args, _load_catalog(args)))
         if args.command == "demo":
             from .catalog import Catalog

@@ -286,6 +286,23 @@ class Recommender:
         """The title index used with ``template`` (built or loaded on first use)."""
         return self.pipeline.index(self.pipeline.title_context(template))
 
+    def warm(self, template: str = "next_item") -> None:
+        """Build now what the first call with ``template`` would build: its title index, and the
+        cache of the prompt text every prompt of it starts with, taken from two renderings that
+        differ in their history, so it is the same in every process whichever users come first
+        (services and batch workers call this before serving)."""
+        import torch
+
+        from .decoding.attention import cache_argument
+
+        self.index_for(template)
+        if len(self.catalog) < 2:
+            return
+        ids = self.catalog.ids
+        prompts = [self.pipeline.prepare(history, template).prompt_ids for history in ([ids[0]], [ids[1], ids[0]])]
+        with torch.inference_mode():
+            self.prefix_cache(template).get(self.lm.model, prompts, cache_argument(self.lm.model))
+
     def prefix_cache(self, template: str) -> PrefixCache:
         """The shared prompt-prefix cache of ``template`` (created on first use)."""
         with self._lock:

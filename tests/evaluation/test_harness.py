@@ -275,3 +275,20 @@ def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_f
     with pytest.raises(DataError, match="unknown method"):
         EvalConfig(dataset="chain", methods=["genrec+nothing"]).check()
 
+
+
+def test_ray_workers_give_the_same_metrics_as_one_process(tmp_path, tiny_model_dir):
+    pytest.importorskip("ray")
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec", "genrec+markov"], k=10, users=8, seed=2, batch_size=3,
+                        model=str(tiny_model_dir), tune_users=4, prior_grid=(0.0, 1.0))  # fmt: skip
+    one = run_evaluation(ds, config, tmp_path / "one", progress=False)
+    two = run_evaluation(ds, config, tmp_path / "two", progress=False, workers=2)
+    for name in ("genrec", "genrec+markov"):
+        for users in ("one", "two"):
+            assert (tmp_path / users / "users" / f"{name}.jsonl").is_file()
+        ranks = {u: sorted((r["row"], r["rank"], r["items"]) for r in map(json.loads, (tmp_path / u / "users" / f"{name}.jsonl").read_text().splitlines()))
+                 for u in ("one", "two")}  # fmt: skip
+        assert ranks["one"] == ranks["two"]
+        metrics = {k: v for k, v in one["methods"][name].items() if "latency" not in k and not k.endswith("_s")}  # not timings
+        assert metrics == {k: v for k, v in two["methods"][name].items() if k in metrics}

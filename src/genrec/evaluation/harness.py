@@ -169,50 +169,69 @@ def evaluate_genrec(
     name: str = "genrec",
     prior: ScoredMethod | None = None,
     prior_weight: float = 0.0,
+    workers: int = 1,
+    ray_address: str | None = None,
+    model: str | None = None,
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
     (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
     ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` (its scores see the
-    whole history)."""
+    whole history). Each batch of ``batch_size`` users is one part of ``genrec batch``'s path:
+    decoded here (``workers=1``), or by a pool of Ray actors each loading ``model`` — the same
+    batches, so the same lists."""
     from tqdm.auto import tqdm
 
+    from ..batch import DecodeSettings, RecommenderSpec, UserJob, decode_parts
+
     catalog = rec.catalog
+    settings = DecodeSettings(
+        k=protocol.k, batch_size=batch_size, max_history=max_history, template=template, constrained=constrained,
+        prior_weight=prior_weight,
+    )  # fmt: skip
+    batches = [list(examples[start : start + batch_size]) for start in range(0, len(examples), batch_size)]
+
+    def parts():  # lazily: a prior row per user is a whole catalog of scores
+        for number, batch in enumerate(batches):
+            rows = log_scores(prior, [e.history for _, e in batch]) if prior is not None and prior_weight > 0 else None
+            yield number, [
+                UserJob(str(row), list(e.history), exclude=list(e.history), prior=rows[n] if rows is not None else None)
+                for n, (row, e) in enumerate(batch)
+            ]
+
+    spec = RecommenderSpec(catalog, model=model)
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        t0 = time.perf_counter()
-        outs = rec.recommend_batch(
-            [list(e.history[-max_history:]) if max_history else [] for _, e in batch],
-            protocol.k,
-            excludes=[list(e.history) for _, e in batch],
-            constrained=constrained,
-            template=template,
-            batch_size=batch_size,
-            prior=log_scores(prior, [e.history for _, e in batch]) if prior is not None and prior_weight > 0 else None,
-            prior_weight=prior_weight,
-        )
-        per_user = (time.perf_counter() - t0) / len(batch)
-        results = []
-        for (row, example), recs in zip(batch, outs):
-            items = protocol.order_ties([r.item_id for r in recs], [r.score for r in recs])
-            if constrained:
-                counts = {"n_outputs": len(items), "n_invalid": sum(i not in catalog for i in items)}
-            else:
-                distinct_titles = len({r.title for r in recs})
-                n_out = len(recs.outputs)
-                counts = {
-                    "n_outputs": n_out,
-                    "n_invalid": len(recs.ungrounded),
-                    "n_history_repeats": len(recs.history_repeats),
-                    "n_duplicates": max(n_out - len(recs.ungrounded) - len(recs.history_repeats) - distinct_titles, 0),
-                }
-            result = _result(row, example, items, protocol.credit(example.target, items), **counts)
-            result.latency_s = per_user
-            result.extra = {"history_dropped": recs.history_dropped}
-            results.append(result)
-        on_batch(results)
+    for outcome in decode_parts(spec, settings, parts(), workers=workers, ray_address=ray_address, rec=rec):
+        batch = batches[outcome.part]
+        if outcome.failures:
+            raise DataError(f"{name}: user row {next(iter(outcome.failures))}: {next(iter(outcome.failures.values()))}")
+        per_user = outcome.seconds / len(batch)
+        on_batch([
+            _genrec_result(row, example, outcome.recommendations[str(row)], protocol, constrained, catalog, per_user)
+            for row, example in batch
+        ])  # fmt: skip
         bar.update(len(batch))
     bar.close()
+
+
+def _genrec_result(
+    row: int, example: Example, recs: Any, protocol: Protocol, constrained: bool, catalog: Catalog, latency_s: float
+) -> UserResult:
+    items = protocol.order_ties([r.item_id for r in recs], [r.score for r in recs])
+    if constrained:
+        counts = {"n_outputs": len(items), "n_invalid": sum(i not in catalog for i in items)}
+    else:
+        distinct_titles = len({r.title for r in recs})
+        n_out = len(recs.outputs)
+        counts = {
+            "n_outputs": n_out,
+            "n_invalid": len(recs.ungrounded),
+            "n_history_repeats": len(recs.history_repeats),
+            "n_duplicates": max(n_out - len(recs.ungrounded) - len(recs.history_repeats) - distinct_titles, 0),
+        }
+    result = _result(row, example, items, protocol.credit(example.target, items), **counts)
+    result.latency_s = latency_s
+    result.extra = {"history_dropped": recs.history_dropped}
+    return result
 
 
 # ---------------------------------------------------------------------- the run
@@ -289,11 +308,15 @@ def run_evaluation(
     progress: bool = True,
     overwrite: bool = False,
     recommender_factory: Callable[[Catalog], Any] | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``config.methods`` on ``dataset``; write and return the results.
 
     ``recommender_factory(catalog)`` builds the Recommender for the genrec methods (default:
-    ``Recommender(catalog, model=config.model)``).
+    ``Recommender(catalog, model=config.model)``). ``workers`` > 1 (or ``ray_address``) decodes
+    the genrec methods on a pool of Ray actors that each load ``config.model`` (the factory, if
+    any, serves this process only): the same batches, so the same metrics.
     """
     config.check()
     out_dir = Path(out_dir)
@@ -334,7 +357,7 @@ def run_evaluation(
                 evaluate_genrec(
                     rec, valid, protocol=protocol, constrained=True, max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=found.extend, progress=False,
-                    prior=prior, prior_weight=weight,
+                    prior=prior, prior_weight=weight, workers=workers, ray_address=ray_address, model=config.model,
                 )  # fmt: skip
                 return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
 
@@ -348,6 +371,7 @@ def run_evaluation(
                     rec, pending, protocol=protocol, constrained=name != "genrec-free", max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
                     prior=fitted.get(base), prior_weight=tuned["prior_weight"] if tuned else 0.0,
+                    workers=workers, ray_address=ray_address, model=config.model,
                 )  # fmt: skip
         by_row = {**done, **{r.row: r for r in new}}
         results = [by_row[row] for row, _ in rows if row in by_row]

@@ -15,12 +15,17 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
+
+import typing_extensions
+from typing_extensions import TypedDict  # pydantic (genrec serve) needs this one before Python 3.12
 
 from ..errors import GenrecError
+from ..grounding import Match
 from ..limits import Limits
+from ..tasks.results import ChatResponse, Explanation, Recommendation
 
-__all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "Message"]
+__all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "RESULTS", "Message", "argument_bounds"]
 
 MAX_ARGUMENT_CHARS = 100_000
 
@@ -100,10 +105,19 @@ def search_catalog(rec: Any, query: str, limit: int = 10) -> list[dict]:
 TOOLS: dict[str, Callable[..., Any]] = {
     f.__name__: f for f in (recommend, rank, explain, chat, ground, search_catalog)
 }
+#: what each tool answers (as JSON: the dataclasses' fields), for typed front ends such as genrec serve
+RESULTS: dict[str, Any] = {
+    "recommend": list[Recommendation],
+    "rank": list[Recommendation],
+    "explain": Explanation,
+    "chat": ChatResponse,
+    "ground": list[Match],
+    "search_catalog": list[dict[str, Any]],
+}
 _MAX_TEXT = {"text": 4000, "query": 500, "item": 500}  # free text the tools take besides a request
 
 
-def _bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, int]]:
+def argument_bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, int]]:
     """(integer ranges, string lengths, list lengths) of the tool arguments, from ``limits``."""
     ranges = {"k": (1, limits.max_k), "limit": (1, limits.max_matches)}
     lengths = {"request": limits.max_request_chars, **_MAX_TEXT}
@@ -114,7 +128,7 @@ def _bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int],
 def _schema(annotation: Any, name: str, limits: Limits) -> dict[str, Any]:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    ranges, lengths, items = _bounds(limits)
+    ranges, lengths, items = argument_bounds(limits)
     if origin in (typing.Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         return _schema(rest[0], name, limits)
@@ -139,7 +153,7 @@ def _schema(annotation: Any, name: str, limits: Limits) -> dict[str, Any]:
         return out
     if origin is Literal:
         return {"type": "string", "enum": list(args)}
-    if typing.is_typeddict(annotation):
+    if typing_extensions.is_typeddict(annotation):
         hints = typing.get_type_hints(annotation)
         return {
             "type": "object",

@@ -1,0 +1,20 @@
+"""``genrec batch``: recommendations for many users, on one machine or a Ray cluster, written as
+resumable part files (see ``parts`` for the folder layout)."""
+
+from .inputs import UserJob, read_users
+from .job import BatchSummary, decode_parts, fingerprint, run_batch
+from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec, decode_part
+
+__all__ = [
+    "UserJob",
+    "read_users",
+    "RecommenderSpec",
+    "DecodeSettings",
+    "PartOutcome",
+    "PartRunner",
+    "decode_part",
+    "decode_parts",
+    "run_batch",
+    "BatchSummary",
+    "fingerprint",
+]

@@ -1,0 +1,147 @@
+"""What ``genrec batch`` reads: users and their histories, from an interaction log or from one row
+per user, checked row by row (a bad row is an error that names it, never a silently missing user).
+
+- An interaction log (CSV, TSV or Parquet): ``user_id, item_id[, timestamp]``. Each user's items
+  are put in time order (file order among equal or missing timestamps); users come in the order
+  they first appear.
+- One row per user (JSONL, or Parquet with a ``history`` column): ``{"user_id", "history": [...],
+  "request"?}``; history entries are item IDs or titles, oldest first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+__all__ = ["UserJob", "read_users"]
+
+_LOG_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
+
+
+@dataclass
+class UserJob:
+    """One user to recommend for. ``exclude`` None: the history is excluded. ``prior``: this
+    user's own row of per-item log-scores (catalog order), when the caller has one."""
+
+    user_id: str
+    history: list[str]
+    request: str | None = None
+    exclude: list[str] | None = None
+    prior: np.ndarray | None = field(default=None, repr=False)
+
+
+def read_users(path: str | Path, *, sep: str | None = None) -> list[UserJob]:
+    """The users of a histories file, in input order; a DataError names the file and the row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"histories file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        users = _read_jsonl(path)
+    elif suffix == ".parquet":
+        table = _read_parquet(path)
+        users = _user_rows(table, path) if "history" in table.columns else _interaction_log(table, path, first_row=0)
+    elif suffix in _LOG_SUFFIXES or sep is not None:
+        users = _interaction_log(_read_csv(path, sep or _LOG_SUFFIXES.get(suffix, ",")), path, first_row=2)
+    else:
+        raise DataError(f"{path}: unknown histories format {suffix!r} (use .csv, .tsv, .parquet or .jsonl)")
+    if not users:
+        raise DataError(f"{path} holds no users")
+    return users
+
+
+def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse as a {sep!r}-separated interaction log: {exc}") from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
+
+
+def _interaction_log(table: pd.DataFrame, path: Path, first_row: int) -> list[UserJob]:
+    """Rows numbered as a person finds them: the file's line (CSV, header = line 1) or row index."""
+    missing = [c for c in ("user_id", "item_id") if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, table.columns)) or 'none'}); "
+                        "an interaction log needs user_id, item_id[, timestamp]")  # fmt: skip
+    for column in ("user_id", "item_id"):
+        blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
+        if blank.any():
+            raise DataError(f"{path}: row {int(np.flatnonzero(blank.to_numpy())[0]) + first_row} has no {column}")
+    table = table.assign(user_id=table["user_id"].astype(str).str.strip(), item_id=table["item_id"].astype(str).str.strip())
+    order = pd.unique(table["user_id"].to_numpy())  # users in order of first appearance in the file
+    if "timestamp" in table.columns:
+        stamps = pd.to_numeric(table["timestamp"], errors="coerce")
+        bad = stamps.isna() & table["timestamp"].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{path}: row {row + first_row} has timestamp {table['timestamp'].iloc[row]!r}, not a number")
+        # stable: equal (or missing) timestamps keep file order
+        table = table.iloc[np.argsort(stamps.fillna(-np.inf).to_numpy(), kind="stable")]
+    groups = table.groupby("user_id", sort=False)["item_id"].agg(list)
+    return [UserJob(user_id=str(u), history=list(groups[u])) for u in order]
+
+
+def _user_rows(table: pd.DataFrame, path: Path) -> list[UserJob]:
+    records = table.to_dict("records")
+    return _check_rows(((n, r) for n, r in enumerate(records)), path, "row")
+
+
+def _read_jsonl(path: Path) -> list[UserJob]:
+    def rows():
+        with open(path, encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}: line {line_no} is not JSON ({exc.msg})") from None
+
+    try:
+        return _check_rows(rows(), path, "line")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _check_rows(rows: Any, path: Path, unit: str) -> list[UserJob]:
+    users: list[UserJob] = []
+    seen: dict[str, Any] = {}
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: {unit} {where} is not an object with user_id and history")
+        user_id, history, request = row.get("user_id"), row.get("history"), row.get("request")
+        if user_id is None or str(user_id).strip() == "" or (isinstance(user_id, float) and np.isnan(user_id)):
+            raise DataError(f"{path}: {unit} {where} has no user_id")
+        user_id = str(user_id).strip()
+        if user_id in seen:
+            raise DataError(f"{path}: {unit} {where} repeats user_id {user_id!r} (first at {unit} {seen[user_id]})")
+        seen[user_id] = where
+        if isinstance(history, np.ndarray):
+            history = history.tolist()
+        if history is None:
+            history = []
+        if not isinstance(history, list) or not all(isinstance(h, (str, int)) and not isinstance(h, bool) for h in history):
+            raise DataError(f"{path}: {unit} {where} (user {user_id!r}): history must be a list of item IDs or titles")
+        if request is not None and not isinstance(request, str):
+            if isinstance(request, float) and np.isnan(request):
+                request = None
+            else:
+                raise DataError(f"{path}: {unit} {where} (user {user_id!r}): request must be text")
+        users.append(UserJob(user_id=user_id, history=[str(h) for h in history], request=request or None))
+    return users

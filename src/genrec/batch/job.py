@@ -1,0 +1,227 @@
+"""The batch job: users in, one part file per slice of users out, on a pool of workers.
+
+With ``workers > 1`` (or a Ray address) Ray Data streams the parts through ``map_batches`` on a
+pool of actors, each holding one Recommender; with ``workers == 1`` the same per-part function runs
+in this process. Parts are fixed slices of the input decoded by one ``recommend_batch`` call each,
+so the results are the same whatever the number of workers and whether Ray is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, require
+from .inputs import UserJob
+from .parts import FORMATS, MANIFEST, PartPlan, completed_parts, plan_parts, prepare_out_dir, write_json, write_jsonl, write_part
+from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec
+
+__all__ = ["BatchSummary", "run_batch", "decode_parts", "fingerprint"]
+
+
+@dataclass
+class BatchSummary:
+    """What a run did: users served, failed and skipped (done by an earlier run), time, rates."""
+
+    out_dir: str
+    users: int
+    served: int
+    failed: int
+    with_unknown_items: int
+    skipped: int
+    parts: int
+    wall_s: float
+    workers: dict[str, dict[str, float]] = field(default_factory=dict)  # per worker: users, seconds, users_per_s, peak_rss_mb
+
+    @property
+    def users_per_s(self) -> float:
+        decoded = self.users - self.skipped
+        return decoded / self.wall_s if self.wall_s > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.users} users in {self.parts} parts -> {self.out_dir}",
+            f"  served {self.served}, failed {self.failed} (failures.jsonl), served without some history items "
+            f"{self.with_unknown_items} (unknown_items.jsonl), done by an earlier run {self.skipped}",
+            f"  {self.users - self.skipped} users decoded in {self.wall_s:.1f} s: {self.users_per_s:.2f} users/s overall",
+        ]
+        for name, w in sorted(self.workers.items()):
+            lines.append(f"  worker {name}: {w['users']:.0f} users, {w['users_per_s']:.2f} users/s, peak RSS {w['peak_rss_mb']:.0f} MB")
+        return "\n".join(lines)
+
+
+def fingerprint(spec: RecommenderSpec, settings: DecodeSettings, *, part_size: int, fmt: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides the output files; a rerun into the same folder must match it."""
+    prior = None
+    if spec.prior is not None:
+        prior = hashlib.sha256(spec.prior.astype("float64").tobytes()).hexdigest()[:16]
+    return {
+        **inputs,
+        "catalog": spec.catalog.content_hash,
+        "model": spec.model or "default",
+        "prompts": _folder_hash(spec.prompts_dir),
+        "num_beams": spec.num_beams,
+        "dtype": spec.dtype,
+        "prior": prior,
+        "prior_weight": spec.prior_weight,
+        **{f"settings.{k}": v for k, v in asdict(settings).items()},
+        "part_size": part_size,
+        "format": fmt,
+    }
+
+
+def _folder_hash(folder: str | None) -> str | None:
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.jinja")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def decode_parts(
+    spec: RecommenderSpec,
+    settings: DecodeSettings,
+    parts: Iterable[tuple[int, list[UserJob]]],
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    threads_per_worker: int | None = None,
+    rec: Any = None,
+) -> Iterator[PartOutcome]:
+    """Each part's outcome as it completes (in any order with several workers). ``rec``: an
+    already built Recommender for the in-process path (one worker, no Ray address). In-process,
+    ``parts`` is consumed lazily; Ray is handed all of them at once."""
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 and ray_address is None:
+        runner = PartRunner(spec, settings, rec=rec)
+        for number, users in parts:
+            yield runner.run(number, users)
+        return
+    parts = list(parts)
+    if parts:
+        yield from _ray_outcomes(spec, settings, parts, workers, ray_address, threads_per_worker)
+
+
+def _ray_outcomes(
+    spec: RecommenderSpec,
+    settings: DecodeSettings,
+    parts: Sequence[tuple[int, list[UserJob]]],
+    workers: int,
+    address: str | None,
+    threads: int | None,
+) -> Iterator[PartOutcome]:
+    ray = require("ray", "ray", "running on several workers (--workers N or --ray-address)")
+    import ray.data
+
+    threads = threads or (max(1, (os.cpu_count() or 1) // workers) if address is None else 2)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            # a local instance big enough for the pool asked for, even past the core count
+            num_cpus=None if address else max(os.cpu_count() or 1, workers * threads),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the job shows its own, in users
+        items = [{"part": number, "payload": pickle.dumps(users)} for number, users in parts]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        outcomes = dataset.map_batches(
+            PartRunner,
+            fn_constructor_kwargs={"spec": spec, "settings": settings, "threads": threads},
+            batch_size=1,
+            concurrency=workers,
+            num_cpus=threads,
+        )
+        for row in outcomes.iter_rows():
+            yield pickle.loads(row["outcome"])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_batch(
+    spec: RecommenderSpec,
+    users: list[UserJob],
+    out_dir: str | Path,
+    settings: DecodeSettings = DecodeSettings(),
+    *,
+    part_size: int = 256,
+    fmt: str = "parquet",
+    workers: int = 1,
+    ray_address: str | None = None,
+    threads_per_worker: int | None = None,
+    inputs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    rec: Any = None,
+) -> BatchSummary:
+    """Recommendations for every user, written to ``out_dir`` as part files plus a manifest; parts
+    an earlier run of the same settings completed are kept, not redone. ``inputs`` describes the
+    input (file and its hash), for the fingerprint."""
+    from tqdm.auto import tqdm
+
+    if fmt not in FORMATS:
+        raise DataError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not users:
+        raise DataError("no users to recommend for")
+    out = Path(out_dir)
+    started = time.perf_counter()
+    prints = fingerprint(spec, settings, part_size=part_size, fmt=fmt, inputs=inputs or {})
+    prints_sha = hashlib.sha256(repr(sorted(prints.items())).encode()).hexdigest()[:16]
+    prepare_out_dir(out, prints, overwrite)
+    plans = plan_parts([u.user_id for u in users], part_size)
+    records = completed_parts(out, plans, fmt, prints_sha)
+    _write_manifest(out, prints, plans, records, summary=None)
+    todo = [p for p in plans if p.number not in records]
+    by_number = {p.number: p for p in plans}
+    skipped = sum(p.users for p in plans if p.number in records)
+    bar = tqdm(total=sum(p.users for p in todo), desc="batch", unit="user", disable=not progress)
+    workers_seen: dict[str, dict[str, float]] = {}
+    try:
+        parts = [(p.number, users[p.start : p.end]) for p in todo]
+        for outcome in decode_parts(
+            spec, settings, parts, workers=workers, ray_address=ray_address, threads_per_worker=threads_per_worker, rec=rec
+        ):
+            records[outcome.part] = write_part(out, by_number[outcome.part], outcome, fmt, prints_sha)
+            w = workers_seen.setdefault(outcome.worker, {"users": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
+            w["users"] += len(outcome.user_ids)
+            w["seconds"] += outcome.seconds
+            w["peak_rss_mb"] = max(w["peak_rss_mb"], outcome.peak_rss_mb)
+            bar.update(len(outcome.user_ids))
+            bar.set_postfix(failed=sum(len(r["failures"]) for r in records.values()))
+    finally:
+        bar.close()
+    for w in workers_seen.values():
+        w["users_per_s"] = w["users"] / w["seconds"] if w["seconds"] else 0.0
+    summary = BatchSummary(
+        out_dir=str(out), users=len(users), served=sum(r["served"] for r in records.values()),
+        failed=sum(len(r["failures"]) for r in records.values()),
+        with_unknown_items=sum(len(r["unknown"]) for r in records.values()), skipped=skipped, parts=len(plans),
+        wall_s=time.perf_counter() - started, workers=workers_seen,
+    )  # fmt: skip
+    ordered = [records[p.number] for p in plans if p.number in records]
+    write_jsonl(out / "failures.jsonl", ({"user_id": u, "error": e} for r in ordered for u, e in r["failures"].items()))
+    write_jsonl(out / "unknown_items.jsonl", ({"user_id": u, "unknown": x} for r in ordered for u, x in r["unknown"].items()))
+    _write_manifest(out, prints, plans, records, summary=summary)
+    return summary
+
+
+def _write_manifest(out: Path, prints: dict[str, Any], plans: list[PartPlan], records: dict[int, dict[str, Any]], summary: BatchSummary | None) -> None:
+    parts = [{**asdict(p), "users": p.users, "file": records[p.number]["file"] if p.number in records else None,
+              "complete": p.number in records} for p in plans]  # fmt: skip
+    data = {"fingerprint": prints, "users": sum(p.users for p in plans), "parts": parts}
+    if summary is not None:
+        data["summary"] = {**asdict(summary), "users_per_s": summary.users_per_s}
+    write_json(out / MANIFEST, data)

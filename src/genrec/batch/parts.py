@@ -1,0 +1,163 @@
+"""The files of a batch job's output folder, each written whole or not at all.
+
+    part-00000.parquet   one row per user and rank: user_id, rank, item_id, title, score
+    part-00000.json      the part's record: which users it holds (index range and hash), its
+                         failures and unknown history entries, time and worker; written after the
+                         data file, so a record is the proof that its part is complete
+    manifest.json        the job's settings (fingerprint), every part's users, and the summary
+    failures.jsonl       users that could not be served, with the reason
+    unknown_items.jsonl  users served without some history entries, with those entries
+
+Everything is written to a temporary name in the same folder and renamed, so a run killed at any
+point leaves either a complete file or none; a rerun removes stray temporaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .runner import PartOutcome
+
+__all__ = ["PartPlan", "plan_parts", "write_part", "completed_parts", "write_json", "write_jsonl", "prepare_out_dir", "FORMATS"]
+
+FORMATS = ("parquet", "jsonl")
+MANIFEST = "manifest.json"
+_TMP = ".tmp-"
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """Users ``start:end`` of the input (in input order), and a hash of their IDs."""
+
+    number: int
+    start: int
+    end: int
+    users_sha: str
+    first_user: str
+    last_user: str
+
+    @property
+    def users(self) -> int:
+        return self.end - self.start
+
+
+def plan_parts(user_ids: list[str], part_size: int) -> list[PartPlan]:
+    if part_size < 1:
+        raise DataError(f"part size must be at least 1, got {part_size}")
+    plans = []
+    for number, start in enumerate(range(0, len(user_ids), part_size)):
+        ids = user_ids[start : start + part_size]
+        plans.append(PartPlan(number, start, start + len(ids), _sha(ids), ids[0], ids[-1]))
+    return plans
+
+
+def _sha(ids: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for user_id in ids:
+        digest.update(user_id.encode("utf-8", "surrogatepass") + b"\x1e")
+    return digest.hexdigest()[:16]
+
+
+def part_name(number: int) -> str:
+    return f"part-{number:05d}"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f"{_TMP}{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8"))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    _atomic_write(path, write)
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "jsonl":
+        write_jsonl(path, rows)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("title", pa.string()), ("score", pa.float64())])
+    _atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp))
+
+
+def write_part(out_dir: Path, plan: PartPlan, outcome: PartOutcome, fmt: str, fingerprint_sha: str) -> dict[str, Any]:
+    """The part's rows, then its record (the proof of completion). Returns the record."""
+    name = part_name(plan.number)
+    rows = outcome.rows()
+    _write_rows(out_dir / f"{name}.{fmt}", rows, fmt)
+    record = {
+        "part": plan.number, "file": f"{name}.{fmt}", **{k: v for k, v in asdict(plan).items() if k != "number"},
+        "users": plan.users, "rows": len(rows), "served": len(outcome.recommendations),
+        "failures": outcome.failures, "unknown": outcome.unknown, "seconds": outcome.seconds,
+        "worker": outcome.worker, "peak_rss_mb": outcome.peak_rss_mb, "fingerprint": fingerprint_sha,
+    }  # fmt: skip
+    write_json(out_dir / f"{name}.json", record)
+    return record
+
+
+def completed_parts(out_dir: Path, plans: list[PartPlan], fmt: str, fingerprint_sha: str) -> dict[int, dict[str, Any]]:
+    """The records of parts a previous run completed for these same users and settings."""
+    done: dict[int, dict[str, Any]] = {}
+    for plan in plans:
+        name = part_name(plan.number)
+        record_path, data_path = out_dir / f"{name}.json", out_dir / f"{name}.{fmt}"
+        if not (record_path.is_file() and data_path.is_file()):
+            continue
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable: redo the part
+        if record.get("users_sha") == plan.users_sha and record.get("fingerprint") == fingerprint_sha:
+            done[plan.number] = record
+    return done
+
+
+def prepare_out_dir(out_dir: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+    """Create ``out_dir`` (or check it holds a run of these same settings) and remove temporaries
+    a killed run left; an unwritable folder is a DataError."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f"{_TMP}{os.getpid()}-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
+    for stray in out_dir.glob(f"{_TMP}*"):
+        stray.unlink(missing_ok=True)
+    manifest = out_dir / MANIFEST
+    if overwrite:
+        for old in [*out_dir.glob("part-*"), manifest, out_dir / "failures.jsonl", out_dir / "unknown_items.jsonl"]:
+            old.unlink(missing_ok=True)
+        return
+    if manifest.is_file():
+        try:
+            previous = json.loads(manifest.read_text(encoding="utf-8")).get("fingerprint", {})
+        except (OSError, ValueError):
+            raise DataError(f"{manifest} is unreadable; use another --out, or --overwrite to start over") from None
+        differs = sorted(k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k))
+        if differs:
+            raise DataError(
+                f"{out_dir} holds a batch run with other settings ({', '.join(differs)}); use another --out, or --overwrite to start over"
+            )
