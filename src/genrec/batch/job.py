@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError, require
+from ..errors import DataError, GenrecError, require
 from .inputs import UserJob
 from .parts import FORMATS, MANIFEST, PartPlan, completed_parts, plan_parts, prepare_out_dir, write_json, write_jsonl, write_part
 from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec
@@ -144,8 +144,12 @@ def _ray_outcomes(
             concurrency=workers,
             num_cpus=threads,
         )
-        for row in outcomes.iter_rows():
-            yield pickle.loads(row["outcome"])
+        try:
+            for row in outcomes.iter_rows():
+                yield pickle.loads(row["outcome"])
+        except Exception as exc:  # a worker that cannot start (model not found ...): one clear line
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise GenrecError(f"the Ray workers failed: {first} (parts already written are kept; rerun to resume)") from exc
     finally:
         if started_here:
             ray.shutdown()

@@ -323,25 +323,57 @@ def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -
     query_row = torch.repeat_interleave(torch.arange(len(rows), device=device), span)  # index into rows
     offset = torch.arange(n_queries, device=device) - torch.repeat_interleave(torch.cumsum(span, 0) - span, span)
     column = start_in_user[query_row] + offset
-    q_user = user[query_row]
+    # only the users with something to feed are run: the others' rows would be all padding
+    callers = torch.unique(user)
+    run_all = len(callers) == n_active or any(type(layer) is not DynamicLayer for layer in cache.layers)
+    if run_all:
+        callers = torch.arange(n_active, device=device)
+    local = torch.full((n_active,), -1, dtype=torch.long, device=device)
+    local[callers] = torch.arange(len(callers), device=device)
+    q_user = local[user[query_row]]  # the query's row in this call
     tokens = torch.cat([state.last_token.view(-1)[rows].unsqueeze(1), chain.clamp(min=0)], dim=1)
-    input_ids = torch.full((n_active, width), settings.pad_token_id, dtype=torch.long, device=device)
+    input_ids = torch.full((len(callers), width), settings.pad_token_id, dtype=torch.long, device=device)
     input_ids[q_user, column] = tokens[query_row, offset]
-    positions = state.first_position.view(-1, 1).expand(n_active, width).clone()
-    positions[q_user, column] = state.first_position[q_user] + state.step - 1 + offset
+    first_position = state.first_position[callers]
+    positions = first_position.view(-1, 1).expand(len(callers), width).clone()
+    positions[q_user, column] = first_position[q_user] + state.step - 1 + offset
     flat_slots = state.slots.view(n_active * beams, -1)
     earlier = flat_slots[rows[query_row], :-1]  # all fed: only a beam's last token waits
-    mask = tree_mask(state.prompt_keep, earlier, q_user, column, start_in_user[query_row], state.n_keys, width, settings.mask_dtype)
+    mask = tree_mask(
+        state.prompt_keep[callers], earlier, q_user, column, start_in_user[query_row], state.n_keys, width, settings.mask_dtype
+    )
+    call_cache = cache if run_all else _rows_of(cache, callers, model.config)
     decoder = model.base_model
     out = decoder(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{settings.cache_arg: cache}
+        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{settings.cache_arg: call_cache}
     )
+    if not run_all:
+        _append_rows(cache, call_cache, callers, width)
     hidden = out.last_hidden_state[q_user, column]  # [queries, hidden], in rows order
     base_slot = state.n_keys + start_in_user  # slot of each fed beam's last token
     state.n_keys += width
     flat_slots[rows, -1] = base_slot
     _store_ahead(model, state, rows, chain, fed, hidden, query_row, offset, base_slot)
     return 1
+
+
+def _rows_of(cache: DynamicCache, users: torch.Tensor, config: Any) -> DynamicCache:
+    """A cache holding only ``users``' rows of ``cache`` (a copy)."""
+    part = DynamicCache(config=config)
+    for layer_idx, layer in enumerate(cache.layers):
+        part.update(layer.keys[users], layer.values[users], layer_idx)
+    return part
+
+
+def _append_rows(cache: DynamicCache, part: DynamicCache, users: torch.Tensor, width: int) -> None:
+    """Append the ``width`` keys a call on ``users``' rows added to ``part`` to every row of
+    ``cache``: the other users get masked placeholders in those slots, which no query ever sees."""
+    for layer, part_layer in zip(cache.layers, part.layers):
+        for name in ("keys", "values"):
+            full, added = getattr(layer, name), getattr(part_layer, name)[:, :, -width:]
+            grown = full.new_zeros((full.shape[0], full.shape[1], width, full.shape[3]))
+            grown[users] = added
+            setattr(layer, name, torch.cat([full, grown], dim=2))
 
 
 def _store_ahead(

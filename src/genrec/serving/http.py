@@ -297,11 +297,14 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
         if not hmac.compare_digest(given.encode(), config.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key (Authorization: Bearer KEY, or X-API-Key)")
 
+    known_paths = {"/health", "/metrics", *(f"/{name}" for name in TOOLS)}
+
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Any:
         started = time.perf_counter()
         response = await call_next(request)
-        metrics.observe(request.url.path, response.status_code, time.perf_counter() - started)
+        path = request.url.path if request.url.path in known_paths else "other"  # bounded label values
+        metrics.observe(path, response.status_code, time.perf_counter() - started)
         return response
 
     @app.exception_handler(RequestValidationError)
