@@ -47,8 +47,20 @@ def _search(rec, model, histories, lookahead, **kw):
     return hyps, stats, index
 
 
+@pytest.fixture
+def chains_in_every_call(monkeypatch):
+    """Feed forced chains in multi-user calls too (by default only calls of one user's beams do),
+    so that the packing of several users' chains is exercised."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("genrec.decoding.beam_search"), "LOOKAHEAD_MAX_ROWS", 10_000)
+
+
 @pytest.mark.parametrize("titles", [long_titles(60), random_titles(200, seed=5)], ids=["long", "random200"])
-def test_lookahead_changes_nothing_but_the_model_calls(make_rec, tiny_model, titles):
+@pytest.mark.parametrize("every_call", [False, True], ids=["default", "chains-in-every-call"])
+def test_lookahead_changes_nothing_but_the_model_calls(make_rec, tiny_model, titles, every_call, request):
+    if every_call:
+        request.getfixturevalue("chains_in_every_call")
     rec = make_rec(catalog_of(titles))
     histories = [[], ["i1"], ["i2", "i3", "i4"], ["i9", "i8"], ["i5"]]
     with_hyps, with_stats, _ = _search(rec, tiny_model, histories, True)
@@ -59,7 +71,12 @@ def test_lookahead_changes_nothing_but_the_model_calls(make_rec, tiny_model, tit
         assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=2e-6, abs=1e-4)
     assert with_stats["steps"] == without_stats["steps"]
     assert without_stats["model_calls"] == without_stats["steps"]  # one call per step, prefill included
-    assert with_stats["model_calls"] < without_stats["model_calls"]
+    if every_call:
+        assert with_stats["model_calls"] < without_stats["model_calls"]
+    else:  # five users at once: chains are fed only once few beam rows are left
+        assert with_stats["model_calls"] <= without_stats["model_calls"]
+        one_hyps, one_stats, _ = _search(rec, tiny_model, histories[2:3], True)
+        assert one_stats["model_calls"] < one_stats["steps"]
 
 
 def test_lookahead_matches_transformers_on_long_titles(make_rec, tiny_model):
@@ -75,7 +92,7 @@ def test_lookahead_matches_transformers_on_long_titles(make_rec, tiny_model):
     assert [h.score for h in ours] == pytest.approx([s for _, s in theirs[: len(ours)]], rel=2e-6, abs=1e-4)
 
 
-def test_lookahead_with_a_prior_and_exhaustive_beams(make_rec, tiny_model):
+def test_lookahead_with_a_prior_and_exhaustive_beams(make_rec, tiny_model, chains_in_every_call):
     """Every title reachable (beams = titles): each finished title's score is exact, with a prior
     mixed in, whichever way the model is called."""
     titles = long_titles(24, seed=2)

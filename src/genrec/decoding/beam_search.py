@@ -63,6 +63,14 @@ class Hypothesis:
     finished: bool = True
 
 
+#: Lookahead pays while a model call is memory-bound (a handful of beam rows: one user's beams):
+#: the forced tokens ride along almost free and save whole calls. A call feeding more rows than
+#: this (several users decoded together) is compute-bound and is needed at nearly every step
+#: anyway, so chains fed ahead for beams that are later pruned cost more than they save
+#: (eval/README.md, "Forced-chain lookahead"); such calls feed one token per beam.
+LOOKAHEAD_MAX_ROWS = 16
+
+
 @dataclass(frozen=True)
 class _Settings:
     """What stays fixed during one search."""
@@ -283,7 +291,7 @@ def _chains(state: _State, settings: _Settings, rows: torch.Tensor) -> tuple[tor
     """The forced tokens after each of ``rows``' nodes (``[rows, m]``, -1 padded) and how many of
     them to feed: all but a last one that ends a title (its logits are never needed)."""
     device = rows.device
-    if not settings.lookahead:
+    if not settings.lookahead or len(rows) > max(settings.beams, LOOKAHEAD_MAX_ROWS):
         none = torch.zeros(len(rows), dtype=torch.long, device=device)
         return torch.zeros((len(rows), 0), dtype=torch.long, device=device), none
     arrays = settings.constraint.arrays
