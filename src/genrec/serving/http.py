@@ -172,7 +172,10 @@ class RecommendBatcher:
                     break
                 batch.append(item)
             self.metrics.batch_sizes[len(batch)] += 1
-            outcomes = await loop.run_in_executor(self.executor, self._decode, [p.args for p in batch])
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self._decode, [p.args for p in batch])
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
+                outcomes = [exc] * len(batch)
             for pending, outcome in zip(batch, outcomes):
                 if pending.future.done():  # the client went away
                     continue
