@@ -193,6 +193,7 @@ def run_batch(
     skipped = sum(p.users for p in plans if p.number in records)
     bar = tqdm(total=sum(p.users for p in todo), desc="batch", unit="user", disable=not progress)
     workers_seen: dict[str, dict[str, float]] = {}
+    failed = sum(len(r["failures"]) for r in records.values())
     try:
         parts = [(p.number, users[p.start : p.end]) for p in todo]
         for outcome in decode_parts(
@@ -203,15 +204,16 @@ def run_batch(
             w["users"] += len(outcome.user_ids)
             w["seconds"] += outcome.seconds
             w["peak_rss_mb"] = max(w["peak_rss_mb"], outcome.peak_rss_mb)
+            failed += len(outcome.failures)
             bar.update(len(outcome.user_ids))
-            bar.set_postfix(failed=sum(len(r["failures"]) for r in records.values()))
+            bar.set_postfix(failed=failed)
     finally:
         bar.close()
     for w in workers_seen.values():
         w["users_per_s"] = w["users"] / w["seconds"] if w["seconds"] else 0.0
     summary = BatchSummary(
         out_dir=str(out), users=len(users), served=sum(r["served"] for r in records.values()),
-        failed=sum(len(r["failures"]) for r in records.values()),
+        failed=failed,
         with_unknown_items=sum(len(r["unknown"]) for r in records.values()), skipped=skipped, parts=len(plans),
         wall_s=time.perf_counter() - started, workers=workers_seen,
     )  # fmt: skip

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import TMP_PREFIX, atomic_file, atomic_write_text, clean_stale
 from ..errors import DataError
 from .runner import PartOutcome
 
@@ -29,7 +30,6 @@ __all__ = ["PartPlan", "plan_parts", "write_part", "completed_parts", "write_jso
 
 FORMATS = ("parquet", "jsonl")
 MANIFEST = "manifest.json"
-_TMP = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -69,26 +69,14 @@ def part_name(number: int) -> str:
     return f"part-{number:05d}"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f"{_TMP}{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8"))
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    _atomic_write(path, write)
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
@@ -99,7 +87,8 @@ def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
     import pyarrow.parquet as pq
 
     schema = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("title", pa.string()), ("score", pa.float64())])
-    _atomic_write(path, lambda tmp: pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp))
+    with atomic_file(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
 
 
 def write_part(out_dir: Path, plan: PartPlan, outcome: PartOutcome, fmt: str, fingerprint_sha: str) -> dict[str, Any]:
@@ -139,13 +128,12 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict[str, Any], overwrite: bool)
     a killed run left; an unwritable folder is a DataError."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f"{_TMP}{os.getpid()}-probe"
+        probe = out_dir / f"{TMP_PREFIX}{os.getpid()}-probe"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
         raise DataError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
-    for stray in out_dir.glob(f"{_TMP}*"):
-        stray.unlink(missing_ok=True)
+    clean_stale(out_dir)
     manifest = out_dir / MANIFEST
     if overwrite:
         for old in [*out_dir.glob("part-*"), manifest, out_dir / "failures.jsonl", out_dir / "unknown_items.jsonl"]:

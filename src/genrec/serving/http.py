@@ -261,7 +261,7 @@ class BodyLimit:
 def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
     """The FastAPI application serving ``rec`` (a Recommender)."""
     require("fastapi", "serve", "genrec serve")
-    from fastapi import Body, Depends, FastAPI, Request
+    from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import PlainTextResponse
     from starlette.exceptions import HTTPException
@@ -344,11 +344,13 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     for name, func in TOOLS.items():
-        _add_tool_route(app, name, func, request_model(name, rec.limits), rec, executor, state, check_key, Body, Depends)
+        _add_tool_route(app, name, func, request_model(name, rec.limits), rec, executor, state, check_key)
     return app
 
 
-def _add_tool_route(app: Any, name: str, func: Any, model: Any, rec: Any, executor: Any, state: dict, check_key: Any, Body: Any, Depends: Any) -> None:
+def _add_tool_route(app: Any, name: str, func: Any, model: Any, rec: Any, executor: Any, state: dict, check_key: Any) -> None:
+    from fastapi import Body, Depends
+
     summary = (inspect.getdoc(func) or "").split("\n\n")[0]
 
     async def endpoint(body: Annotated[model, Body()]) -> Any:  # type: ignore[valid-type]
