@@ -220,6 +220,10 @@ def test_run_evaluation_writes_everything_and_resumes(tmp_path, tiny_factory):
     assert on_disk["methods"]["pop"]["NDCG@10"] == doc["methods"]["pop"]["NDCG@10"]
     report = (out / "report.md").read_text()
     assert "| markov | 8 |" in report and "no sampled negatives" in report
+    # each genrec method is paired against the best baseline (Markov: perfect on a chain)
+    paired = doc["methods"]["genrec"]["vs_best_baseline"]
+    assert paired["against"] == "markov" and paired["rows"] == 8 and paired["difference"] < 0
+    assert "vs_best_baseline" not in doc["methods"]["pop"] and "genrec vs markov, NDCG@10 on 8 rows" in report
     for png in ("ndcg_at_k.png", "popularity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

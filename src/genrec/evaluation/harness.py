@@ -34,9 +34,10 @@ from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_prior_wei
 from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
 from .report import write_report
+from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
 
-__all__ = ["EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec"]
+__all__ = ["EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec", "load_results"]
 
 METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "genrec", "genrec-free")
 #: method names that stand for another method (said in the report)
@@ -78,11 +79,42 @@ class EvalConfig:
             raise DataError(f"k must be at least 10 (NDCG@10 is the headline metric), got {self.k}")
 
 
+def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
+    """Each genrec method paired against the run's best scored baseline by NDCG@10: whether a
+    lead in the table is more than noise (``vs_best_baseline`` in its summary)."""
+    baselines = [n for n in summaries if not n.startswith("genrec") and "NDCG@10" in summaries[n]]
+    if not baselines:
+        return
+    best = max(baselines, key=lambda n: summaries[n]["NDCG@10"])
+    for name, summary in summaries.items():
+        if name.startswith("genrec") and results[name]:
+            summary["vs_best_baseline"] = paired_comparison(results[name], results[best], names=(name, best)).to_dict()
+
+
 # ---------------------------------------------------------------------- per-user results on disk
+def load_results(out_dir: Path, method: str) -> list[UserResult]:
+    """A finished or partial run's per-row results for one method (``OUT/users/<method>.jsonl``),
+    read without touching the file (a run may still be writing it)."""
+    path = Path(out_dir) / "users" / f"{method}.jsonl"
+    if not path.exists():
+        found = sorted(p.stem for p in (Path(out_dir) / "users").glob("*.jsonl"))
+        raise DataError(f"no results for {method!r} in {out_dir} (it has: {', '.join(found) or 'none'})")
+    return sorted(_parse_done(path)[0], key=lambda r: r.row)
+
+
 def _read_done(path: Path) -> list[UserResult]:
     """Results already written; a half-written last line (a kill mid-write) is cut off."""
     if not path.exists():
         return []
+    done, good_bytes = _parse_done(path)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as fh:
+            fh.truncate(good_bytes)
+    return done
+
+
+def _parse_done(path: Path) -> tuple[list[UserResult], int]:
+    """The complete result lines at the start of ``path``, and how many bytes they take."""
     done: list[UserResult] = []
     good_bytes = 0
     with open(path, "rb") as fh:
@@ -94,10 +126,7 @@ def _read_done(path: Path) -> list[UserResult]:
             except (json.JSONDecodeError, TypeError, KeyError):
                 break
             good_bytes += len(line)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as fh:
-            fh.truncate(good_bytes)
-    return done
+    return done, good_bytes
 
 
 def _append(path: Path, results: Sequence[UserResult]) -> None:
@@ -395,6 +424,7 @@ def run_evaluation(
             if method.tuned:
                 summary["tuned"] = method.tuned
         summaries[name] = summary
+    _compare_with_best_baseline(summaries, all_results)
     results_doc = {
         "dataset": config.dataset,
         "n_users": len(examples),

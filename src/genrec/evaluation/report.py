@@ -10,6 +10,7 @@ import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from .metrics import UserResult, ndcg
+from .significance import PairedComparison
 
 __all__ = ["results_table", "write_report"]
 
@@ -78,9 +79,17 @@ def write_report(
         notes = [f"{k}: {m[k]}" for k in ("alias_of", "model", "mode", "fit_s", "tuned") if k in m]
         if notes:
             lines.append(f"- {name}: " + "; ".join(str(n) for n in notes))
+    paired = [m["vs_best_baseline"] for m in results_doc["methods"].values() if "vs_best_baseline" in m]
+    if paired:
+        lines += ["", "Paired against the best baseline (bootstrap interval, sign-flip p-value):", ""]
+        lines += [f"- {_comparison(c).describe()}" for c in paired]
     lines += ["", "![NDCG@K](ndcg_at_k.png)", "", "![popularity of recommended items](popularity.png)", ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     _plots(results, pop_pct, targets, out_dir, results_doc["k"])
+
+
+def _comparison(data: dict[str, Any]) -> PairedComparison:
+    return PairedComparison(**{k: v for k, v in data.items() if k in PairedComparison.__dataclass_fields__})
 
 
 def _plots(results: dict[str, list[UserResult]], pop_pct: dict[str, float], targets: Sequence[str], out_dir: Path, k: int) -> None:

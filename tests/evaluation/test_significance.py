@@ -1,0 +1,99 @@
+"""Paired comparisons: the difference, its interval and p-value, and refusing unpaired results."""
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from genrec.errors import DataError
+from genrec.evaluation import paired_comparison
+from genrec.evaluation.harness import _append
+from genrec.evaluation.metrics import UserResult, ndcg
+from genrec.evaluation.significance import metric_values
+
+from conftest import REPO
+
+
+def _results(ranks: list[int | None]) -> list[UserResult]:
+    return [UserResult(f"u{i}", f"t{i}", [], rank=r, n_outputs=10, row=i) for i, r in enumerate(ranks)]
+
+
+def _random_ranks(rng: random.Random, n: int) -> list[int | None]:
+    return [rng.choice([None, None, None, 1, 2, 5, 12]) for _ in range(n)]
+
+
+def test_the_difference_is_the_difference_of_the_means_and_swaps_sign():
+    rng = random.Random(0)
+    a, b = _results(_random_ranks(rng, 200)), _results(_random_ranks(rng, 200))
+    ab, ba = paired_comparison(a, b, names=("a", "b")), paired_comparison(b, a, names=("b", "a"))
+    expected = np.mean([ndcg(r.rank, 10) for r in a]) - np.mean([ndcg(r.rank, 10) for r in b])
+    assert ab.difference == pytest.approx(expected) and ba.difference == pytest.approx(-expected)
+    assert (ab.better, ab.worse, ab.tied) == (ba.worse, ba.better, ba.tied) and ab.better + ab.worse + ab.tied == 200
+    assert ab.ci_low <= ab.difference <= ab.ci_high
+    assert ab.p_value == pytest.approx(ba.p_value)  # two-sided
+    # rows are paired by their number, not by list position
+    assert paired_comparison(a[::-1], b, names=("a", "b")) == ab
+
+
+def test_no_difference_is_not_significant_and_a_clear_one_is():
+    same = _results([1, None, 3, None, 2] * 20)
+    tie = paired_comparison(same, same)
+    assert tie.difference == 0 and (tie.ci_low, tie.ci_high) == (0, 0) and tie.p_value == 1.0 and not tie.significant
+    better = paired_comparison(_results([1] * 60 + [None] * 40), _results([None] * 100), resamples=500)
+    assert better.significant and better.ci_low > 0 and better.p_value == pytest.approx(1 / 501)
+    assert "significant" in better.describe() and better.to_dict()["significant"] is True
+
+
+def test_a_small_noisy_gain_is_reported_as_noise():
+    # 3 rows better and 2 worse out of 100: the interval straddles zero
+    a = _results([1, 1, 1, None, None] + [None] * 95)
+    b = _results([None, None, None, 1, 1] + [None] * 95)
+    c = paired_comparison(a, b)
+    assert c.difference == pytest.approx(0.01) and c.ci_low < 0 < c.ci_high and c.p_value > 0.3 and not c.significant
+
+
+def test_bootstrap_interval_matches_a_plain_reference():
+    rng = random.Random(1)
+    a, b = _results(_random_ranks(rng, 150)), _results(_random_ranks(rng, 150))
+    c = paired_comparison(a, b, resamples=4000, seed=5)
+    diff = metric_values(a, "NDCG@10") - metric_values(b, "NDCG@10")
+    # an independent bootstrap with Python's own generator agrees to Monte Carlo error
+    pick = random.Random(9)
+    means = sorted(sum(diff[pick.randrange(150)] for _ in range(150)) / 150 for _ in range(4000))
+    assert c.ci_low == pytest.approx(means[100], abs=0.006) and c.ci_high == pytest.approx(means[3899], abs=0.006)
+
+
+def test_metrics_at_any_cut_off():
+    r = _results([1, 4, 11, None])
+    assert metric_values(r, "HR@10").tolist() == [1, 1, 0, 0]
+    assert metric_values(r, "mrr@5").tolist() == [1, 0.25, 0, 0]
+    with pytest.raises(DataError, match="unknown metric 'AUC'"):
+        metric_values(r, "AUC")
+
+
+def test_unpaired_results_are_refused_naming_the_row():
+    a = _results([1, None, 2])
+    with pytest.raises(DataError, match="row 2 is in one only"):
+        paired_comparison(a, a[:2])
+    other = _results([1, None, 2])
+    other[1].target = "elsewhere"
+    with pytest.raises(DataError, match="row 1 is user u1 -> t1 in method but user u1 -> elsewhere"):
+        paired_comparison(a, other)
+    with pytest.raises(DataError, match="same row twice"):
+        paired_comparison(a + a[:1], a)
+    with pytest.raises(DataError, match="no results"):
+        paired_comparison([], a)
+
+
+def test_compare_cli(tmp_path):
+    for run, ranks in (("one", [1, None, 2, None]), ("two", [None, None, 2, 3])):
+        (tmp_path / run / "users").mkdir(parents=True)
+        _append(tmp_path / run / "users" / "genrec.jsonl", _results(ranks))
+    cmd = [sys.executable, str(REPO / "eval" / "compare.py"), f"{tmp_path / 'one'}:genrec", f"{tmp_path / 'two'}:genrec"]
+    done = subprocess.run([*cmd, "--metrics", "HR@1,HR@10"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| HR@1 | 4 | 0.2500 | 0.0000 | +0.2500 |" in done.stdout and "| 1 / 0 |" in done.stdout
+    missing = subprocess.run([*cmd[:2], f"{tmp_path / 'one'}:pop", cmd[3]], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "no results for 'pop'" in missing.stderr and "it has: genrec" in missing.stderr
