@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             mean_b = float(metric_values(second, metric).mean())
             rows.append(
                 f"| {c.metric} | {c.rows} | {mean_b + c.difference:.4f} | {mean_b:.4f} | {c.difference:+.4f} | "
-                f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_value:.3f} | {c.better} / {c.worse} |"
+                f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_text} | {c.better} / {c.worse} |"
             )
         print(f"| metric | rows | {a} | {b} | difference | {args.confidence:.0%} CI | p | better / worse rows |")
         print("|---|---:|---:|---:|---:|---|---:|---|")

@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sasrec-epochs", type=int, default=200)
     p.add_argument("--tune-users", type=int, default=100, help="validation rows that tune genrec+<baseline>'s prior weight")
     p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="prior weights tried on validation")
+    p.add_argument("--prior-aggregations", default="logsumexp",
+                   help="how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
+                        "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             data=data,
             tune_users=args.tune_users,
             prior_grid=tuple(float(w) for w in args.prior_grid.split(",")),
+            prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

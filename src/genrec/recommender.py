@@ -15,8 +15,7 @@ from typing import Any
 
 from .catalog import Catalog
 from .decoding import PrefixCache, TitleIndex, TitleIndexes
-from .decoding.prior import AGGREGATIONS
-from .errors import CatalogError, PriorError
+from .errors import CatalogError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
@@ -24,7 +23,7 @@ from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
 from .tasks.chat import chat
 from .tasks.explain import explain
-from .tasks.prior import Prior, check_weight
+from .tasks.prior import Prior, check_aggregation, check_weight
 from .tasks.rank import rank
 from .tasks.recommend import default_template, recommend_batch
 
@@ -104,9 +103,7 @@ class Recommender:
         self.free_text_slack = free_text_slack
         self.prior = prior
         self.prior_weight = check_weight(prior_weight)
-        if prior_aggregation not in AGGREGATIONS:
-            raise PriorError(f"prior_aggregation must be one of {', '.join(AGGREGATIONS)}, got {prior_aggregation!r}")
-        self.prior_aggregation = prior_aggregation
+        self.prior_aggregation = check_aggregation(prior_aggregation)
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -159,6 +156,7 @@ class Recommender:
         num_beams: int | None = None,
         prior: Prior | None = None,
         prior_weight: float | None = None,
+        prior_aggregation: str | None = None,
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
@@ -170,7 +168,9 @@ class Recommender:
 
         ``prior``: per-item log-scores in catalog order (an array, or a callable taking the
         histories), mixed into every decoding step with ``prior_weight`` in [0, 1] (0: the model
-        alone; 1: the prior decides, the model spells titles). Defaults: the Recommender's."""
+        alone; 1: the prior decides, the model spells titles); ``prior_aggregation`` (``logsumexp``
+        or ``max``) is how a title prefix gathers the scores of the titles under it. Defaults: the
+        Recommender's."""
         return self.recommend_batch(
             [history],
             k,
@@ -182,6 +182,7 @@ class Recommender:
             num_beams=num_beams,
             prior=prior,
             prior_weight=prior_weight,
+            prior_aggregation=prior_aggregation,
         )[0]
 
     def recommend_batch(
@@ -199,6 +200,7 @@ class Recommender:
         progress: bool = False,
         prior: Prior | None = None,
         prior_weight: float | None = None,
+        prior_aggregation: str | None = None,
     ) -> list[Recommendations]:
         """``recommend`` for many users; users are decoded together in batches for throughput.
         A 2-D ``prior`` has one row per history."""
@@ -206,6 +208,7 @@ class Recommender:
             self, histories, k, requests=requests, excludes=excludes, constrained=constrained,
             exclude_history=exclude_history, template=template, num_beams=num_beams,
             batch_size=batch_size, progress=progress, prior=prior, prior_weight=prior_weight,
+            prior_aggregation=prior_aggregation,
         )  # fmt: skip
 
     def rank(

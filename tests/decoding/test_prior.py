@@ -142,3 +142,20 @@ def test_a_prior_needs_constrained_decoding(rec):
 
     with pytest.raises(LimitError, match="constrained"):
         rec.recommend(["i1"], k=3, constrained=False, prior=np.zeros(len(TITLES)), prior_weight=0.5)
+
+
+def test_the_aggregation_per_call_is_the_recommenders_setting(make_rec):
+    catalog = catalog_of(TITLES)
+    prior = random_prior(len(catalog), 6)
+    default, maxed = make_rec(catalog), make_rec(catalog, prior_aggregation="max")
+    per_call = default.recommend_batch([["i1"], ["i5"]], k=5, prior=prior, prior_weight=0.7, prior_aggregation="max")
+    built = maxed.recommend_batch([["i1"], ["i5"]], k=5, prior=prior, prior_weight=0.7)
+    for a, b in zip(per_call, built):
+        assert [(r.item_id, round(r.score, 4)) for r in a] == [(r.item_id, round(r.score, 4)) for r in b]
+    # the two aggregations score prefixes differently, so finished titles differ too
+    summed = default.recommend(["i1"], k=5, prior=prior, prior_weight=0.7)
+    assert [r.score for r in summed] != pytest.approx([r.score for r in per_call[0]], abs=1e-4)
+    with pytest.raises(PriorError, match="prior_aggregation must be one of logsumexp, max, got 'mean'"):
+        default.recommend(["i1"], k=3, prior=prior, prior_weight=0.5, prior_aggregation="mean")
+    with pytest.raises(PriorError, match="got 'sum'"):
+        make_rec(catalog, prior_aggregation="sum")

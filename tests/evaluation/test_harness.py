@@ -22,6 +22,7 @@ from genrec.evaluation.datasets import (
     natural_title,
 )
 from genrec.evaluation import EvalConfig, run_evaluation
+from genrec.evaluation.fusion import tune_prior_weight
 from genrec.evaluation.metrics import full_rank, hit_rate
 from genrec.evaluation.sasrec import SASRec, SASRecConfig
 from genrec.evaluation.splits import leave_one_out, sample_examples
@@ -278,6 +279,46 @@ def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_f
     assert again["methods"]["genrec+markov"] == doc["methods"]["genrec+markov"]
     with pytest.raises(DataError, match="unknown method"):
         EvalConfig(dataset="chain", methods=["genrec+nothing"]).check()
+    with pytest.raises(DataError, match="prior aggregations must be some of logsumexp, max, got mean"):
+        EvalConfig(dataset="chain", methods=["genrec+markov"], prior_aggregations=("logsumexp", "mean")).check()
+
+
+def test_tuning_tries_every_weight_with_every_aggregation(tmp_path, tiny_factory):
+    calls = []
+
+    def fake_ndcg(weight, aggregation):
+        calls.append((weight, aggregation))
+        return {(0.5, "max"): 0.3, (1.0, "logsumexp"): 0.3}.get((weight, aggregation), 0.1)
+
+    tuned = tune_prior_weight(fake_ndcg, (0.0, 0.5, 1.0), tmp_path / "t.json", 7, aggregations=("logsumexp", "max"))
+    assert calls.count((0.0, "logsumexp")) == 1 and (0.0, "max") not in calls  # weight 0 is the model alone
+    assert (tuned["prior_weight"], tuned["prior_aggregation"]) == (0.5, "max")  # ties: the smaller weight
+    assert tuned["valid_NDCG@10"] == {"0": 0.1, "0.5": 0.3, "1": 0.1} and tuned["valid_rows"] == 7
+    assert tuned["valid_NDCG@10_by_aggregation"]["logsumexp"] == {"0": 0.1, "0.5": 0.1, "1": 0.3}
+    assert tune_prior_weight(fake_ndcg, (0.0,), tmp_path / "t.json", 7) == tuned and len(calls) == 5  # kept, not redone
+
+    # through the harness: the chosen aggregation decodes the test rows
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, users=4, seed=1, batch_size=4,
+                        tune_users=4, prior_grid=(0.0, 0.5), prior_aggregations=("logsumexp", "max"))  # fmt: skip
+    doc = run_evaluation(ds, config, tmp_path / "agg", progress=False, recommender_factory=tiny_factory)
+    tuned = doc["methods"]["genrec+markov"]["tuned"]
+    assert tuned["prior_aggregation"] in ("logsumexp", "max") and set(tuned["valid_NDCG@10_by_aggregation"]) == {"logsumexp", "max"}
+
+
+def test_a_folder_written_before_a_setting_existed_resumes(tmp_path):
+    ds = chain_dataset(n_users=6, n_items=12, length=6)
+    config = EvalConfig(dataset="chain", methods=["pop"], k=10)
+    out = tmp_path / "old"
+    run_evaluation(ds, config, out, progress=False)
+    saved = json.loads((out / "run_config.json").read_text())
+    del saved["prior_aggregations"]  # as folders written before it was added
+    (out / "run_config.json").write_text(json.dumps(saved))
+    assert run_evaluation(ds, config, out, progress=False)["methods"]["pop"]["n_users"] == 6
+    saved["k"] = 20
+    (out / "run_config.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match=r"other settings \(k\)"):
+        run_evaluation(ds, config, out, progress=False)
 
 
 

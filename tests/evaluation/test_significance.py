@@ -42,7 +42,9 @@ def test_no_difference_is_not_significant_and_a_clear_one_is():
     tie = paired_comparison(same, same)
     assert tie.difference == 0 and (tie.ci_low, tie.ci_high) == (0, 0) and tie.p_value == 1.0 and not tie.significant
     better = paired_comparison(_results([1] * 60 + [None] * 40), _results([None] * 100), resamples=500)
-    assert better.significant and better.ci_low > 0 and better.p_value == pytest.approx(1 / 501)
+    assert better.significant and better.ci_low > 0 and better.p_value == pytest.approx(1 / 501) and better.p_text == "0.002"
+    clearer = paired_comparison(_results([1] * 60 + [None] * 40), _results([None] * 100), resamples=2000)
+    assert clearer.p_text == "< 0.001" and "p < 0.001" in clearer.describe() and "p = 1.000" in tie.describe()
     assert "significant" in better.describe() and better.to_dict()["significant"] is True
 
 

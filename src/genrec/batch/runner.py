@@ -55,6 +55,7 @@ class DecodeSettings:
     template: str = "next_item"
     constrained: bool = True
     prior_weight: float | None = None  # for users with their own prior row; None: the spec's
+    prior_aggregation: str | None = None  # None: the spec's Recommender's
 
 
 @dataclass
@@ -149,6 +150,7 @@ def _decode(rec: Any, jobs: list[tuple[UserJob, list[str], list[str]]], settings
         batch_size=settings.batch_size,
         prior=prior,
         prior_weight=settings.prior_weight if prior is not None else None,
+        prior_aggregation=settings.prior_aggregation,
     )
 
 

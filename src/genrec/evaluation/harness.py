@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
+from ..decoding.prior import AGGREGATIONS
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
@@ -65,6 +66,7 @@ class EvalConfig:
     protocol: int = PROTOCOL_VERSION
     prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     tune_users: int = 100  # validation rows the prior weight is tuned on (seeded sample)
+    prior_aggregations: tuple[str, ...] = ("logsumexp",)  # tried on validation with every weight
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS and not (is_fused(m) and prior_of(m) in SCORED + tuple(ALIASES))]
@@ -77,6 +79,9 @@ class EvalConfig:
             raise DataError("no methods to evaluate")
         if self.k < 10:
             raise DataError(f"k must be at least 10 (NDCG@10 is the headline metric), got {self.k}")
+        bad = [a for a in self.prior_aggregations if a not in AGGREGATIONS]
+        if bad or not self.prior_aggregations:
+            raise DataError(f"prior aggregations must be some of {', '.join(AGGREGATIONS)}, got {', '.join(bad) or 'none'}")
 
 
 def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
@@ -198,14 +203,15 @@ def evaluate_genrec(
     name: str = "genrec",
     prior: ScoredMethod | None = None,
     prior_weight: float = 0.0,
+    prior_aggregation: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
     model: str | None = None,
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
     (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
-    ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` (its scores see the
-    whole history). Each batch of ``batch_size`` users is one part of ``genrec batch``'s path:
+    ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` and
+    ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users is one part of ``genrec batch``'s path:
     decoded here (``workers=1``), or by a pool of Ray actors each loading ``model`` — the same
     batches, so the same lists."""
     from tqdm.auto import tqdm
@@ -215,7 +221,7 @@ def evaluate_genrec(
     catalog = rec.catalog
     settings = DecodeSettings(
         k=protocol.k, batch_size=batch_size, max_history=max_history, template=template, constrained=constrained,
-        prior_weight=prior_weight,
+        prior_weight=prior_weight, prior_aggregation=prior_aggregation,
     )  # fmt: skip
     batches = [list(examples[start : start + batch_size]) for start in range(0, len(examples), batch_size)]
 
@@ -271,7 +277,9 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
     if path.exists() and not overwrite:
         previous = json.loads(path.read_text(encoding="utf-8"))
         # methods may be added to a folder; everything that decides the numbers must match
-        differs = {k for k in wanted if k != "methods" and previous.get(k) != wanted[k]}
+        # (a setting added since the folder was written counts as its default)
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}))
+        differs = {k for k in wanted if k != "methods" and previous.get(k, defaults.get(k)) != wanted[k]}
         if differs:
             raise DataError(
                 f"{out_dir} holds a run with other settings ({', '.join(sorted(differs))}); "
@@ -381,16 +389,20 @@ def run_evaluation(
             rec = rec or _recommender(catalog, config, recommender_factory)
             valid = list(enumerate(sample_examples(split.valid, config.tune_users, config.seed)))
 
-            def validation_ndcg(weight: float, rec: Any = rec, prior: ScoredMethod = fitted[base]) -> float:
+            def validation_ndcg(weight: float, aggregation: str, rec: Any = rec, prior: ScoredMethod = fitted[base]) -> float:
                 found: list[UserResult] = []
                 evaluate_genrec(
                     rec, valid, protocol=protocol, constrained=True, max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=found.extend, progress=False,
-                    prior=prior, prior_weight=weight, workers=workers, ray_address=ray_address, model=config.model,
+                    prior=prior, prior_weight=weight, prior_aggregation=aggregation, workers=workers,
+                    ray_address=ray_address, model=config.model,
                 )  # fmt: skip
                 return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
 
-            tuned = tune_prior_weight(validation_ndcg, config.prior_grid, out_dir / "tuning" / f"{name}.json", len(valid))
+            tuned = tune_prior_weight(
+                validation_ndcg, config.prior_grid, out_dir / "tuning" / f"{name}.json", len(valid),
+                aggregations=config.prior_aggregations,
+            )  # fmt: skip
         if pending:
             if canonical in SCORED:
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
@@ -400,6 +412,7 @@ def run_evaluation(
                     rec, pending, protocol=protocol, constrained=name != "genrec-free", max_history=config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
                     prior=fitted.get(base), prior_weight=tuned["prior_weight"] if tuned else 0.0,
+                    prior_aggregation=tuned["prior_aggregation"] if tuned else None,
                     workers=workers, ray_address=ray_address, model=config.model,
                 )  # fmt: skip
         by_row = {**done, **{r.row: r for r in new}}

@@ -44,6 +44,11 @@ class PairedComparison:
     resamples: int
 
     @property
+    def p_text(self) -> str:
+        """The p-value as the resamples can resolve it (never a bare 0)."""
+        return f"{self.p_value:.3f}" if self.p_value >= 0.001 else "< 0.001"
+
+    @property
     def significant(self) -> bool:
         """The confidence interval excludes zero."""
         return self.ci_low > 0 or self.ci_high < 0
@@ -51,11 +56,15 @@ class PairedComparison:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "significant": self.significant}
 
+    def _p_relation(self) -> str:
+        text = self.p_text
+        return text if text.startswith("<") else f"= {text}"
+
     def describe(self) -> str:
         verdict = "significant" if self.significant else "not significant"
         return (
             f"{self.method} vs {self.against}, {self.metric} on {self.rows} rows: {self.difference:+.4f} "
-            f"({self.confidence:.0%} CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}], p = {self.p_value:.3f}, "
+            f"({self.confidence:.0%} CI [{self.ci_low:+.4f}, {self.ci_high:+.4f}], p {self._p_relation()}, "
             f"{verdict}); better on {self.better} rows, worse on {self.worse}"
         )
 

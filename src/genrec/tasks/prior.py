@@ -13,10 +13,11 @@ from typing import Any, Union
 
 import numpy as np
 
+from ..decoding.prior import AGGREGATIONS
 from ..errors import PriorError
 from .host import TaskHost
 
-__all__ = ["Prior", "prior_scores", "check_weight", "resolve_prior"]
+__all__ = ["Prior", "prior_scores", "check_weight", "check_aggregation", "resolve_prior"]
 
 #: an array ``[n_items]`` or ``[n_users, n_items]``, or ``histories -> [n_users, n_items]``
 Prior = Union[np.ndarray, Sequence[float], Callable[[list[list[str]]], Any]]
@@ -26,6 +27,13 @@ def check_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating, np.integer)) or not 0.0 <= float(weight) <= 1.0:
         raise PriorError(f"prior_weight must be a number from 0 to 1, got {weight!r}")
     return float(weight)
+
+
+def check_aggregation(aggregation: Any) -> str:
+    """How a trie node's prior mass gathers its titles' scores: ``logsumexp`` or ``max``."""
+    if aggregation not in AGGREGATIONS:
+        raise PriorError(f"prior_aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    return str(aggregation)
 
 
 def prior_scores(prior: Prior, histories: list[list[str]], n_items: int) -> np.ndarray:

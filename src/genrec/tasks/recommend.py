@@ -14,7 +14,7 @@ from ..errors import LimitError
 from ..model import eos_token_ids
 from .host import TaskHost
 from .pipeline import PreparedPrompt
-from .prior import Prior, resolve_prior
+from .prior import Prior, check_aggregation, resolve_prior
 from .results import Recommendation, Recommendations
 
 __all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template"]
@@ -40,9 +40,11 @@ def recommend_batch(
     progress: bool = False,
     prior: Prior | None = None,
     prior_weight: float | None = None,
+    prior_aggregation: str | None = None,
 ) -> list[Recommendations]:
     """The ``k`` best items for each history; users are decoded together in batches. ``prior``
-    (constrained decoding) mixes per-item scores into every step with ``prior_weight``."""
+    (constrained decoding) mixes per-item scores into every step with ``prior_weight``, a title
+    prefix's score gathered from its titles by ``prior_aggregation`` (default: the host's)."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
@@ -54,6 +56,7 @@ def recommend_batch(
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
     scores, weight = resolve_prior(host, [job.history_positions for job in jobs], prior, prior_weight)
+    aggregation = check_aggregation(prior_aggregation if prior_aggregation is not None else host.prior_aggregation)
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
@@ -65,7 +68,9 @@ def recommend_batch(
         batch = order[start : start + size]
         if constrained:
             rows = scores[batch] if scores is not None else None
-            decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior_scores=rows, prior_weight=weight)
+            decoded = decode_constrained(
+                host, [jobs[i] for i in batch], k, beams, prior_scores=rows, prior_weight=weight, prior_aggregation=aggregation
+            )
         else:
             decoded = decode_free(host, [jobs[i] for i in batch], k, beams)
         for i, recs in zip(batch, decoded):
@@ -83,6 +88,7 @@ def decode_constrained(
     *,
     prior_scores: Any = None,
     prior_weight: float = 0.0,
+    prior_aggregation: str | None = None,
 ) -> list[Recommendations]:
     """Constrained beam search for prepared prompts: every item is a catalog item, none banned."""
     # jobs with different tokenisation contexts (different templates) use different indexes
@@ -98,7 +104,7 @@ def decode_constrained(
         if prior_scores is not None:
             prior = TitlePrior.from_item_scores(
                 index, host.catalog.position_titles, prior_scores[members], [jobs[i].banned_titles for i in members],
-                weight=prior_weight, aggregation=host.prior_aggregation,
+                weight=prior_weight, aggregation=prior_aggregation or host.prior_aggregation,
             )  # fmt: skip
         hyps = beam_search(
             host.lm.model,
