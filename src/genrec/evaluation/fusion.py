@@ -3,10 +3,10 @@ prior inside beam search, the prior weight tuned on validation targets only.
 
 The baseline's scores become log-scores (SASRec's are logits already; counts and similarities
 are logged), the weight is chosen from ``EvalConfig.prior_grid`` (and the aggregation from
-``EvalConfig.prior_aggregations``) by NDCG@10 on a seeded sample of validation rows under the run's
-own protocol, and the test rows are decoded once with it. The
-grid and what each weight scored are kept in ``tuning/<method>.json`` (a rerun reuses them) and in
-``results.json`` under the method's ``tuned``.
+``EvalConfig.prior_aggregations``) by NDCG@10 on a seeded sample of validation rows under the
+run's own protocol, and the test rows are decoded once with it. The grid and what each weight
+scored are kept in ``tuning/<method>.json`` (a rerun reuses them) and in ``results.json`` under
+the method's ``tuned``.
 """
 
 from __future__ import annotations

@@ -211,9 +211,9 @@ def evaluate_genrec(
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
     (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
     ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` and
-    ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users is one part of ``genrec batch``'s path:
-    decoded here (``workers=1``), or by a pool of Ray actors each loading ``model`` — the same
-    batches, so the same lists."""
+    ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users
+    is one part of ``genrec batch``'s path: decoded here (``workers=1``), or by a pool of Ray
+    actors each loading ``model`` — the same batches, so the same lists."""
     from tqdm.auto import tqdm
 
     from ..batch import DecodeSettings, RecommenderSpec, UserJob, decode_parts
