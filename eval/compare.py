@@ -16,7 +16,6 @@ from pathlib import Path
 
 from genrec.errors import GenrecError
 from genrec.evaluation import load_results, paired_comparison
-from genrec.evaluation.significance import metric_values
 
 
 def _side(text: str) -> tuple[Path, str]:
@@ -44,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             c = paired_comparison(
                 first, second, names=names, metric=metric, resamples=args.resamples, confidence=args.confidence, seed=args.seed
             )
-            mean_b = float(metric_values(second, metric).mean())
             rows.append(
-                f"| {c.metric} | {c.rows} | {mean_b + c.difference:.4f} | {mean_b:.4f} | {c.difference:+.4f} | "
+                f"| {c.metric} | {c.rows} | {c.mean:.4f} | {c.against_mean:.4f} | {c.difference:+.4f} | "
                 f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_text} | {c.better} / {c.worse} |"
             )
         print(f"| metric | rows | {a} | {b} | difference | {args.confidence:.0%} CI | p | better / worse rows |")

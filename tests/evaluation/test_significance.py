@@ -30,6 +30,7 @@ def test_the_difference_is_the_difference_of_the_means_and_swaps_sign():
     ab, ba = paired_comparison(a, b, names=("a", "b")), paired_comparison(b, a, names=("b", "a"))
     expected = np.mean([ndcg(r.rank, 10) for r in a]) - np.mean([ndcg(r.rank, 10) for r in b])
     assert ab.difference == pytest.approx(expected) and ba.difference == pytest.approx(-expected)
+    assert ab.mean - ab.against_mean == pytest.approx(expected) and (ba.mean, ba.against_mean) == (ab.against_mean, ab.mean)
     assert (ab.better, ab.worse, ab.tied) == (ba.worse, ba.better, ba.tied) and ab.better + ab.worse + ab.tied == 200
     assert ab.ci_low <= ab.difference <= ab.ci_high
     assert ab.p_value == pytest.approx(ba.p_value)  # two-sided

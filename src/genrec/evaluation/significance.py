@@ -36,7 +36,9 @@ class PairedComparison:
     better: int  # rows where ``method`` scores higher
     worse: int
     tied: int
-    difference: float  # mean(method) - mean(against)
+    mean: float  # the metric's mean over the rows, for ``method``
+    against_mean: float
+    difference: float  # mean - against_mean
     ci_low: float
     ci_high: float
     confidence: float
@@ -95,7 +97,8 @@ def paired_comparison(
     if not 0 < confidence < 1:
         raise DataError(f"confidence must be in (0, 1), got {confidence}")
     a, b = _paired_rows(method, against, names)
-    diff = metric_values(a, metric) - metric_values(b, metric)
+    values, against_values = metric_values(a, metric), metric_values(b, metric)
+    diff = values - against_values
     rng = np.random.default_rng(seed)
     n = len(diff)
     boot = diff[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
@@ -113,6 +116,8 @@ def paired_comparison(
         better=int(np.sum(diff > 0)),
         worse=int(np.sum(diff < 0)),
         tied=int(np.sum(diff == 0)),
+        mean=float(values.mean()),
+        against_mean=float(against_values.mean()),
         difference=float(diff.mean()),
         ci_low=float(low),
         ci_high=float(high),

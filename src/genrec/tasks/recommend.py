@@ -56,7 +56,8 @@ def recommend_batch(
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
     scores, weight = resolve_prior(host, [job.history_positions for job in jobs], prior, prior_weight)
-    aggregation = check_aggregation(prior_aggregation if prior_aggregation is not None else host.prior_aggregation)
+    # the host's default is applied where the prior is built (decode_constrained), as for chat
+    aggregation = check_aggregation(prior_aggregation) if prior_aggregation is not None else None
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
@@ -104,7 +105,7 @@ def decode_constrained(
         if prior_scores is not None:
             prior = TitlePrior.from_item_scores(
                 index, host.catalog.position_titles, prior_scores[members], [jobs[i].banned_titles for i in members],
-                weight=prior_weight, aggregation=prior_aggregation or host.prior_aggregation,
+                weight=prior_weight, aggregation=prior_aggregation if prior_aggregation is not None else host.prior_aggregation,
             )  # fmt: skip
         hyps = beam_search(
             host.lm.model,
