@@ -17,8 +17,9 @@ import os
 import sys
 
 from genrec.cli import add_dataset_arguments, dataset_from_args
-from genrec.errors import GenrecError
+from genrec.errors import DataError, GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
+from genrec.evaluation.fusion import describe_tuning
 from genrec.recommender import trained_template
 
 
@@ -44,9 +45,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prior-aggregations", default="logsumexp",
                    help="how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
+    p.add_argument("--history-grid", default="",
+                   help="history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def _integers(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise DataError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             tune_users=args.tune_users,
             prior_grid=tuple(float(w) for w in args.prior_grid.split(",")),
             prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
+            history_grid=_integers(args.history_grid, "--history-grid"),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,
@@ -79,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/run.py: error: {exc}", file=sys.stderr)
         return 2
+    for name, method in results["methods"].items():
+        if "grid" in method.get("tuned", {}):
+            print(f"{name}: {describe_tuning(method['tuned'])}")
     print(results_table(results))
     print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
     print(json.dumps(results["split"], indent=2))

@@ -21,8 +21,8 @@ from genrec.evaluation.datasets import (
     load_movielens_100k,
     natural_title,
 )
-from genrec.evaluation import EvalConfig, run_evaluation
-from genrec.evaluation.fusion import tune_prior_weight
+from genrec.evaluation import EvalConfig, load_results, run_evaluation
+from genrec.evaluation.fusion import describe_tuning, tune_on_validation
 from genrec.evaluation.metrics import full_rank, hit_rate
 from genrec.evaluation.sasrec import SASRec, SASRecConfig
 from genrec.evaluation.splits import leave_one_out, sample_examples
@@ -262,6 +262,8 @@ def test_eval_run_cli_contract(tmp_path):
     bad_cmd = [*cmd[: cmd.index("--methods")], "--methods", "pop,bogus", "--out", str(tmp_path / "o2")]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown method(s) bogus" in bad.stderr
+    grid = subprocess.run([*cmd, "--history-grid", "5,x"], capture_output=True, text=True, timeout=300)
+    assert grid.returncode == 2 and "--history-grid takes comma-separated whole numbers, got '5,x'" in grid.stderr
 
 
 def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_factory):
@@ -286,16 +288,19 @@ def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_f
 def test_tuning_tries_every_weight_with_every_aggregation(tmp_path, tiny_factory):
     calls = []
 
-    def fake_ndcg(weight, aggregation):
+    def fake_ndcg(weight, aggregation, history):
         calls.append((weight, aggregation))
         return {(0.5, "max"): 0.3, (1.0, "logsumexp"): 0.3}.get((weight, aggregation), 0.1)
 
-    tuned = tune_prior_weight(fake_ndcg, (0.0, 0.5, 1.0), tmp_path / "t.json", 7, aggregations=("logsumexp", "max"))
+    tuned = tune_on_validation(fake_ndcg, tmp_path / "t.json", 7, histories=(20,), weights=(0.0, 0.5, 1.0),
+                               aggregations=("logsumexp", "max"))  # fmt: skip
     assert calls.count((0.0, "logsumexp")) == 1 and (0.0, "max") not in calls  # weight 0 is the model alone
     assert (tuned["prior_weight"], tuned["prior_aggregation"]) == (0.5, "max")  # ties: the smaller weight
     assert tuned["valid_NDCG@10"] == {"0": 0.1, "0.5": 0.3, "1": 0.1} and tuned["valid_rows"] == 7
     assert tuned["valid_NDCG@10_by_aggregation"]["logsumexp"] == {"0": 0.1, "0.5": 0.1, "1": 0.3}
-    assert tune_prior_weight(fake_ndcg, (0.0,), tmp_path / "t.json", 7) == tuned and len(calls) == 5  # kept, not redone
+    assert tuned["max_history"] == 20 and len(tuned["grid"]) == 6
+    again = tune_on_validation(fake_ndcg, tmp_path / "t.json", 7, histories=(20,), weights=(0.0,))
+    assert again == tuned and len(calls) == 5  # kept, not redone
 
     # through the harness: the chosen aggregation decodes the test rows
     ds = chain_dataset(n_users=12, n_items=20, length=8)
@@ -304,6 +309,59 @@ def test_tuning_tries_every_weight_with_every_aggregation(tmp_path, tiny_factory
     doc = run_evaluation(ds, config, tmp_path / "agg", progress=False, recommender_factory=tiny_factory)
     tuned = doc["methods"]["genrec+markov"]["tuned"]
     assert tuned["prior_aggregation"] in ("logsumexp", "max") and set(tuned["valid_NDCG@10_by_aggregation"]) == {"logsumexp", "max"}
+
+
+def test_tuning_the_history_length_shares_the_model_alone_between_methods(tmp_path):
+    calls = []
+
+    def fake_ndcg(weight, aggregation, history):
+        calls.append((weight, history))
+        return {(0.0, 5): 0.2, (0.0, 10): 0.2, (0.0, 20): 0.1, (0.5, 10): 0.4}.get((weight, history), 0.3)
+
+    alone: dict[int, float] = {}
+    model = tune_on_validation(fake_ndcg, tmp_path / "genrec.json", 9, histories=(20, 10, 5), alone=alone)
+    assert model["max_history"] == 10  # ties between 10 and 5: the longer history
+    assert model["valid_NDCG@10_by_history"] == {"20": 0.1, "10": 0.2, "5": 0.2} and "prior_weight" not in model
+    assert alone == {20: 0.1, 10: 0.2, 5: 0.2} and len(calls) == 3
+    fused = tune_on_validation(fake_ndcg, tmp_path / "fused.json", 9, histories=(20, 10, 5), weights=(0.0, 0.5), alone=alone)
+    assert len(calls) == 6  # the model alone was not decoded again
+    assert (fused["max_history"], fused["prior_weight"]) == (10, 0.5) and fused["valid_NDCG@10"] == {"0": 0.2, "0.5": 0.4}
+    assert {(r["max_history"], r["prior_weight"]): r["valid_NDCG@10"] for r in fused["grid"]}[20, 0.5] == 0.3
+    text = describe_tuning(fused)
+    assert "max_history = 10, prior_aggregation = logsumexp, prior_weight = 0.5" in text and len(text.splitlines()) == 7
+    with pytest.raises(DataError, match="history lengths to tune must be at least 1, got 0"):
+        tune_on_validation(fake_ndcg, tmp_path / "bad.json", 9, histories=(0,))
+    with pytest.raises(DataError, match="history lengths must be at least 1"):
+        EvalConfig(dataset="chain", methods=["genrec"], history_grid=(3, 0)).check()
+
+
+def test_the_harness_decodes_the_test_rows_with_the_tuned_history_length(tmp_path, tiny_factory):
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec", "genrec+markov"], k=10, users=6, seed=1, batch_size=4,
+                        tune_users=5, prior_grid=(0.0, 1.0), history_grid=(1, 4))  # fmt: skip
+    doc = run_evaluation(ds, config, tmp_path / "grid", progress=False, recommender_factory=tiny_factory)
+    model, fused = doc["methods"]["genrec"]["tuned"], doc["methods"]["genrec+markov"]["tuned"]
+    assert set(model["valid_NDCG@10_by_history"]) == {"1", "4"} and len(fused["grid"]) == 4
+    for h in (1, 4):  # weight 0 is the model alone: the same decode, the same score
+        assert model["valid_NDCG@10_by_history"][str(h)] == next(
+            r["valid_NDCG@10"] for r in fused["grid"] if r["max_history"] == h and r["prior_weight"] == 0.0
+        )
+    report = (tmp_path / "grid" / "report.md").read_text()
+    assert doc["split"]["history_grid"] == [1, 4] and "tuned on validation from 1, 4" in report
+    assert f"- genrec: tuned on 5 validation rows: max_history = {model['max_history']}\n  - max_history 1: NDCG@10" in report
+    fixed = EvalConfig(dataset="chain", methods=["genrec"], k=10, users=6, seed=1, batch_size=4, max_history=model["max_history"])
+    plain = run_evaluation(ds, fixed, tmp_path / "fixed", progress=False, recommender_factory=tiny_factory)
+    assert [r.items for r in load_results(tmp_path / "fixed", "genrec")] == [r.items for r in load_results(tmp_path / "grid", "genrec")]
+    assert plain["methods"]["genrec"]["NDCG@10"] == doc["methods"]["genrec"]["NDCG@10"]
+
+
+def test_overwrite_discards_the_tuning_too(tmp_path, tiny_factory):
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, users=4, seed=1, batch_size=4, tune_users=4, prior_grid=(0.0, 1.0))
+    run_evaluation(ds, config, tmp_path / "o", progress=False, recommender_factory=tiny_factory)
+    config.prior_grid = (0.0, 0.5)
+    doc = run_evaluation(ds, config, tmp_path / "o", progress=False, recommender_factory=tiny_factory, overwrite=True)
+    assert set(doc["methods"]["genrec+markov"]["tuned"]["valid_NDCG@10"]) == {"0", "0.5"}
 
 
 def test_a_folder_written_before_a_setting_existed_resumes(tmp_path):

@@ -31,7 +31,7 @@ from ..decoding.prior import AGGREGATIONS
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
-from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_prior_weight
+from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_on_validation
 from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
 from .report import write_report
@@ -67,6 +67,12 @@ class EvalConfig:
     prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     tune_users: int = 100  # validation rows the prior weight is tuned on (seeded sample)
     prior_aggregations: tuple[str, ...] = ("logsumexp",)  # tried on validation with every weight
+    # history lengths shown to genrec methods, tuned on validation; empty: max_history, untuned
+    history_grid: tuple[int, ...] = ()
+
+    def histories(self) -> tuple[int, ...]:
+        """The history lengths genrec methods try on validation (one: nothing to tune)."""
+        return tuple(self.history_grid) or (self.max_history,)
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS and not (is_fused(m) and prior_of(m) in SCORED + tuple(ALIASES))]
@@ -82,6 +88,8 @@ class EvalConfig:
         bad = [a for a in self.prior_aggregations if a not in AGGREGATIONS]
         if bad or not self.prior_aggregations:
             raise DataError(f"prior aggregations must be some of {', '.join(AGGREGATIONS)}, got {', '.join(bad) or 'none'}")
+        if any(h < 1 for h in (self.max_history, *self.history_grid)):
+            raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
 
 
 def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
@@ -289,7 +297,7 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
     elif overwrite:
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
-        for stale in out_dir.glob("*.pt"):
+        for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json")):
             stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
 
@@ -337,6 +345,39 @@ def _fit_sasrec(name: str, catalog: Catalog, split: Split, config: EvalConfig, o
     return method
 
 
+def _tune(
+    name: str,
+    rec: Any,
+    valid: Sequence[tuple[int, Example]],
+    prior: ScoredMethod | None,
+    config: EvalConfig,
+    protocol: Protocol,
+    out_dir: Path,
+    alone: dict[int, float],
+    *,
+    workers: int,
+    ray_address: str | None,
+) -> dict[str, Any]:
+    """A genrec method's decoding settings (prior weight and aggregation when it has a prior,
+    history length when the run gives several) chosen by NDCG@10 on the validation rows."""
+    constrained = name != "genrec-free"
+
+    def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
+        found: list[UserResult] = []
+        evaluate_genrec(
+            rec, valid, protocol=protocol, constrained=constrained, max_history=history, template=config.template,
+            batch_size=config.batch_size, on_batch=found.extend, progress=False, prior=prior, prior_weight=weight,
+            prior_aggregation=aggregation, workers=workers, ray_address=ray_address, model=config.model,
+        )  # fmt: skip
+        return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
+
+    return tune_on_validation(
+        validation_ndcg, out_dir / "tuning" / f"{name}.json", len(valid), histories=config.histories(),
+        weights=config.prior_grid if prior is not None else (0.0,), aggregations=config.prior_aggregations,
+        alone=alone if constrained else {},  # free generation is another decode than the beam's
+    )  # fmt: skip
+
+
 def run_evaluation(
     dataset: Dataset,
     config: EvalConfig,
@@ -369,6 +410,8 @@ def run_evaluation(
     all_results: dict[str, list[UserResult]] = {}
     fitted: dict[str, ScoredMethod] = {}
     rec = None
+    valid: list[tuple[int, Example]] = []  # the seeded validation rows every genrec method tunes on
+    alone: dict[int, float] = {}  # the model alone's validation NDCG@10 by history length, shared
     for name in config.methods:
         canonical = ALIASES.get(name, name)
         base = ALIASES.get(prior_of(name), prior_of(name)) if is_fused(name) else None
@@ -385,34 +428,23 @@ def run_evaluation(
             if scored in SCORED and scored not in fitted:
                 fitted[scored] = _fit_scored(scored, catalog, split, config, out_dir, progress)
         tuned = None
-        if base is not None:
+        if base is not None or (name.startswith("genrec") and len(config.histories()) > 1):
             rec = rec or _recommender(catalog, config, recommender_factory)
-            valid = list(enumerate(sample_examples(split.valid, config.tune_users, config.seed)))
-
-            def validation_ndcg(weight: float, aggregation: str, rec: Any = rec, prior: ScoredMethod = fitted[base]) -> float:
-                found: list[UserResult] = []
-                evaluate_genrec(
-                    rec, valid, protocol=protocol, constrained=True, max_history=config.max_history,
-                    template=config.template, batch_size=config.batch_size, on_batch=found.extend, progress=False,
-                    prior=prior, prior_weight=weight, prior_aggregation=aggregation, workers=workers,
-                    ray_address=ray_address, model=config.model,
-                )  # fmt: skip
-                return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
-
-            tuned = tune_prior_weight(
-                validation_ndcg, config.prior_grid, out_dir / "tuning" / f"{name}.json", len(valid),
-                aggregations=config.prior_aggregations,
-            )  # fmt: skip
+            valid = valid or list(enumerate(sample_examples(split.valid, config.tune_users, config.seed)))
+            tuned = _tune(
+                name, rec, valid, fitted.get(base), config, protocol, out_dir, alone, workers=workers, ray_address=ray_address
+            )
         if pending:
             if canonical in SCORED:
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
             else:
                 rec = rec or _recommender(catalog, config, recommender_factory)
                 evaluate_genrec(
-                    rec, pending, protocol=protocol, constrained=name != "genrec-free", max_history=config.max_history,
+                    rec, pending, protocol=protocol, constrained=name != "genrec-free",
+                    max_history=tuned["max_history"] if tuned else config.max_history,
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
-                    prior=fitted.get(base), prior_weight=tuned["prior_weight"] if tuned else 0.0,
-                    prior_aggregation=tuned["prior_aggregation"] if tuned else None,
+                    prior=fitted.get(base), prior_weight=tuned.get("prior_weight", 0.0) if tuned else 0.0,
+                    prior_aggregation=tuned.get("prior_aggregation") if tuned else None,
                     workers=workers, ray_address=ray_address, model=config.model,
                 )  # fmt: skip
         by_row = {**done, **{r.row: r for r in new}}
@@ -429,7 +461,10 @@ def run_evaluation(
             summary["mode"] = "free generation + grounding" if name == "genrec-free" else "constrained beam search"
             summary["template"] = config.template
         if tuned is not None:
-            summary["mode"] += f", prior {base} (weight tuned on validation)"
+            if base is not None:
+                summary["mode"] += f", prior {base} (weight tuned on validation)"
+            if len(config.histories()) > 1:
+                summary["mode"] += f", last {tuned['max_history']} history items (tuned on validation)"
             summary["tuned"] = tuned
         method = fitted.get(canonical)
         if method is not None:
@@ -445,7 +480,8 @@ def run_evaluation(
         "n_items": len(catalog),
         "k": config.k,
         "split": {**split.info, "users_sampled": config.users, "sample_seed": config.seed,
-                  "max_history_in_prompt": config.max_history, "ranking": PROTOCOL_TEXT,
+                  "max_history_in_prompt": config.max_history, "history_grid": list(config.histories()),
+                  "ranking": PROTOCOL_TEXT,
                   "targets_in_history": sum(protocol.target_excluded(e.history, e.target) for e in examples),
                   "cutoffs": cutoffs(config.k)},
         "methods": summaries,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
+from .fusion import describe_tuning
 from .metrics import UserResult, ndcg
 from .significance import PairedComparison
 
@@ -69,16 +70,20 @@ def write_report(
         + f"; catalog: {results_doc['n_items']} items.",
         f"- Rows whose target is inside their own history (a repeat): {split.get('targets_in_history', 0)}; "
         f"they count as a miss for every method. Metrics at cut-offs {split.get('cutoffs')} (at most k={results_doc['k']}).",
-        f"- Prompt-based methods see the last {split['max_history_in_prompt']} history items; scored baselines "
+        f"- Prompt-based methods see {_history_shown(split)}; scored baselines "
         f"see the whole history (SASRec up to its max_len positions).",
         "",
         results_table(results_doc),
         "",
     ]
     for name, m in results_doc["methods"].items():
-        notes = [f"{k}: {m[k]}" for k in ("alias_of", "model", "mode", "fit_s", "tuned") if k in m]
+        grid = "grid" in m.get("tuned", {})  # a genrec method's validation grid: one line per setting
+        notes = [f"{k}: {m[k]}" for k in ("alias_of", "model", "mode", "fit_s", "tuned") if k in m and not (k == "tuned" and grid)]
         if notes:
             lines.append(f"- {name}: " + "; ".join(str(n) for n in notes))
+        if grid:
+            first, *rest = describe_tuning(m["tuned"]).splitlines()
+            lines += [f"- {name}: {first}", *(f"  - {r.strip()}" for r in rest)]
     paired = [m["vs_best_baseline"] for m in results_doc["methods"].values() if "vs_best_baseline" in m]
     if paired:
         lines += ["", "Paired against the best baseline (bootstrap interval, sign-flip p-value):", ""]
@@ -86,6 +91,13 @@ def write_report(
     lines += ["", "![NDCG@K](ndcg_at_k.png)", "", "![popularity of recommended items](popularity.png)", ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     _plots(results, pop_pct, targets, out_dir, results_doc["k"])
+
+
+def _history_shown(split: dict[str, Any]) -> str:
+    grid = split.get("history_grid") or [split["max_history_in_prompt"]]
+    if len(grid) == 1:
+        return f"the last {grid[0]} history items"
+    return f"the last N history items, N tuned on validation from {', '.join(map(str, grid))} (each method's tuned max_history)"
 
 
 def _comparison(data: dict[str, Any]) -> PairedComparison:
