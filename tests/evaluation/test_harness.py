@@ -325,6 +325,9 @@ def test_tuning_the_history_length_shares_the_model_alone_between_methods(tmp_pa
     assert alone == {20: 0.1, 10: 0.2, 5: 0.2} and len(calls) == 3
     fused = tune_on_validation(fake_ndcg, tmp_path / "fused.json", 9, histories=(20, 10, 5), weights=(0.0, 0.5), alone=alone)
     assert len(calls) == 6  # the model alone was not decoded again
+    resumed: dict[int, float] = {}
+    assert tune_on_validation(fake_ndcg, tmp_path / "genrec.json", 9, histories=(20, 10, 5), alone=resumed) == model
+    assert resumed == alone and len(calls) == 6  # a rerun reads the model alone's scores back from the file
     assert (fused["max_history"], fused["prior_weight"]) == (10, 0.5) and fused["valid_NDCG@10"] == {"0": 0.2, "0.5": 0.4}
     assert {(r["max_history"], r["prior_weight"]): r["valid_NDCG@10"] for r in fused["grid"]}[20, 0.5] == 0.3
     text = describe_tuning(fused)

@@ -61,7 +61,8 @@ def tune_on_validation(
     ``path`` so a rerun does not decode them again.
 
     Weight 0 is the model alone, whatever the aggregation: decoded once per history length, and
-    shared through ``alone`` (history -> score) with every other method tuned in the same run.
+    shared through ``alone`` (history -> score) with every other method tuned in the same run (a
+    file read back fills it too).
     Ties go to the smaller weight, then the longer history (on MovieLens, 10 items tied 20 on 50
     validation rows and lost to it on the 943 test rows), then the earlier aggregation.
     The result holds the chosen ``max_history``, ``valid_rows`` and the whole ``grid`` tried (one
@@ -76,6 +77,8 @@ def tune_on_validation(
         if "prior_weight" in tuned:
             tuned.setdefault("prior_aggregation", "logsumexp")
         tuned.setdefault("max_history", histories[0])
+        if alone is not None:  # a resumed run's other methods need not decode the model alone again
+            alone.update({r["max_history"]: r["valid_NDCG@10"] for r in tuned.get("grid", []) if not r.get("prior_weight")})
         return tuned
     if not histories or any(h < 1 for h in histories):
         raise DataError(f"history lengths to tune must be at least 1, got {', '.join(map(str, histories)) or 'none'}")
