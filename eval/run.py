@@ -52,11 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _integers(text: str, option: str) -> tuple[int, ...]:
+def _numbers(text: str, option: str, kind: type = int) -> tuple:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise DataError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
+        what = "whole numbers" if kind is int else "numbers"
+        raise DataError(f"{option} takes comma-separated {what}, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             sasrec_epochs=args.sasrec_epochs,
             data=data,
             tune_users=args.tune_users,
-            prior_grid=tuple(float(w) for w in args.prior_grid.split(",")),
+            prior_grid=_numbers(args.prior_grid, "--prior-grid", float),
             prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
-            history_grid=_integers(args.history_grid, "--history-grid"),
+            history_grid=_numbers(args.history_grid, "--history-grid"),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -231,3 +231,18 @@ def test_all_positions_training_counts_every_target_and_decodes_with_its_templat
 def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="unknown training mode 'every'"):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, mode="every"), progress=False)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training_mod, "_cpu_has_bf16", lambda: native)
+    assert training_mod._mixed_precision("auto") == ("bf16" if native else "no")
+    assert training_mod._mixed_precision("no") == "no" and training_mod._mixed_precision("fp16") == "fp16"
+
+
+def test_one_process_trains_at_two_precisions(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    first = train(ds, tmp_path / "fp32", config(tiny_model_dir, max_steps=1, mixed_precision="no"), progress=False)
+    second = train(ds, tmp_path / "bf16", config(tiny_model_dir, max_steps=1, mixed_precision="bf16"), progress=False)
+    assert (first.record["mixed_precision"], second.record["mixed_precision"]) == ("no", "bf16")

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", help="default: sequence (all-positions), next_item (per-window)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)")
 
     p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")
     _add_catalog_options(p)

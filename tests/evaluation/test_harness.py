@@ -264,6 +264,8 @@ def test_eval_run_cli_contract(tmp_path):
     assert bad.returncode == 2 and "unknown method(s) bogus" in bad.stderr
     grid = subprocess.run([*cmd, "--history-grid", "5,x"], capture_output=True, text=True, timeout=300)
     assert grid.returncode == 2 and "--history-grid takes comma-separated whole numbers, got '5,x'" in grid.stderr
+    weights = subprocess.run([*cmd, "--prior-grid", "0,half"], capture_output=True, text=True, timeout=300)
+    assert weights.returncode == 2 and "--prior-grid takes comma-separated numbers, got '0,half'" in weights.stderr
 
 
 def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_factory):
