@@ -23,7 +23,7 @@ from pathlib import Path
 
 from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.errors import DataError, GenrecError
-from genrec.training import MODES, TrainConfig, train
+from genrec.training import MODES, PRECISIONS, TrainConfig, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--modes", default=",".join(reversed(MODES)), help="training modes, the reference first")
-    p.add_argument("--precisions", default="no", help="mixed precisions (no = fp32, bf16, fp16), comma-separated")
+    p.add_argument("--precisions", default="no", help="mixed precisions (no = fp32, bf16, fp16, auto), comma-separated")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args(argv)
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset, _ = dataset_from_args(args)
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            for precision in _names(args.precisions, ("no", "bf16", "fp16"), "--precisions"):
+            for precision in _names(args.precisions, PRECISIONS, "--precisions"):
                 for mode in _names(args.modes, MODES, "--modes"):
                     config = TrainConfig(
                         model=args.model, mode=mode, max_steps=args.steps, batch_size=args.batch_size,

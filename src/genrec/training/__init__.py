@@ -2,10 +2,11 @@
 resumable training loop (``trainer``)."""
 
 from .data import MODES, Encoded, encode_all_positions, encode_examples, training_examples
-from .trainer import TrainConfig, TrainResult, train
+from .trainer import PRECISIONS, TrainConfig, TrainResult, train
 
 __all__ = [
     "MODES",
+    "PRECISIONS",
     "Encoded",
     "TrainConfig",
     "TrainResult",

@@ -159,6 +159,9 @@ def _clean_tmp(work: Path) -> None:
 
 
 # ---------------------------------------------------------------------- training
+PRECISIONS = ("auto", "no", "bf16", "fp16")  # accelerate's mixed_precision values, and ours: auto
+
+
 def _cpu_has_bf16() -> bool:
     """Native bf16 matrix instructions (AVX512-BF16 or AMX). Only there does bf16 autocast pay
     off on a CPU (1.6x the fp32 targets/s in eval/README.md); elsewhere it is emulated."""
