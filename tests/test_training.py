@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -13,7 +17,9 @@ from genrec.training import trainer as training_mod
 from genrec.evaluation.datasets import Dataset
 from genrec.evaluation.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
-from genrec.training.data import IGNORE
+from genrec.training.data import IGNORE, TokenBudgetBatches
+
+from conftest import REPO
 
 
 def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
@@ -59,7 +65,8 @@ def test_train_writes_a_loadable_model_directory(tiny_model_dir, tmp_path):
     ds = split_dataset_with_unique_holdouts()
     out = tmp_path / "ft"
     result = train(ds, out, config(tiny_model_dir, mode="per-window"), progress=False)
-    assert result.steps == 6 and result.samples_seen == 24 and result.targets_seen == 24
+    # 30 windows make 8 batches of up to 4 (one of 2, visited at a drawn place): 6 steps see 22 or 24
+    assert result.steps == 6 and result.samples_seen == result.targets_seen and result.samples_seen in (22, 24)
     history = json.loads((out / "train_log.json").read_text())
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -233,6 +240,28 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, mode="every"), progress=False)
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"mixed_precision": "fp8"}, "unknown mixed precision 'fp8'"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"samples_per_user": 0}, "samples_per_user must be at least 1, got 0"),
+        ({"max_steps": None, "epochs": 0.0}, "epochs must be above 0, got 0.0"),
+        ({"learning_rate": float("nan")}, "learning_rate must be above 0, got nan"),
+        ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\), got 1.0"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm must be at least 0, got -1.0"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
+    with pytest.raises(DataError, match=message):
+        train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, **setting), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):
+    config(tiny_model_dir, epochs=0.0, max_steps=2, max_grad_norm=0.0).check()  # 0: no clipping
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -246,3 +275,58 @@ def test_one_process_trains_at_two_precisions(tiny_model_dir, tmp_path):
     first = train(ds, tmp_path / "fp32", config(tiny_model_dir, max_steps=1, mixed_precision="no"), progress=False)
     second = train(ds, tmp_path / "bf16", config(tiny_model_dir, max_steps=1, mixed_precision="bf16"), progress=False)
     assert (first.record["mixed_precision"], second.record["mixed_precision"]) == ("no", "bf16")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), max_size=60),
+    max_rows=st.integers(1, 9),
+    max_tokens=st.one_of(st.none(), st.integers(1, 1200)),
+    group=st.booleans(),
+    seed=st.integers(0, 3),
+)
+def test_token_budget_batches_partition_the_sequences_within_the_budget(lengths, max_rows, max_tokens, group, seed):
+    batches = TokenBudgetBatches(lengths, max_rows=max_rows, max_tokens=max_tokens, seed=seed, group_by_length=group)
+    visited = list(batches)
+    assert sorted(i for b in visited for i in b) == list(range(len(lengths)))  # each sequence once per epoch
+    assert len(visited) == len(batches)
+    for b in visited:
+        assert 1 <= len(b) <= max_rows
+        # over the budget only as a batch of one: a sequence longer than the budget on its own
+        assert max_tokens is None or len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens
+    if group:  # each batch holds a run of the lengths in sorted order
+        spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in visited)
+        assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
+
+
+def test_token_budget_batches_are_drawn_anew_each_epoch_and_reproducibly():
+    lengths = [5, 50, 6, 48, 7, 52, 5, 49] * 4
+    batches = TokenBudgetBatches(lengths, max_rows=4, max_tokens=150, seed=0)
+    first = list(batches)
+    assert all(max(lengths[i] for i in b) - min(lengths[i] for i in b) <= 4 for b in first)  # similar lengths
+    assert all(len(b) <= 3 for b in first if max(lengths[i] for i in b) >= 48)  # 3 x 52 <= 150 < 4 x 48
+    batches.set_epoch(1)
+    second = list(batches)
+    assert sorted(map(sorted, second)) == sorted(map(sorted, first)) and second != first
+    again = TokenBudgetBatches(lengths, max_rows=4, max_tokens=150, seed=0)
+    again.set_epoch(1)
+    assert list(again) == second  # what a resumed run relies on
+    with pytest.raises(DataError, match="a batch needs room for a sequence"):
+        TokenBudgetBatches(lengths, max_rows=0, max_tokens=150, seed=0)
+
+
+def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{n},Film Number {n}\n" for n in range(15)))
+    rows = "".join(f"u{u},i{(u * 3 + t) % 15},{t}\n" for u in range(10) for t in range(3 + u % 5))
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
+    cmd = [sys.executable, str(REPO / "eval" / "bench_training.py"), "--dataset", "interactions",
+           "--interactions", str(tmp_path / "log.csv"), "--catalog", str(tmp_path / "items.csv"),
+           "--model", str(tiny_model_dir), "--steps", "2", "--modes", "all-positions", "--batching", "random,grouped",
+           "--json", str(tmp_path / "bench.json")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["batching"], r["steps"]) for r in found] == [("random", 2), ("grouped", 2)]
+    assert found[0]["vs_first"] == 1.0 and all(r["targets"] > 0 for r in found)
+    bad = subprocess.run([*cmd[:-6], "--batching", "sorted"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr

@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--max-steps", type=int, help="optimizer steps (instead of --epochs)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 3e-4 LoRA)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="at most this many sequences per batch")
+    p.add_argument("--max-batch-tokens", type=int, default=4096,
+                   help="and at most this many padded tokens per batch, which bounds a step's memory (0: no limit)")
+    p.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="batch sequences in random order, not with others of similar length (more padding)")
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
     p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
@@ -399,6 +403,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, epochs=args.epochs,
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
         seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
         dataset=args.dataset, data=data,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +32,10 @@ from ..evaluation.datasets import Example
 from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 
-__all__ = ["MODES", "Encoded", "training_examples", "encode_examples", "encode_all_positions", "collate", "IGNORE"]
+__all__ = [
+    "MODES", "Encoded", "TokenBudgetBatches", "training_examples", "encode_examples", "encode_all_positions", "collate",
+    "IGNORE",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,54 @@ def encode_all_positions(
             "continues (the prompt for a target is not the start of the window's rendering)", left_out, template
         )
     return encoded, left_out
+
+
+class TokenBudgetBatches:
+    """A batch sampler: batches of at most ``max_rows`` sequences and ``max_tokens`` padded tokens
+    (rows x the longest row; a sequence longer than that on its own), formed once and visited in
+    an order drawn from (seed, epoch), so a resumed run sees the same batches.
+
+    ``group_by_length`` fills each batch with sequences of similar length: on product titles a
+    random batch of 8 is 41% padding (eval/README.md), all of it computed and back-propagated.
+    The token budget bounds a step's memory, which the row count alone does not: attention and
+    the vocabulary projection grow with the padded width.
+    Deliberately without a ``batch_size`` attribute: accelerate then shards it as batches of
+    varying size across processes."""
+
+    def __init__(
+        self, lengths: Sequence[int], *, max_rows: int, max_tokens: int | None, seed: int, group_by_length: bool = True
+    ) -> None:
+        if max_rows < 1 or (max_tokens is not None and max_tokens < 1):
+            raise DataError(f"a batch needs room for a sequence: max_rows {max_rows}, max_tokens {max_tokens}")
+        order = list(range(len(lengths)))
+        random.Random(seed).shuffle(order)  # ties in length (and the ungrouped order) drawn, not file order
+        if group_by_length:
+            order.sort(key=lambda i: lengths[i])
+        self.batches: list[list[int]] = []
+        batch: list[int] = []
+        width = 0
+        for i in order:
+            wider = max(width, lengths[i])
+            if batch and (len(batch) == max_rows or (max_tokens is not None and wider * (len(batch) + 1) > max_tokens)):
+                self.batches.append(batch)
+                batch, wider = [], lengths[i]
+            batch.append(i)
+            width = wider
+        if batch:
+            self.batches.append(batch)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        visit = list(range(len(self.batches)))
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(visit)
+        return (self.batches[b] for b in visit)
 
 
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

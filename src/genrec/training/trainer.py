@@ -45,13 +45,16 @@ from ..evaluation.datasets import Dataset
 from ..evaluation.splits import Split, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
-from .data import IGNORE, MODES, Encoded, collate, encode_all_positions, encode_examples, training_examples
+from .data import (
+    IGNORE, MODES, Encoded, TokenBudgetBatches, collate, encode_all_positions, encode_examples, training_examples,
+)  # fmt: skip
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
 _CHECKPOINT_DONE = "trainer_state.json"  # written last inside a checkpoint: its presence = complete
+PRECISIONS = ("auto", "no", "bf16", "fp16")  # accelerate's mixed_precision values, and ours: auto
 
 
 @dataclass
@@ -69,7 +72,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 8  # at most this many sequences per batch...
+    max_batch_tokens: int | None = 4096  # ...and at most this many padded tokens (None: no limit)
+    group_by_length: bool = True  # batch sequences of similar length together (less padding)
     grad_accum: int = 1
     max_history: int = 10
     samples_per_user: int | None = 4  # most recent windows per user (None: all)
@@ -84,8 +89,29 @@ class TrainConfig:
     data: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
+        """A clear error for a setting that would otherwise fail deep in accelerate or torch,
+        or train nothing."""
         if self.mode not in MODES:
             raise DataError(f"unknown training mode {self.mode!r} (have: {', '.join(MODES)})")
+        if self.mixed_precision not in PRECISIONS:
+            raise DataError(f"unknown mixed precision {self.mixed_precision!r} (have: {', '.join(PRECISIONS)})")
+        at_least_one = {"batch_size": self.batch_size, "max_batch_tokens": self.max_batch_tokens,
+                        "grad_accum": self.grad_accum, "max_history": self.max_history,
+                        "save_every": self.save_every, "keep_checkpoints": self.keep_checkpoints,
+                        "max_steps": self.max_steps, "samples_per_user": self.samples_per_user}  # fmt: skip
+        for name, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise DataError(f"{name} must be at least 1, got {value}")
+        positive: dict[str, float | None] = {"learning_rate": self.learning_rate}
+        if self.max_steps is None:  # max_steps wins when set, so epochs are not read then
+            positive["epochs"] = self.epochs
+        for name, value in positive.items():
+            if value is not None and not value > 0:  # `not >` also refuses NaN
+                raise DataError(f"{name} must be above 0, got {value}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise DataError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.max_grad_norm >= 0:  # 0 turns clipping off
+            raise DataError(f"max_grad_norm must be at least 0, got {self.max_grad_norm}")
 
     def template_name(self) -> str:
         if self.template is not None:
@@ -159,9 +185,6 @@ def _clean_tmp(work: Path) -> None:
 
 
 # ---------------------------------------------------------------------- training
-PRECISIONS = ("auto", "no", "bf16", "fp16")  # accelerate's mixed_precision values, and ours: auto
-
-
 def _cpu_has_bf16() -> bool:
     """Native bf16 matrix instructions (AVX512-BF16 or AMX). Only there does bf16 autocast pay
     off on a CPU (1.6x the fp32 targets/s in eval/README.md); elsewhere it is emulated."""
@@ -219,11 +242,10 @@ def train(
     if resume and settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         if previous != asdict(config):
-            changed = sorted(k for k in previous if previous.get(k) != asdict(config).get(k))
+            changed = sorted(k for k in {*previous, *asdict(config)} if previous.get(k) != asdict(config).get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
     settings_path.write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
 
-    from accelerate import DataLoaderConfiguration
     from accelerate.state import AcceleratorState
 
     # accelerate keeps one process-wide state and refuses a second Accelerator with another
@@ -232,8 +254,6 @@ def train(
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
         mixed_precision=_mixed_precision(config.mixed_precision),
-        # each epoch's order depends only on (seed, epoch): a resumed run sees the same batches
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
     set_seed(config.seed)
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
@@ -241,9 +261,11 @@ def train(
     encoded, left_out = _encode(rec, split, config)
     pad_id = rec.pad_token_id
 
-    loader = torch.utils.data.DataLoader(
-        encoded, batch_size=config.batch_size, shuffle=True, collate_fn=lambda batch: collate(batch, pad_id)
-    )
+    batches = TokenBudgetBatches(
+        [len(e.input_ids) for e in encoded], max_rows=config.batch_size, max_tokens=config.max_batch_tokens,
+        seed=config.seed, group_by_length=config.group_by_length,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, collate_fn=lambda batch: collate(batch, pad_id))
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     model = rec.lm.model
