@@ -147,12 +147,12 @@ class TokenBudgetBatches:
         batch: list[int] = []
         width = 0
         for i in order:
-            wider = max(width, lengths[i])
-            if batch and (len(batch) == max_rows or (max_tokens is not None and wider * (len(batch) + 1) > max_tokens)):
+            wider = max(width, lengths[i]) * (len(batch) + 1)  # padded tokens with sequence i added
+            if batch and (len(batch) == max_rows or (max_tokens is not None and wider > max_tokens)):
                 self.batches.append(batch)
-                batch, wider = [], lengths[i]
+                batch, width = [], 0
             batch.append(i)
-            width = wider
+            width = max(width, lengths[i])
         if batch:
             self.batches.append(batch)
         self.seed = seed

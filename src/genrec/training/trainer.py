@@ -239,12 +239,13 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     _clean_tmp(work)  # what a kill in the middle of writing a checkpoint left behind
     settings_path = work / "config.json"
+    settings = asdict(config)
     if resume and settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        if previous != asdict(config):
-            changed = sorted(k for k in {*previous, *asdict(config)} if previous.get(k) != asdict(config).get(k))
+        if previous != settings:
+            changed = sorted(k for k in {*previous, *settings} if previous.get(k) != settings.get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
-    settings_path.write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    settings_path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
     from accelerate.state import AcceleratorState
 
@@ -366,7 +367,7 @@ def train(
         "device": str(accelerator.device),
         "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
-        "config": asdict(config),
+        "config": settings,
     }
     if accelerator.is_main_process:
         _write_final(accelerator.unwrap_model(model), rec.tokenizer, out, record, history, config.lora)
