@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
     p.add_argument("--history-grid", default="",
                    help="history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)")  # fmt: skip
+    p.add_argument("--max-per-family", type=int,
+                   help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             prior_grid=_numbers(args.prior_grid, "--prior-grid", float),
             prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
             history_grid=_numbers(args.history_grid, "--history-grid"),
+            max_per_family=args.max_per_family,
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

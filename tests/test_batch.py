@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from genrec import DataError
-from genrec.batch import DecodeSettings, RecommenderSpec, UserJob, read_users, run_batch
+from genrec.batch import DecodeSettings, RecommenderSpec, UserJob, fingerprint, read_users, run_batch
 from genrec.cli import main
 
 from helpers import catalog_of
@@ -132,6 +132,17 @@ def test_rerun_skips_complete_parts_and_redoes_the_rest(make_rec, catalog, tmp_p
     pd.testing.assert_frame_equal(_read_rows(out), first, check_exact=True)
     with pytest.raises(DataError, match=r"other settings \(settings.k\)"):
         run_batch(RecommenderSpec(catalog), users, out, DecodeSettings(k=3), part_size=4, rec=rec, progress=False)
+
+
+def test_family_cap_is_in_the_fingerprint(catalog):
+    """A capped run's folder cannot be resumed uncapped (or with another cap); folders written
+    before the cap existed keep their fingerprint."""
+    def prints(**spec):
+        return fingerprint(RecommenderSpec(catalog, **spec), DecodeSettings(), part_size=4, fmt="parquet", inputs={})
+
+    assert "max_per_family" not in prints() and "family_share" not in prints()
+    assert prints(max_per_family=2)["max_per_family"] == 2 and prints(max_per_family=2)["family_share"] == 0.5
+    assert prints(max_per_family=2) != prints(max_per_family=3) != prints()
 
 
 def test_jsonl_output(make_rec, catalog, tmp_path):

@@ -35,6 +35,19 @@ def test_unknown_id_is_a_clean_error(items_csv, tiny_model_dir, capsys):
     assert rc == 2 and err.startswith("genrec: error:") and "'99'" in err and "Traceback" not in err
 
 
+def test_family_cap_option(tmp_path, tiny_model_dir, capsys):
+    items = tmp_path / "items.csv"
+    rows = [f"{n},Lab Tape {c}" for n, c in enumerate(["Black", "White", "Red", "Blue"])] + ["10,Heat", "11,Jaws", "12,Up"]
+    items.write_text("item_id,title\n" + "\n".join(rows) + "\n")
+    argv = ["recommend", "--catalog", str(items), "--model", str(tiny_model_dir), "--history", "Up", "-k", "4", "--json"]
+    assert main([*argv, "--max-per-family", "1"]) == 0
+    titles = [o["title"] for o in json.loads(capsys.readouterr().out)]
+    assert len(titles) == 4 and sum(t.startswith("Lab Tape") for t in titles[:3]) <= 1
+    rc = main([*argv, "--max-per-family", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "max_per_family must be a whole number of at least 1" in err and "Traceback" not in err
+
+
 def test_bad_catalog_is_a_clean_error(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,title\n1,\n")

@@ -36,6 +36,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", help="folder of .jinja templates that override or add to the built-in ones")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
     g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
+    g.add_argument("--max-per-family", type=int,
+                   help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -205,7 +207,10 @@ def _load_catalog(args: argparse.Namespace):
 def _recommender(args: argparse.Namespace, catalog: Any):
     from .recommender import Recommender
 
-    return Recommender(catalog, model=args.model, prompts_dir=args.prompts, device=args.device, num_beams=args.beams)
+    return Recommender(
+        catalog, model=args.model, prompts_dir=args.prompts, device=args.device, num_beams=args.beams,
+        max_per_family=args.max_per_family,
+    )  # fmt: skip
 
 
 def _history(args: argparse.Namespace) -> list[str]:
@@ -328,7 +333,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     prior, prior_kind = _batch_prior(args, catalog, users)
     spec = RecommenderSpec(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
-        prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0,
+        prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
     )  # fmt: skip
     settings = DecodeSettings(
         k=args.k, batch_size=args.batch_size, max_history=args.max_history,

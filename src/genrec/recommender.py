@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .decoding import PrefixCache, TitleIndex, TitleIndexes
+from .decoding import DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap
 from .errors import CatalogError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
@@ -52,7 +52,9 @@ class Recommender:
     defaults to 0 because length normalisation favours long titles. ``lookahead`` feeds each
     beam's forced title continuation in one model call (exact; off only to measure it). ``prior`` / ``prior_weight``:
     the collaborative prior every call mixes into beam search unless it passes its own (none: the
-    model alone).
+    model alone). ``max_per_family``: at most that many variants of one product (titles sharing
+    ``family_share`` of their tokens, such as one filament in many colours) in a list, unless the
+    beam finds too few other titles (then the best held-back variants close the list); None: no cap.
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.
@@ -80,10 +82,13 @@ class Recommender:
         prior: Prior | None = None,
         prior_weight: float = 0.0,
         prior_aggregation: str = "logsumexp",
+        max_per_family: int | None = None,
+        family_share: float = DEFAULT_FAMILY_SHARE,
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
         if len(self.catalog) == 0:
             raise CatalogError(f"catalog {self.catalog.name!r} has no items: nothing to recommend ({self.catalog.report})")
+        self.max_per_family, self.family_share = check_family_cap(max_per_family, family_share)  # before loading
         self.cache_dir = cache_root(cache_dir)
         if model is None or isinstance(model, (str, Path)):
             self.lm = load_model(model, device=device, dtype=dtype, cache_dir=self.cache_dir)

@@ -151,10 +151,12 @@ def test_sample_examples_is_seeded():
 
 
 # ---------------------------------------------------------------------- a patterned dataset
-def chain_dataset(n_users=40, n_items=30, length=12, seed=0):
+def chain_dataset(n_users=40, n_items=30, length=12, seed=0, titles=None):
     """Users walk the items in order (i -> i+1): transitions are learnable, popularity is flat."""
     rng = np.random.default_rng(seed)
-    catalog = Catalog.from_records([{"item_id": f"m{i}", "title": f"Film Number {i}"} for i in range(n_items)], kind="movie")
+    titles = titles or [f"Film Number {i}" for i in range(n_items)]
+    n_items = len(titles)
+    catalog = Catalog.from_records([{"item_id": f"m{i}", "title": t} for i, t in enumerate(titles)], kind="movie")
     rows = []
     for u in range(n_users):
         start = int(rng.integers(0, n_items))
@@ -400,3 +402,41 @@ def test_ray_workers_give_the_same_metrics_as_one_process(tmp_path, tiny_model_d
         assert ranks["one"] == ranks["two"]
         metrics = {k: v for k, v in one["methods"][name].items() if "latency" not in k and not k.endswith("_s")}  # not timings
         assert metrics == {k: v for k, v in two["methods"][name].items() if k in metrics}
+
+
+def test_family_cap_reaches_every_genrec_list(tmp_path, tiny_factory):
+    """``max_per_family`` is the run's: applied to the factory's Recommender, recorded in the run
+    config; in every list a family's variants past the cap only close the list."""
+    from collections import Counter
+
+    colours = ["Black", "White", "Red", "Blue", "Green", "Silver"]
+    titles = [f"{base} {c}" for base in ("Lab Tape", "Steel Ruler") for c in colours]
+    titles += ["Beaker 12", "Flask Timer 8", "Pipette Stand 83", "Clamp 85", "Glass Funnel 41", "Scale 73", "Safety Gloves 9"]
+    ds = chain_dataset(n_users=10, length=5, titles=titles)
+    config = EvalConfig(dataset="chain", methods=["genrec"], k=10, users=6, seed=1, batch_size=3, max_per_family=1)
+    out = tmp_path / "cap"
+    run_evaluation(ds, config, out, progress=False, recommender_factory=tiny_factory)
+    assert json.loads((out / "run_config.json").read_text())["max_per_family"] == 1
+    rec = tiny_factory(ds.catalog)
+    index = rec.index_for("next_item")
+    family = index.families(0.5)
+    family_of = {t: int(family[index.title_leaf[n]]) for n, t in enumerate(ds.catalog.unique_titles)}
+    assert max(Counter(family_of.values()).values()) == len(colours)
+
+    def variants_only_at_the_end(folder) -> list[bool]:
+        out = []
+        for line in (folder / "users" / "genrec.jsonl").read_text().splitlines():
+            seen, over = Counter(), []
+            for item in json.loads(line)["items"]:
+                seen[family_of[ds.catalog.title_of(item)]] += 1
+                over.append(seen[family_of[ds.catalog.title_of(item)]] > 1)
+            first = over.index(True) if True in over else len(over)
+            out.append(all(over[first:]))
+        return out
+
+    assert all(variants_only_at_the_end(out))
+    plain = tmp_path / "plain"
+    run_evaluation(ds, EvalConfig(**{**config.__dict__, "max_per_family": None}), plain, progress=False, recommender_factory=tiny_factory)
+    assert not all(variants_only_at_the_end(plain))  # uncapped, variants sit among the others
+    with pytest.raises(DataError, match="other settings"):
+        run_evaluation(ds, EvalConfig(**{**config.__dict__, "max_per_family": 2}), out, progress=False, recommender_factory=tiny_factory)

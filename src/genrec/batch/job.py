@@ -70,6 +70,8 @@ def fingerprint(spec: RecommenderSpec, settings: DecodeSettings, *, part_size: i
         "dtype": spec.dtype,
         "prior": prior,
         "prior_weight": spec.prior_weight,
+        # (absent without a cap, so folders written before the cap existed still match)
+        **({"max_per_family": spec.max_per_family, "family_share": spec.family_share} if spec.max_per_family is not None else {}),
         **{f"settings.{k}": v for k, v in asdict(settings).items()},
         "part_size": part_size,
         "format": fmt,

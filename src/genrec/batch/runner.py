@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..catalog import Catalog
+from ..decoding import DEFAULT_FAMILY_SHARE
 from ..errors import GenrecError, UnknownItemError
 from .inputs import UserJob
 
@@ -35,6 +36,8 @@ class RecommenderSpec:
     cache_dir: str | None = None
     prior: np.ndarray | None = field(default=None, repr=False)
     prior_weight: float = 0.0
+    max_per_family: int | None = None  # variants of one product per list (None: no cap)
+    family_share: float = DEFAULT_FAMILY_SHARE
 
     def build(self) -> Any:
         from ..recommender import Recommender
@@ -42,6 +45,7 @@ class RecommenderSpec:
         return Recommender(
             self.catalog, model=self.model, prompts_dir=self.prompts_dir, device=self.device, dtype=self.dtype,
             num_beams=self.num_beams, cache_dir=self.cache_dir, prior=self.prior, prior_weight=self.prior_weight,
+            max_per_family=self.max_per_family, family_share=self.family_share,
         )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """Constrained decoding: the title index (a prefix trie as flat arrays), the title constraint,
-batched beam search, the shared prompt-prefix cache, candidate scoring, and the constraint as a
-transformers ``LogitsProcessor``."""
+the family cap, batched beam search, the shared prompt-prefix cache, candidate scoring, and the
+constraint as a transformers ``LogitsProcessor``."""
 
 from .beam_search import Hypothesis, beam_search
 from .constraint import TitleConstraint
+from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
 from .index import TitleIndex, build_index
 from .index_cache import TitleIndexes, load_or_build_index
 from .logits_process import TrieLogitsProcessor
@@ -16,6 +17,9 @@ __all__ = [
     "Hypothesis",
     "beam_search",
     "TitleConstraint",
+    "FamilyCap",
+    "check_family_cap",
+    "DEFAULT_FAMILY_SHARE",
     "TitleIndex",
     "TitleIndexes",
     "build_index",

@@ -19,10 +19,14 @@ One step, in the order ``beam_search`` runs them:
 - ``_feed``: the model on every live beam whose last token is not in the cache (plus its chain);
 - ``_step_logp``: each beam's next-token log-probabilities, from its last call;
 - ``_mask``: tokens that continue no allowed title set to -inf (constrained search), and the
-  allowed ones mixed with a collaborative prior when there is one (``TitlePrior``);
-- ``_score``: the best ``2 * beams`` (beam, token) candidates per user and the nodes they reach;
+  allowed ones mixed with a collaborative prior when there is one (``TitlePrior``); under a
+  family cap (``FamilyCap``), those that can no longer make their family's best titles are set to
+  -inf, and those past a family's first ``limit`` of the step are held back (spare);
+- ``_score``: the best ``2 * beams`` (beam, token) candidates per user and the nodes they reach
+  (plus the best ``beams`` spare ones);
 - ``_finish``: candidates that complete a title (or end free text) become hypotheses;
-- ``_select``: the best ``beams`` unfinished candidates become the next step's beams;
+- ``_select``: the best ``beams`` unfinished candidates become the next step's beams (spare ones
+  only for places no other candidate fills: one family cannot crowd out the rest of the beam);
 - ``_drop_done``: users whose top ``num_return`` can no longer change leave the batch;
 - ``_compact``: the cache keys of pruned beams are dropped once they are half the generated keys.
 
@@ -46,6 +50,7 @@ from transformers.cache_utils import DynamicLayer
 
 from .attention import cache_argument, left_pad, tree_mask
 from .constraint import NEG_INF, TitleConstraint
+from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
 from .index import TitleIndex
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
@@ -124,7 +129,8 @@ class _State:
 
 @dataclass
 class _Candidates:
-    """The best (beam, token) extensions of one step, ``2 * beams`` per user, best first."""
+    """The best (beam, token) extensions of one step, ``2 * beams`` per user, best first (then,
+    under a family cap, the best ``beams`` of the held-back ones: ``spare``)."""
 
     scores: torch.Tensor
     beam_of: torch.Tensor
@@ -133,6 +139,7 @@ class _Candidates:
     valid: torch.Tensor
     child: torch.Tensor
     is_final: torch.Tensor
+    spare: torch.Tensor | None = None
 
 
 @torch.inference_mode()
@@ -152,6 +159,8 @@ def beam_search(
     prefix_cache: PrefixCache | None = None,
     prior: TitlePrior | None = None,
     lookahead: bool = True,
+    max_per_family: int | None = None,
+    family_share: float = DEFAULT_FAMILY_SHARE,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -166,6 +175,8 @@ def beam_search(
     same beams and scores as without).
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
+    ``max_per_family`` (constrained only): at most that many titles of one family of variants
+    (titles sharing ``family_share`` of their tokens; see FamilyCap) per user; None: no cap.
     ``stats``, when given, receives ``steps`` (decoding steps run), ``model_calls`` (prefill
     included), ``compactions`` (times the keys of pruned beams were dropped), ``prefill_s`` and
     ``decode_s``.
@@ -178,6 +189,7 @@ def beam_search(
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
+    check_family_cap(max_per_family, family_share)
     device = next(model.parameters()).device
     constraint = None
     if index is not None:
@@ -203,6 +215,9 @@ def beam_search(
         lookahead=lookahead and constraint is not None,
     )
 
+    cap = None
+    if constraint is not None and max_per_family is not None:
+        cap = FamilyCap(index, max_per_family, family_share, device)
     started = time.perf_counter()
     cache = DynamicCache(config=model.config)  # filled in place by every forward pass
     state = _prefill(model, cache, prompts, settings, prefix_cache, device)
@@ -213,11 +228,11 @@ def beam_search(
         state.step, steps = step, step + 1
         if step > 0:
             calls += _feed(model, cache, state, settings)
-        logp = _mask(_step_logp(state), state, settings)
-        candidates = _score(logp, state, settings)
+        logp, spare = _mask(_step_logp(state), state, settings, cap, finished)
+        candidates = _score(logp, state, settings, spare)
         _finish(candidates, state, settings, finished)
         _select(candidates, state, settings, finished)
-        done = _users_done(state, settings, finished)
+        done = _users_done(state, settings, finished, cap)
         if bool(done.all()):
             break
         if bool(done.any()):
@@ -226,7 +241,11 @@ def beam_search(
 
     if stats is not None:
         stats.update(steps=steps, model_calls=calls, compactions=compactions, prefill_s=prefilled - started, decode_s=time.perf_counter() - prefilled)
-    return [sorted(f, key=lambda h: -h.score)[:num_return] for f in finished]
+    return [_best(f, num_return, cap) for f in finished]
+
+
+def _best(hypotheses: list[Hypothesis], n: int, cap: FamilyCap | None) -> list[Hypothesis]:
+    return cap.best(hypotheses, n) if cap is not None else sorted(hypotheses, key=lambda h: -h.score)[:n]
 
 
 def _prefill(
@@ -446,20 +465,48 @@ def _step_logp(state: _State) -> torch.Tensor:
     return logp
 
 
-def _mask(logp: torch.Tensor, state: _State, settings: _Settings) -> torch.Tensor:
+def _mask(
+    logp: torch.Tensor, state: _State, settings: _Settings, cap: FamilyCap | None, finished: list[list[Hypothesis]]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The step's scores of every (beam, token), and under a family cap the held-back ones apart."""
     if settings.constraint is None:
-        return logp
+        return logp, None
     row_users = state.active.repeat_interleave(settings.beams)
     row, token, child = settings.constraint.allowed(state.nodes, row_users)
-    mixed = settings.prior.mix(logp, row, token, child, row_users) if settings.prior is not None else None
-    return settings.constraint.keep(logp, row, token, mixed)
+    mixed = settings.prior.mix(logp, row, token, child, row_users) if settings.prior is not None else logp[row, token]
+    if cap is None:
+        return settings.constraint.keep(logp, row, token, mixed), None
+    total = state.scores.view(-1)[row] + mixed
+    if settings.length_penalty == 0.0:  # (scores only fall as a title grows; a normalised one can rise)
+        closed = cap.closed(child, total, row_users[row], finished)
+        mixed = torch.where(closed, torch.full_like(mixed, NEG_INF), mixed)
+        total = torch.where(closed, torch.full_like(total, NEG_INF), total)
+    held = cap.overflow(child, total, row_users[row])
+    if not bool(held.any()):
+        return settings.constraint.keep(logp, row, token, mixed), None
+    kept = torch.where(held, torch.full_like(mixed, NEG_INF), mixed)
+    return settings.constraint.keep(logp, row, token, kept), settings.constraint.keep(logp, row[held], token[held], mixed[held])
 
 
-def _score(logp: torch.Tensor, state: _State, settings: _Settings) -> _Candidates:
+def _score(logp: torch.Tensor, state: _State, settings: _Settings, spare: torch.Tensor | None = None) -> _Candidates:
+    main = _top(logp, state, settings, 2 * settings.beams)
+    if spare is None:
+        return main
+    extra = _top(spare, state, settings, settings.beams)
+    joined = [torch.cat([getattr(main, name), getattr(extra, name)], dim=1) for name in _CANDIDATE_FIELDS]
+    flags = torch.zeros_like(main.valid)
+    return _Candidates(*joined, spare=torch.cat([flags, torch.ones_like(extra.valid)], dim=1))
+
+
+_CANDIDATE_FIELDS = ("scores", "beam_of", "token", "parent_row", "valid", "child", "is_final")
+
+
+def _top(logp: torch.Tensor, state: _State, settings: _Settings, n: int) -> _Candidates:
+    """The best ``n`` (beam, token) extensions per user of ``logp``, best first."""
     n_active, beams = len(state.active), settings.beams
     vocab = logp.shape[-1]
     flat = (logp + state.scores.view(-1, 1)).view(n_active, beams * vocab)
-    top_scores, top_index = flat.topk(min(2 * beams, beams * vocab), dim=1)
+    top_scores, top_index = flat.topk(min(n, beams * vocab), dim=1)
     beam_of = top_index // vocab
     token = top_index % vocab
     parent_row = torch.arange(n_active, device=logp.device).view(-1, 1) * beams + beam_of
@@ -477,18 +524,19 @@ def _score(logp: torch.Tensor, state: _State, settings: _Settings) -> _Candidate
 
 def _finish(candidates: _Candidates, state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> None:
     """Record the candidates that complete a title; like transformers, only those ranked within
-    the first ``beams`` may finish."""
+    the first ``beams`` may finish (and any spare one: a held-back variant can still close a list)."""
     rank = torch.arange(candidates.scores.shape[1], device=candidates.scores.device).view(1, -1)
     finishing = candidates.is_final & (rank < settings.beams)
+    if candidates.spare is not None:
+        finishing = finishing | (candidates.is_final & candidates.valid & candidates.spare)
     if not bool(finishing.any()):
         return
     flat_generated = state.generated.reshape(len(state.active) * settings.beams, -1)
     penalty = float(state.step + 1) ** settings.length_penalty
     for u, j in finishing.nonzero().tolist():
+        user, node = int(state.active[u]), int(candidates.child[u, j])
         tokens = (*flat_generated[int(candidates.parent_row[u, j])].tolist(), int(candidates.token[u, j]))
-        finished[int(state.active[u])].append(
-            Hypothesis(tokens=tokens, score=float(candidates.scores[u, j]) / penalty, node=int(candidates.child[u, j]))
-        )
+        finished[user].append(Hypothesis(tokens=tokens, score=float(candidates.scores[u, j]) / penalty, node=node))
 
 
 def _select(candidates: _Candidates, state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> None:
@@ -497,7 +545,14 @@ def _select(candidates: _Candidates, state: _State, settings: _Settings, finishe
     transformers does."""
     n_active, beams = len(state.active), settings.beams
     running = torch.where(candidates.is_final | ~candidates.valid, torch.full_like(candidates.scores, NEG_INF), candidates.scores)
-    scores, pick = running.topk(beams, dim=1)
+    if candidates.spare is None:
+        scores, pick = running.topk(beams, dim=1)
+    else:  # best first, the spare ones after all the others (and dead ones last)
+        tier = torch.where(running == NEG_INF, 2, candidates.spare.to(torch.int8))
+        order = torch.argsort(running, dim=1, descending=True, stable=True)
+        order = order.gather(1, torch.argsort(tier.gather(1, order), dim=1, stable=True))
+        pick = order[:, :beams]
+        scores = running.gather(1, pick)
     chosen_row = candidates.parent_row.gather(1, pick)
     chosen_token = candidates.token.gather(1, pick)
     alive = scores > NEG_INF
@@ -528,16 +583,17 @@ def _select(candidates: _Candidates, state: _State, settings: _Settings, finishe
             )
 
 
-def _users_done(state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> torch.Tensor:
+def _users_done(state: _State, settings: _Settings, finished: list[list[Hypothesis]], cap: FamilyCap | None) -> torch.Tensor:
     """Which active users can stop: no live beam left, the best live beam cannot beat the
-    ``num_return``-th finished one (exact when length_penalty is 0), or the length limit."""
-    best_running = state.scores[:, 0].tolist()
+    ``num_return``-th finished one of the list (exact when length_penalty is 0), or the length limit."""
+    best_running = state.scores.max(dim=1).values.tolist()  # (under a family cap, spare beams come last whatever their score)
     done = []
     for u, user in enumerate(state.active.tolist()):
         if best_running[u] == NEG_INF or state.step + 1 >= settings.max_steps:
             done.append(True)
             continue
-        scores = sorted((h.score for h in finished[user]), reverse=True)
+        listed = cap.best(finished[user], len(finished[user]), fill=False) if cap is not None else finished[user]
+        scores = sorted((h.score for h in listed), reverse=True)
         if settings.length_penalty == 0.0:
             n = settings.num_return
             done.append(len(scores) >= n and best_running[u] <= scores[n - 1])

@@ -50,6 +50,7 @@ class TitleIndex:
     _keys: np.ndarray | None = None
     _depth_ranges: list[tuple[int, int]] | None = None
     _torch: dict[str, Any] = field(default_factory=dict)
+    _families: dict[float, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_nodes(self) -> int:
@@ -136,6 +137,33 @@ class TitleIndex:
             forced[single] = 1 + forced[self.first_child[single]]
         forced[self.sentinel] = 0
         return forced
+
+    def families(self, share: float) -> np.ndarray:
+        """For each node, the family it lies in (the family's top node), or -1 above every family.
+
+        Titles are variants of one product (colours, sizes, pack counts of an otherwise identical
+        title) when they share most of their tokens: a family is the subtree of a node at least
+        ``share`` of the way into the longest title below it. Going down a path the node gets
+        deeper and its longest title no longer, so the first node that qualifies starts the family
+        of every title under it: families are disjoint subtrees, and two titles are in one family
+        exactly when their common prefix qualifies. Titles with no close variant form a family of one.
+        """
+        if share not in self._families:
+            ranges = self.depth_ranges()
+            depth = np.zeros(self.n_nodes, dtype=np.int32)
+            for d, (lo, hi) in enumerate(ranges):
+                depth[lo:hi] = d
+            longest = np.zeros(self.n_nodes, dtype=np.int32)  # the longest title ending at or below
+            longest[self.title_leaf] = depth[self.title_leaf]
+            for lo, hi in reversed(ranges[1:]):
+                np.maximum.at(longest, self.parent[lo:hi], longest[lo:hi])
+            starts = (depth >= 1) & (depth >= share * longest)
+            family = np.full(self.n_nodes, -1, dtype=np.int32)
+            for lo, hi in ranges[1:]:
+                inherited = family[self.parent[lo:hi]]
+                family[lo:hi] = np.where(inherited >= 0, inherited, np.where(starts[lo:hi], np.arange(lo, hi), -1))
+            self._families[share] = family
+        return self._families[share]
 
     def dead_nodes(self, banned_titles: Iterable[int]) -> np.ndarray:
         """Nodes under which every title is banned: decoding must not enter them.

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
+from ..decoding import DEFAULT_FAMILY_SHARE, check_family_cap
 from ..decoding.prior import AGGREGATIONS
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
@@ -69,6 +70,7 @@ class EvalConfig:
     prior_aggregations: tuple[str, ...] = ("logsumexp",)  # tried on validation with every weight
     # history lengths shown to genrec methods, tuned on validation; empty: max_history, untuned
     history_grid: tuple[int, ...] = ()
+    max_per_family: int | None = None  # genrec lists: at most this many variants of one product
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -90,6 +92,7 @@ class EvalConfig:
             raise DataError(f"prior aggregations must be some of {', '.join(AGGREGATIONS)}, got {', '.join(bad) or 'none'}")
         if any(h < 1 for h in (self.max_history, *self.history_grid)):
             raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
+        check_family_cap(self.max_per_family)
 
 
 def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
@@ -241,7 +244,11 @@ def evaluate_genrec(
                 for n, (row, e) in enumerate(batch)
             ]
 
-    spec = RecommenderSpec(catalog, model=model)
+    # the workers' Recommenders decode as this one does
+    spec = RecommenderSpec(
+        catalog, model=model, max_per_family=getattr(rec, "max_per_family", None),
+        family_share=getattr(rec, "family_share", DEFAULT_FAMILY_SHARE),
+    )  # fmt: skip
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
     for outcome in decode_parts(spec, settings, parts(), workers=workers, ray_address=ray_address, rec=rec):
         batch = batches[outcome.part]
@@ -304,10 +311,12 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
 
 def _recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[Catalog], Any] | None) -> Any:
     if factory is not None:
-        return factory(catalog)
+        rec = factory(catalog)
+        rec.max_per_family = config.max_per_family  # the run's settings decide its numbers
+        return rec
     from ..recommender import Recommender
 
-    return Recommender(catalog, model=config.model)
+    return Recommender(catalog, model=config.model, max_per_family=config.max_per_family)
 
 
 def _method_order(name: str) -> tuple[int, str]:

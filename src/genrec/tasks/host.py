@@ -25,6 +25,8 @@ class TaskHost(Protocol):
     num_beams: int
     length_penalty: float
     lookahead: bool
+    max_per_family: int | None  # titles of one family of variants per list (None: no cap)
+    family_share: float
     batch_size: int
     grounding_threshold: float
     free_text_slack: int

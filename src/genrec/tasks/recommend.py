@@ -119,6 +119,8 @@ def decode_constrained(
             prefix_cache=host.prefix_cache(jobs[members[0]].template),
             prior=prior,
             lookahead=host.lookahead,
+            max_per_family=host.max_per_family,
+            family_share=host.family_share,
         )
         for i, h in zip(members, hyps):
             results[i] = h
