@@ -92,10 +92,12 @@ def test_refuses_to_overwrite(tiny_model_dir, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("valid_users", [0, 4])
+def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, valid_users):
     ds = split_dataset_with_unique_holdouts()
+    cfg = config(tiny_model_dir, valid_users=valid_users)
     straight = tmp_path / "straight"
-    train(ds, straight, config(tiny_model_dir), progress=False)
+    train(ds, straight, cfg, progress=False)
 
     real_loss = training_mod._loss
     calls = {"n": 0}
@@ -109,19 +111,49 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkey
     monkeypatch.setattr(training_mod, "_loss", dies_at_step_5)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(ds, out, config(tiny_model_dir), progress=False)
+        train(ds, out, cfg, progress=False)
     work = tmp_path / "resumed.work"
     assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
     assert not out.exists()
     with pytest.raises(DataError, match="--resume"):
-        train(ds, out, config(tiny_model_dir), progress=False)
+        train(ds, out, cfg, progress=False)
     monkeypatch.setattr(training_mod, "_loss", real_loss)
-    result = train(ds, out, config(tiny_model_dir), resume=True, progress=False)
+    result = train(ds, out, cfg, resume=True, progress=False)
     assert result.steps == 6
+    if valid_users:  # the scores before the kill came back from the checkpoint
+        assert json.loads((out / "genrec.json").read_text())["valid_NDCG_by_step"] == json.loads(
+            (straight / "genrec.json").read_text())["valid_NDCG_by_step"]  # fmt: skip
     a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_validation_scores_every_checkpoint_and_keeps_the_best(tiny_model_dir, tmp_path, monkeypatch):
+    ds = split_dataset_with_unique_holdouts()
+    result = train(ds, tmp_path / "real", config(tiny_model_dir, valid_users=4), progress=False)
+    record = result.record
+    assert record["valid_rows"] == 4 and set(record["valid_NDCG_by_step"]) == {"2", "4", "6"}
+    assert all(0.0 <= v <= 1.0 for v in record["valid_NDCG_by_step"].values())
+    best = max(record["valid_NDCG_by_step"].values())
+    assert record["selected_step"] == min(int(s) for s, v in record["valid_NDCG_by_step"].items() if v == best)
+    assert json.loads((tmp_path / "real" / "genrec.json").read_text())["selected_step"] == record["selected_step"]
+
+    # scripted scores: step 4 is best, so the final model is step 4's weights, not the last ones
+    scripted = iter([0.1, 0.3, 0.2])
+    monkeypatch.setattr(training_mod, "_validate", lambda *args: next(scripted))
+    monkeypatch.setenv("GENREC_KEEP_CHECKPOINTS", "1")
+    out = tmp_path / "scripted"
+    result = train(ds, out, config(tiny_model_dir, valid_users=4, keep_checkpoints=3), progress=False)
+    assert result.record["selected_step"] == 4 and result.steps == 6
+    history = json.loads((out / "train_log.json").read_text())
+    assert [h.get("valid_NDCG@10") for h in history] == [None, 0.1, None, 0.3, None, 0.2]
+    final = load_file(out / "model.safetensors")
+    step4 = load_file(tmp_path / "scripted.work" / "checkpoints" / "step-0000004" / "model.safetensors")
+    step6 = load_file(tmp_path / "scripted.work" / "checkpoints" / "step-0000006" / "model.safetensors")
+    shared = [name for name in final if name in step4]
+    assert shared and all(torch.equal(final[name], step4[name]) for name in shared)
+    assert any(not torch.equal(final[name], step6[name]) for name in shared)
 
 
 def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeypatch):
@@ -164,9 +196,10 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
     rc = main(["train", "--dataset", "interactions", "--interactions", str(tmp_path / "log.csv"), "--catalog",
                str(tmp_path / "items.csv"), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
-               "--max-steps", "2", "--batch-size", "2"])  # fmt: skip
-    assert rc == 0 and "2 steps" in capsys.readouterr().out
-    assert (tmp_path / "m" / "genrec.json").is_file()
+               "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 steps" in out and "validation NDCG@10 on 3 rows by step: 1 " in out
+    assert json.loads((tmp_path / "m" / "genrec.json").read_text())["selected_step"] in (1, 2)
 
 
 def _recommender(ds, model_dir, tmp_path):
@@ -250,6 +283,7 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         ({"learning_rate": float("nan")}, "learning_rate must be above 0, got nan"),
         ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\), got 1.0"),
         ({"max_grad_norm": -1.0}, "max_grad_norm must be at least 0, got -1.0"),
+        ({"valid_users": -1}, "valid_users must be at least 0"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="all-positions", choices=["all-positions", "per-window"],
                    help="loss on every title of a window in one pass (default), or on its last one only")  # fmt: skip
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
+    p.add_argument("--valid-users", type=int, default=0,
+                   help="score every checkpoint on N seeded validation rows (NDCG@10) and keep the best (default 0: the last)")  # fmt: skip
     p.add_argument("--template", help="default: sequence (all-positions), next_item (per-window)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
@@ -410,12 +412,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
+        valid_users=args.valid_users,
         seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
         dataset=args.dataset, data=data,
     )  # fmt: skip
     result = train(dataset, args.out, config, resume=args.resume)
     print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} sequences, {result.targets_seen} "
           f"next-item targets ({result.targets_per_s:.2f}/s), final loss {result.final_loss:.3f}")  # fmt: skip
+    if "selected_step" in result.record:
+        by_step = ", ".join(f"{s} {v:.4f}" for s, v in result.record["valid_NDCG_by_step"].items())
+        print(f"kept step {result.record['selected_step']} (validation NDCG@10 on {result.record['valid_rows']} rows by step: {by_step})")
     return 0
 
 

@@ -19,6 +19,11 @@ Layout of ``out``:
   (LoRA weights merged in), the tokenizer, ``genrec.json`` (catalog, template, data and settings
   it was trained with), ``train_log.json`` and ``loss.png``.
 
+``valid_users`` > 0 chooses the training length on validation, as the harness early-stops SASRec:
+every checkpoint's model decodes that many seeded validation rows (the harness's protocol, k = 10)
+and the weights with the best NDCG@10 (the earliest on a tie) are kept in ``<out>.work/best.pt``
+and become the final model; ``genrec.json`` records every checkpoint's score and the step chosen.
+
 Runs unchanged under ``accelerate launch`` (data parallel); on one process it trains on the
 available device, with bf16 autocast on CPUs with native bf16 instructions and on GPUs that
 support it (fp16 on older GPUs, fp32 on other CPUs).
@@ -39,10 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_dir, clean_stale
+from ..atomic import atomic_dir, atomic_file, clean_stale
 from ..errors import DataError, require
-from ..evaluation.datasets import Dataset
-from ..evaluation.splits import Split, split_dataset
+from ..evaluation.datasets import Dataset, Example
+from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
 from .data import (
@@ -54,6 +59,7 @@ __all__ = ["TrainConfig", "TrainResult", "train"]
 log = logging.getLogger(__name__)
 
 _CHECKPOINT_DONE = "trainer_state.json"  # written last inside a checkpoint: its presence = complete
+_BEST = "best.pt"  # with valid_users: the weights of the best-scoring checkpoint so far
 PRECISIONS = ("auto", "no", "bf16", "fp16")  # accelerate's mixed_precision values, and ours: auto
 
 
@@ -81,6 +87,7 @@ class TrainConfig:
     mode: str = "all-positions"  # or "per-window": see data.py
     save_every: int = 50
     keep_checkpoints: int = 2
+    valid_users: int = 0  # score each checkpoint on this many validation rows and keep the best (0: the last)
     seed: int = 0
     template: str | None = None  # default: "sequence" for all-positions, "next_item" per window
     tie_break: str = "file_order"
@@ -112,6 +119,8 @@ class TrainConfig:
             raise DataError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not self.max_grad_norm >= 0:  # 0 turns clipping off
             raise DataError(f"max_grad_norm must be at least 0, got {self.max_grad_norm}")
+        if self.valid_users < 0:
+            raise DataError(f"valid_users must be at least 0 (0: keep the last checkpoint), got {self.valid_users}")
 
     def template_name(self) -> str:
         if self.template is not None:
@@ -260,6 +269,7 @@ def train(
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
     rec = _load_trainable(config, dataset)
     encoded, left_out = _encode(rec, split, config)
+    valid_rows = _validation_rows(split, config)
     pad_id = rec.pad_token_id
 
     batches = TokenBudgetBatches(
@@ -286,12 +296,14 @@ def train(
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
     step, epoch, batches_done, samples_seen, targets_seen, elapsed = 0, 0, 0, 0, 0, 0.0
+    scores: dict[int, float] = {}  # validation NDCG@10 by checkpoint step
     if resume and existing:
         latest = existing[-1]
         accelerator.load_state(str(latest))
         state = json.loads((latest / _CHECKPOINT_DONE).read_text(encoding="utf-8"))
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
         samples_seen, targets_seen, elapsed = state["samples_seen"], state.get("targets_seen", 0), state["elapsed_s"]
+        scores = {int(k): v for k, v in state.get("valid_ndcg", {}).items()}
         log.warning("resuming from %s (step %d of %d)", latest, step, total_steps)
     log_path = work / "log.jsonl"
     if not resume and log_path.exists():
@@ -326,14 +338,23 @@ def train(
                       "samples_seen": samples_seen, "targets_seen": targets_seen, "elapsed_s": round(now, 2),
                       "targets_per_s": targets_seen / max(now, 1e-9)}  # fmt: skip
             running_loss = []
+            saving = step % config.save_every == 0 or step >= total_steps
+            if saving and valid_rows:
+                valid_started = time.perf_counter()
+                record["valid_NDCG@10"] = scores[step] = _validate(accelerator.unwrap_model(model), rec, valid_rows, config)
+                record["valid_s"] = round(time.perf_counter() - valid_started, 2)
+                started += record["valid_s"]  # elapsed time and targets/s count training only
+                if accelerator.is_main_process and scores[step] > max((v for s, v in scores.items() if s < step), default=-1.0):
+                    with atomic_file(work / _BEST, suffix=".pt") as tmp:  # the best weights so far
+                        torch.save({"step": step, "weights": accelerator.unwrap_model(model).state_dict()}, tmp)
             if accelerator.is_main_process:
                 with open(log_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3f}", targets_per_s=f"{record['targets_per_s']:.2f}")
             bar.update(1)
-            if step % config.save_every == 0 or step >= total_steps:
+            if saving:
                 state = {"step": step, "epoch": epoch, "batches_done": batches_done, "samples_seen": samples_seen,
-                         "targets_seen": targets_seen, "elapsed_s": now}  # fmt: skip
+                         "targets_seen": targets_seen, "elapsed_s": now, "valid_ndcg": scores}  # fmt: skip
                 _save_checkpoint(accelerator, work, state, config.keep_checkpoints)
             if step >= total_steps:
                 break
@@ -343,6 +364,12 @@ def train(
     bar.close()
     accelerator.wait_for_everyone()
     elapsed = time.perf_counter() - started
+    chosen = max(scores, key=lambda s: (scores[s], -s)) if scores else step  # the earliest best
+    if chosen != step:
+        best = torch.load(work / _BEST, map_location="cpu", weights_only=True)
+        if best["step"] != chosen:  # (a kill between the two writes, and a rerun that scored otherwise)
+            raise DataError(f"{work / _BEST} holds step {best['step']}, but validation chose step {chosen}; rerun without --resume")
+        accelerator.unwrap_model(model).load_state_dict(best["weights"])
     history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if log_path.exists() else []
     record = {
         "base_model": config.model or DEFAULT_MODEL_NAME,
@@ -369,6 +396,11 @@ def train(
         "mixed_precision": accelerator.mixed_precision,
         "config": settings,
     }
+    if scores:
+        record.update(
+            selected_step=chosen, valid_rows=len(valid_rows),
+            valid_NDCG_by_step={str(s): round(v, 5) for s, v in sorted(scores.items())},
+        )  # fmt: skip
     if accelerator.is_main_process:
         _write_final(accelerator.unwrap_model(model), rec.tokenizer, out, record, history, config.lora)
         if not os.environ.get("GENREC_KEEP_CHECKPOINTS"):
@@ -378,6 +410,35 @@ def train(
     return TrainResult(
         out, step, samples_seen, record["samples_per_s"], targets_seen, record["targets_per_s"], final_loss, record
     )
+
+
+def _validation_rows(split: Split, config: TrainConfig) -> list[tuple[int, Example]]:
+    """The seeded validation rows checkpoints are scored on (none when ``valid_users`` is 0)."""
+    if not config.valid_users:
+        return []
+    if not split.valid:
+        raise DataError("valid_users needs validation rows, and this split has none (a D3 file without a training file?)")
+    return list(enumerate(sample_examples(split.valid, config.valid_users, config.seed)))
+
+
+def _validate(model: Any, rec: Recommender, rows: list[tuple[int, Example]], config: TrainConfig) -> float:
+    """Mean NDCG@10 of the model being trained on ``rows``, decoded as the harness does (under the
+    run's mixed precision: accelerate's autocast wraps the forward pass). A fresh Recommender
+    around the same weights: the training one's prompt-prefix cache holds keys and values computed
+    by earlier weights."""
+    from ..evaluation.harness import evaluate_genrec
+    from ..evaluation.metrics import ndcg
+    from ..evaluation.protocol import Protocol
+
+    scorer = Recommender(rec.catalog, model=model, tokenizer=rec.tokenizer, cache_dir=rec.cache_dir)  # puts it in eval mode
+    found: list = []
+    evaluate_genrec(
+        scorer, rows, protocol=Protocol.for_run(rec.catalog, 10, config.seed), constrained=True,
+        max_history=config.max_history, template=config.template_name(), batch_size=config.batch_size,
+        on_batch=found.extend, progress=False,
+    )  # fmt: skip
+    model.train()
+    return float(np.mean([ndcg(r.rank, 10) for r in found]))
 
 
 def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[Encoded], int]:
