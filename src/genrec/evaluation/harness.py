@@ -39,7 +39,9 @@ from .report import write_report
 from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
 
-__all__ = ["EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec", "load_results"]
+__all__ = [
+    "EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec", "genrec_ndcg", "load_results",
+]  # fmt: skip
 
 METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "genrec", "genrec-free")
 #: method names that stand for another method (said in the report)
@@ -263,6 +265,14 @@ def evaluate_genrec(
     bar.close()
 
 
+def genrec_ndcg(rec: Any, examples: Sequence[tuple[int, Example]], **decoding: Any) -> float:
+    """Mean NDCG@10 of ``rec``'s lists on ``examples`` (validation rows: the harness's tuning and
+    training's checkpoint selection); ``decoding`` is what ``evaluate_genrec`` takes beside them."""
+    found: list[UserResult] = []
+    evaluate_genrec(rec, examples, on_batch=found.extend, progress=False, **decoding)
+    return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
+
+
 def _genrec_result(
     row: int, example: Example, recs: Any, protocol: Protocol, constrained: bool, catalog: Catalog, latency_s: float
 ) -> UserResult:
@@ -372,13 +382,11 @@ def _tune(
     constrained = name != "genrec-free"
 
     def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
-        found: list[UserResult] = []
-        evaluate_genrec(
+        return genrec_ndcg(
             rec, valid, protocol=protocol, constrained=constrained, max_history=history, template=config.template,
-            batch_size=config.batch_size, on_batch=found.extend, progress=False, prior=prior, prior_weight=weight,
-            prior_aggregation=aggregation, workers=workers, ray_address=ray_address, model=config.model,
+            batch_size=config.batch_size, prior=prior, prior_weight=weight, prior_aggregation=aggregation,
+            workers=workers, ray_address=ray_address, model=config.model,
         )  # fmt: skip
-        return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
 
     return tune_on_validation(
         validation_ndcg, out_dir / "tuning" / f"{name}.json", len(valid), histories=config.histories(),

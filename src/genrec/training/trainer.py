@@ -426,19 +426,16 @@ def _validate(model: Any, rec: Recommender, rows: list[tuple[int, Example]], con
     run's mixed precision: accelerate's autocast wraps the forward pass). A fresh Recommender
     around the same weights: the training one's prompt-prefix cache holds keys and values computed
     by earlier weights."""
-    from ..evaluation.harness import evaluate_genrec
-    from ..evaluation.metrics import ndcg
+    from ..evaluation.harness import genrec_ndcg
     from ..evaluation.protocol import Protocol
 
     scorer = Recommender(rec.catalog, model=model, tokenizer=rec.tokenizer, cache_dir=rec.cache_dir)  # puts it in eval mode
-    found: list = []
-    evaluate_genrec(
+    score = genrec_ndcg(
         scorer, rows, protocol=Protocol.for_run(rec.catalog, 10, config.seed), constrained=True,
         max_history=config.max_history, template=config.template_name(), batch_size=config.batch_size,
-        on_batch=found.extend, progress=False,
     )  # fmt: skip
     model.train()
-    return float(np.mean([ndcg(r.rank, 10) for r in found]))
+    return score
 
 
 def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[Encoded], int]:
