@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
     p.add_argument("--history-grid", default="",
                    help="history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)")  # fmt: skip
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)")
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
             history_grid=_numbers(args.history_grid, "--history-grid"),
             max_per_family=args.max_per_family,
+            dtype=args.dtype,
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -255,3 +255,25 @@ def _reference_tail(rec, part: list[UserJob], max_history: int) -> pd.DataFrame:
     rows = [{"user_id": u.user_id, "rank": n, "item_id": r.item_id, "title": r.title, "score": r.score}
             for u, recs in zip(part, outs) for n, r in enumerate(recs, 1)]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def test_an_unexpected_error_names_the_line_that_raised_it(monkeypatch, caplog):
+    """A part's users share one failure message: for an error genrec did not raise itself (a
+    device mismatch on a GPU, say), it names the innermost frame, and the traceback is logged."""
+    import logging
+    import types
+
+    from genrec.batch import runner as runner_mod
+    from genrec.batch.runner import DecodeSettings, PartRunner, UserJob
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("indices should be on the same device")
+
+    monkeypatch.setattr(runner_mod, "decode_part", broken)
+    part = PartRunner(None, DecodeSettings(constrained=False), rec=types.SimpleNamespace())
+    with caplog.at_level(logging.WARNING, logger="genrec.batch.runner"):
+        outcome = part.run(3, [UserJob("u1", ["a"]), UserJob("u2", ["b"])])
+    line = broken.__code__.co_firstlineno + 1
+    expected = f"RuntimeError: indices should be on the same device (at test_batch.py:{line} in broken)"
+    assert outcome.failures == {"u1": expected, "u2": expected}
+    assert "part 3 failed" in caplog.text and "Traceback" in caplog.text

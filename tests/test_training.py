@@ -364,3 +364,28 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
     assert found[0]["vs_first"] == 1.0 and all(r["targets"] > 0 for r in found)
     bad = subprocess.run([*cmd[:-6], "--batching", "sorted"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr
+
+
+def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """One NaN gradient would turn every weight into NaN for the rest of the run (seen on a GPU);
+    the step is skipped, recorded in the log and counted in genrec.json, and training goes on."""
+    ds = split_dataset_with_unique_holdouts()
+    real_loss = training_mod._loss
+    calls = {"n": 0}
+
+    def nan_at_step_3(model, batch):
+        calls["n"] += 1
+        loss = real_loss(model, batch)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(training_mod, "_loss", nan_at_step_3)
+    out = tmp_path / "guarded"
+    train(ds, out, config(tiny_model_dir, mixed_precision="no"), progress=False)
+    assert all(torch.isfinite(w).all() for w in load_file(out / "model.safetensors").values())
+    assert json.loads((out / "genrec.json").read_text())["steps_skipped_nonfinite"] == 1
+    assert [h["step"] for h in json.loads((out / "train_log.json").read_text()) if h.get("skipped")] == [3]
+
+    calls["n"] = 0  # the same run without the check: the weights are lost
+    monkeypatch.setattr(training_mod, "_gradient_finite", lambda *args: True)
+    train(ds, tmp_path / "unguarded", config(tiny_model_dir, mixed_precision="no"), progress=False)
+    assert not all(torch.isfinite(w).all() for w in load_file(tmp_path / "unguarded" / "model.safetensors").values())

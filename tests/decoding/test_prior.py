@@ -159,3 +159,27 @@ def test_the_aggregation_per_call_is_the_recommenders_setting(make_rec):
         default.recommend(["i1"], k=3, prior=prior, prior_weight=0.5, prior_aggregation="mean")
     with pytest.raises(PriorError, match="got 'sum'"):
         make_rec(catalog, prior_aggregation="sum")
+
+
+def test_a_prior_moves_to_the_models_device(rec, monkeypatch):
+    """Beam search indexes the prior's masses with tensors on the model's device: a prior built
+    elsewhere (the CPU, from numpy scores, while the model is on a GPU) moves there first (seen
+    on a GPU: 'indices should be either on cpu or on the same device'). ``meta`` stands in for a
+    second device on a CPU-only machine."""
+    index = rec.index_for("next_item")
+    scores = torch.as_tensor(np.stack([random_prior(index.n_titles, s) for s in (0, 1)]))
+    prior = TitlePrior(index, scores, weight=0.5)
+    assert prior.to("cpu") is prior
+    moved = prior.to("meta")
+    assert moved.mass.device.type == "meta" and moved.mass.shape == prior.mass.shape
+    assert (moved.weight, moved.aggregation) == (prior.weight, prior.aggregation)
+    assert prior.mass.device.type == "cpu"  # the original is left as it was
+    built = TitlePrior.from_item_scores(index, rec.catalog.position_titles, np.stack([random_prior(len(rec.catalog))] * 2),
+                                        [frozenset(), frozenset()], weight=0.5, device="meta")  # fmt: skip
+    assert built.mass.device.type == "meta"
+    # and decoding puts it on the model's device
+    moves = []
+    real_to = TitlePrior.to
+    monkeypatch.setattr(TitlePrior, "to", lambda self, device: moves.append(torch.device(device)) or real_to(self, device))
+    rec.recommend(["i1"], k=3, prior=random_prior(len(rec.catalog)), prior_weight=0.5)
+    assert moves == [next(rec.lm.model.parameters()).device]

@@ -440,3 +440,24 @@ def test_family_cap_reaches_every_genrec_list(tmp_path, tiny_factory):
     assert not all(variants_only_at_the_end(plain))  # uncapped, variants sit among the others
     with pytest.raises(DataError, match="other settings"):
         run_evaluation(ds, EvalConfig(**{**config.__dict__, "max_per_family": 2}), out, progress=False, recommender_factory=tiny_factory)
+
+
+def test_dtype_is_the_runs_and_reaches_the_model(tmp_path, tiny_model_dir):
+    """``dtype`` decides the weights genrec decodes with (a GPU defaults to bf16; float32 there
+    decodes as a CPU run does): recorded in the run config, applied to the run's Recommender,
+    checked before any work."""
+    import torch
+
+    from genrec.evaluation.harness import _recommender
+
+    ds = chain_dataset(n_users=8, length=5)
+    config = EvalConfig(dataset="chain", methods=["genrec"], k=10, users=3, seed=1, batch_size=3,
+                        model=str(tiny_model_dir), dtype="bfloat16")  # fmt: skip
+    assert _recommender(ds.catalog, config, None).lm.model.dtype == torch.bfloat16
+    run_evaluation(ds, config, tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["dtype"] == "bfloat16"
+    with pytest.raises(DataError, match="other settings"):
+        run_evaluation(ds, EvalConfig(**{**config.__dict__, "dtype": "float32"}), tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match="dtype must be one of"):
+        run_evaluation(ds, EvalConfig(**{**config.__dict__, "dtype": "fp8"}), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

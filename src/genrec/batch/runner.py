@@ -4,11 +4,14 @@ user's result depends on the part it is in and never on how many workers ran."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import resource
 import time
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,9 @@ from ..errors import GenrecError, UnknownItemError
 from .inputs import UserJob
 
 __all__ = ["RecommenderSpec", "DecodeSettings", "PartOutcome", "decode_part", "PartRunner"]
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,9 @@ class PartRunner:
         try:
             return decode_part(self.rec, part, users, self.settings)
         except Exception as exc:  # noqa: BLE001 - reported per user, in the failures file
-            message = str(exc) if isinstance(exc, GenrecError) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, GenrecError) else f"{type(exc).__name__}: {exc} ({_where(exc)})"
+            if not isinstance(exc, GenrecError):
+                log.warning("part %d failed:\n%s", part, "".join(traceback.format_exception(exc)))
             return PartOutcome(
                 part=part, user_ids=[u.user_id for u in users], recommendations={},
                 failures={u.user_id: message for u in users}, unknown={}, seconds=time.perf_counter() - started,
@@ -210,6 +218,15 @@ class PartRunner:
         outcomes = [self.run(int(p), pickle.loads(payload)) for p, payload in zip(batch["part"], batch["payload"])]
         return {"part": np.array([o.part for o in outcomes]), "outcome": np.array([pickle.dumps(o) for o in outcomes], dtype=object)}
 
+
+def _where(exc: BaseException) -> str:
+    """Where an unexpected error was raised (its innermost frame), so a failures file names the
+    line: a part's users share one message, and the traceback stays in the worker's log."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no traceback"
+    last = frames[-1]
+    return f"at {Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
 def _worker() -> str:

@@ -208,7 +208,8 @@ def beam_search(
         length_penalty=length_penalty,
         pad_token_id=pad_token_id,
         constraint=constraint,
-        prior=prior if constraint is not None and prior is not None and prior.weight > 0 else None,
+        # a prior built on another device (the CPU, from numpy scores) is indexed by the model's tensors
+        prior=prior.to(device) if constraint is not None and prior is not None and prior.weight > 0 else None,
         eos=None if constraint else torch.tensor(list(eos_token_ids), dtype=torch.long, device=device),
         cache_arg=cache_argument(model),
         mask_dtype=next(model.parameters()).dtype,

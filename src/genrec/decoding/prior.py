@@ -60,6 +60,16 @@ class TitlePrior:
             mass[:, plo:phi] = combine(mass[:, plo:phi], up)
         self.mass = mass.to(torch.float32)
 
+    def to(self, device: Any) -> TitlePrior:
+        """This prior with its masses on ``device`` (itself when they are there already): beam
+        search indexes them with tensors on the model's device."""
+        device = torch.device(device)
+        if self.mass.device == device:
+            return self
+        moved = object.__new__(TitlePrior)
+        moved.weight, moved.aggregation, moved.mass = self.weight, self.aggregation, self.mass.to(device)
+        return moved
+
     def mix(self, logp: torch.Tensor, row: torch.Tensor, token: torch.Tensor, child: torch.Tensor, row_users: torch.Tensor) -> torch.Tensor:
         """The mixed score of each allowed entry ``(row, token)``, which leads to ``child``:
         ``(1 - w) * logp[row, token] + w * log p_prior``, the prior normalised over each row's
@@ -76,14 +86,16 @@ class TitlePrior:
 
     @staticmethod
     def from_item_scores(
-        index: TitleIndex, position_titles: Any, item_scores: Any, banned_titles: list[frozenset[int]], **options: Any
+        index: TitleIndex, position_titles: Any, item_scores: Any, banned_titles: list[frozenset[int]], *,
+        device: Any = None, **options: Any,
     ) -> TitlePrior:
         """From per-item scores ``[users, n_items]`` (catalog order): a title scores as its best
-        ID; ``position_titles`` is each item's title number (``Catalog.position_titles``)."""
-        scores = torch.as_tensor(item_scores, dtype=torch.float64)
+        ID; ``position_titles`` is each item's title number (``Catalog.position_titles``).
+        Computed on ``device`` (the model's; default: where ``item_scores`` are)."""
+        scores = torch.as_tensor(item_scores, dtype=torch.float64, device=device)
         users = scores.shape[0]
-        owner = torch.as_tensor(position_titles, dtype=torch.long).view(1, -1).expand(users, -1)
-        titles = torch.full((users, index.n_titles), float("-inf"), dtype=torch.float64)
+        owner = torch.as_tensor(position_titles, dtype=torch.long, device=scores.device).view(1, -1).expand(users, -1)
+        titles = torch.full((users, index.n_titles), float("-inf"), dtype=torch.float64, device=scores.device)
         titles = titles.scatter_reduce(1, owner, scores, reduce="amax", include_self=True)
         for user, banned in enumerate(banned_titles):
             if banned:

@@ -50,6 +50,9 @@ SCORED = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce")
 _CONFIG_FILE = "run_config.json"
 
 
+DTYPES = (None, "float32", "bfloat16", "float16")
+
+
 @dataclass
 class EvalConfig:
     """Everything that decides a run's numbers; a resumed run must match it exactly."""
@@ -73,6 +76,9 @@ class EvalConfig:
     # history lengths shown to genrec methods, tuned on validation; empty: max_history, untuned
     history_grid: tuple[int, ...] = ()
     max_per_family: int | None = None  # genrec lists: at most this many variants of one product
+    # genrec's weights (float32, bfloat16, float16); None: the Recommender's default, which is
+    # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
+    dtype: str | None = None
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -95,6 +101,8 @@ class EvalConfig:
         if any(h < 1 for h in (self.max_history, *self.history_grid)):
             raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
         check_family_cap(self.max_per_family)
+        if self.dtype not in DTYPES:
+            raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")
 
 
 def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
@@ -220,13 +228,14 @@ def evaluate_genrec(
     workers: int = 1,
     ray_address: str | None = None,
     model: str | None = None,
+    dtype: str | None = None,
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
     (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
     ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` and
     ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users
     is one part of ``genrec batch``'s path: decoded here (``workers=1``), or by a pool of Ray
-    actors each loading ``model`` — the same batches, so the same lists."""
+    actors each loading ``model`` in ``dtype`` — the same batches, so the same lists."""
     from tqdm.auto import tqdm
 
     from ..batch import DecodeSettings, RecommenderSpec, UserJob, decode_parts
@@ -248,7 +257,7 @@ def evaluate_genrec(
 
     # the workers' Recommenders decode as this one does
     spec = RecommenderSpec(
-        catalog, model=model, max_per_family=getattr(rec, "max_per_family", None),
+        catalog, model=model, dtype=dtype, max_per_family=getattr(rec, "max_per_family", None),
         family_share=getattr(rec, "family_share", DEFAULT_FAMILY_SHARE),
     )  # fmt: skip
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
@@ -326,7 +335,7 @@ def _recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[Catalo
         return rec
     from ..recommender import Recommender
 
-    return Recommender(catalog, model=config.model, max_per_family=config.max_per_family)
+    return Recommender(catalog, model=config.model, dtype=config.dtype, max_per_family=config.max_per_family)
 
 
 def _method_order(name: str) -> tuple[int, str]:
@@ -385,7 +394,7 @@ def _tune(
         return genrec_ndcg(
             rec, valid, protocol=protocol, constrained=constrained, max_history=history, template=config.template,
             batch_size=config.batch_size, prior=prior, prior_weight=weight, prior_aggregation=aggregation,
-            workers=workers, ray_address=ray_address, model=config.model,
+            workers=workers, ray_address=ray_address, model=config.model, dtype=config.dtype,
         )  # fmt: skip
 
     return tune_on_validation(
@@ -409,7 +418,7 @@ def run_evaluation(
     """Evaluate ``config.methods`` on ``dataset``; write and return the results.
 
     ``recommender_factory(catalog)`` builds the Recommender for the genrec methods (default:
-    ``Recommender(catalog, model=config.model)``). ``workers`` > 1 (or ``ray_address``) decodes
+    ``Recommender(catalog, model=config.model, dtype=config.dtype)``). ``workers`` > 1 (or ``ray_address``) decodes
     the genrec methods on a pool of Ray actors that each load ``config.model`` (the factory, if
     any, serves this process only): the same batches, so the same metrics.
     """
@@ -462,7 +471,7 @@ def run_evaluation(
                     template=config.template, batch_size=config.batch_size, on_batch=store, progress=progress, name=name,
                     prior=fitted.get(base), prior_weight=tuned.get("prior_weight", 0.0) if tuned else 0.0,
                     prior_aggregation=tuned.get("prior_aggregation") if tuned else None,
-                    workers=workers, ray_address=ray_address, model=config.model,
+                    workers=workers, ray_address=ray_address, model=config.model, dtype=config.dtype,
                 )  # fmt: skip
         by_row = {**done, **{r.row: r for r in new}}
         results = [by_row[row] for row, _ in rows if row in by_row]

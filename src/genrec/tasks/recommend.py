@@ -106,6 +106,7 @@ def decode_constrained(
             prior = TitlePrior.from_item_scores(
                 index, host.catalog.position_titles, prior_scores[members], [jobs[i].banned_titles for i in members],
                 weight=prior_weight, aggregation=prior_aggregation if prior_aggregation is not None else host.prior_aggregation,
+                device=host.lm.device,
             )  # fmt: skip
         hyps = beam_search(
             host.lm.model,

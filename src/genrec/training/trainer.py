@@ -159,6 +159,17 @@ def _loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=IGNORE)
 
 
+def _gradient_finite(accelerator: Any, model: Any, max_grad_norm: float | None) -> bool:
+    """Clip the accumulated gradient (when ``max_grad_norm`` is set) and say whether its norm is
+    finite. A step whose gradient is not finite is skipped: clipping cannot mend it, and one such
+    step turns every weight into NaN for the rest of the run (seen once on a GPU: a finite loss
+    and a non-finite gradient at step 81 of 332 on MovieLens, bf16 autocast, batches of 16)."""
+    if accelerator.scaler is not None:
+        return True  # fp16's loss scaler skips such steps itself, and must see them to lower its scale
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
+    return norm is None or bool(torch.isfinite(torch.as_tensor(norm)))
+
+
 # ---------------------------------------------------------------------- checkpoints
 def _checkpoints(work: Path) -> list[Path]:
     folder = work / "checkpoints"
@@ -321,9 +332,9 @@ def train(
             with accelerator.accumulate(model):
                 loss = _loss(model, batch)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
+                skipped = accelerator.sync_gradients and not _gradient_finite(accelerator, model, config.max_grad_norm)
+                if not skipped:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             batches_done += 1
@@ -338,6 +349,9 @@ def train(
                       "samples_seen": samples_seen, "targets_seen": targets_seen, "elapsed_s": round(now, 2),
                       "targets_per_s": targets_seen / max(now, 1e-9)}  # fmt: skip
             running_loss = []
+            if skipped:
+                record["skipped"] = True
+                log.warning("step %d: the gradient is not finite; the step changes no weights", step)
             saving = step % config.save_every == 0 or step >= total_steps
             if saving and valid_rows:
                 valid_started = time.perf_counter()
@@ -386,6 +400,7 @@ def train(
         "training_targets": sum(e.n_targets for e in encoded),
         "targets_left_out": left_out,
         "steps": step,
+        "steps_skipped_nonfinite": sum(1 for h in history if h.get("skipped")),
         "samples_seen": samples_seen,
         "samples_per_s": samples_seen / max(elapsed, 1e-9),
         "targets_seen": targets_seen,
