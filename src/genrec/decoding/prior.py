@@ -16,6 +16,7 @@ alone, w = 1 lets the prior decide and the model only spells the titles.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -66,8 +67,8 @@ class TitlePrior:
         device = torch.device(device)
         if self.mass.device == device:
             return self
-        moved = object.__new__(TitlePrior)
-        moved.weight, moved.aggregation, moved.mass = self.weight, self.aggregation, self.mass.to(device)
+        moved = copy.copy(self)  # every setting comes along; only the masses are new tensors
+        moved.mass = self.mass.to(device)
         return moved
 
     def mix(self, logp: torch.Tensor, row: torch.Tensor, token: torch.Tensor, child: torch.Tensor, row_users: torch.Tensor) -> torch.Tensor:
