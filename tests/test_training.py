@@ -389,3 +389,30 @@ def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tm
     monkeypatch.setattr(training_mod, "_gradient_finite", lambda *args: True)
     train(ds, tmp_path / "unguarded", config(tiny_model_dir, mixed_precision="no"), progress=False)
     assert not all(torch.isfinite(w).all() for w in load_file(tmp_path / "unguarded" / "model.safetensors").values())
+
+
+def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, monkeypatch):
+    """Encoding renders every prefix of every window (106 s for all MovieLens 100K windows), so a
+    resumed or repeated run reads it back: the same sequences, without rendering; another mode or
+    template is another entry; a damaged file is encoded again."""
+    from genrec.evaluation.splits import split_dataset
+
+    ds = split_dataset_with_unique_holdouts()
+    split = split_dataset(ds)
+    rec = Recommender(ds.catalog, model=str(tiny_model_dir), cache_dir=tmp_path / "cache")
+    cfg = config(tiny_model_dir, mode="all-positions")
+    first = training_mod._encode(rec, split, cfg)
+    files = list((tmp_path / "cache" / "training").glob("*.npz"))
+    assert len(files) == 1 and first[0] and first[1] == 0
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    with monkeypatch.context() as m:
+        m.setattr(rec.pipeline, "render", no_rendering)
+        assert training_mod._encode(rec, split, cfg) == first
+    per_window = training_mod._encode(rec, split, config(tiny_model_dir, mode="per-window"))
+    assert len(list((tmp_path / "cache" / "training").glob("*.npz"))) == 2
+    assert per_window != first
+    files[0].write_bytes(b"not an npz")
+    assert training_mod._encode(rec, split, cfg) == first

@@ -20,13 +20,18 @@ model continues), never trained on tokens inference would not produce.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..atomic import atomic_file
 from ..errors import DataError
 from ..evaluation.datasets import Example
 from ..evaluation.splits import Split
@@ -34,13 +39,15 @@ from ..tasks import PromptPipeline
 
 __all__ = [
     "MODES", "Encoded", "TokenBudgetBatches", "training_examples", "encode_examples", "encode_all_positions", "collate",
-    "IGNORE",
+    "IGNORE", "encoding_key", "save_encoded", "load_encoded",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 MODES = ("all-positions", "per-window")
 IGNORE = -100  # the label of a token the loss does not cover (torch's cross_entropy convention)
+# part of every cached encoding's key: bump it when encode_examples or encode_all_positions change
+ENCODING_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -187,3 +194,51 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         "labels": labels,
         "n_targets": torch.tensor([e.n_targets for e in batch]),
     }
+
+
+# ---------------------------------------------------------------------- the encoding cache
+def encoding_key(*, mode: str, template: str, template_sources: Sequence[tuple[str, str]], tokenizer_hash: str,
+                 catalog_hash: str, examples: Sequence[Example]) -> str:
+    """What decides a run's encoded sequences: the mode, the template and every template file it
+    could reach (a parent or an included one), the tokenizer, the catalog (its titles decide the
+    title index) and the windows themselves. Encoding every MovieLens 100K window renders each of
+    its prefixes (106 s on a 2-core CPU), so a resumed or repeated run reads it back instead."""
+    digest = hashlib.sha256()
+    head = {"version": ENCODING_VERSION, "mode": mode, "template": template, "tokenizer": tokenizer_hash, "catalog": catalog_hash}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for name, source in template_sources:
+        digest.update(f"\0{name}\0{source}".encode())
+    for e in examples:
+        digest.update(json.dumps([e.user_id, list(e.history), e.target]).encode())
+    return digest.hexdigest()[:24]
+
+
+def save_encoded(path: Path, encoded: Sequence[Encoded], left_out: int) -> None:
+    """Write ``encoded`` (and the count of targets left out) to ``path``, atomically."""
+    lengths = np.array([len(e.input_ids) for e in encoded], dtype=np.int64)
+    ids = np.array([t for e in encoded for t in e.input_ids], dtype=np.int64)
+    labels = np.array([t for e in encoded for t in e.labels], dtype=np.int64)
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, lengths=lengths, ids=ids, labels=labels, n_targets=np.array([e.n_targets for e in encoded]),
+                            left_out=np.array(left_out))  # fmt: skip
+
+
+def load_encoded(path: Path) -> tuple[list[Encoded], int] | None:
+    """The encodings cached at ``path``, or None when there are none or they do not read back whole
+    (the caller encodes again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            lengths, ids, labels, n_targets, left_out = z["lengths"], z["ids"], z["labels"], z["n_targets"], int(z["left_out"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("cached training encodings %s do not read (%s); encoding again", path, exc)
+        return None
+    if int(lengths.sum()) != len(ids) or len(ids) != len(labels) or len(n_targets) != len(lengths):
+        log.warning("cached training encodings %s are inconsistent; encoding again", path)
+        return None
+    ends = np.cumsum(lengths)
+    return [
+        Encoded(ids[end - n : end].tolist(), labels[end - n : end].tolist(), int(t))
+        for n, end, t in zip(lengths, ends, n_targets)
+    ], left_out

@@ -50,8 +50,10 @@ from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
+from ..decoding import tokenizer_fingerprint
 from .data import (
-    IGNORE, MODES, Encoded, TokenBudgetBatches, collate, encode_all_positions, encode_examples, training_examples,
+    IGNORE, MODES, Encoded, TokenBudgetBatches, collate, encode_all_positions, encode_examples, encoding_key, load_encoded,
+    save_encoded, training_examples,
 )  # fmt: skip
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -462,15 +464,35 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
     )  # fmt: skip
     if not examples:
         raise DataError("no training examples: every training sequence has a single item")
+    template = config.template_name()
+    key = encoding_key(
+        mode=config.mode, template=template, template_sources=_template_sources(rec), tokenizer_hash=tokenizer_fingerprint(rec.tokenizer),
+        catalog_hash=rec.catalog.content_hash, examples=examples,
+    )  # fmt: skip
+    path = Path(rec.cache_dir) / "training" / f"{key}.npz"
+    cached = load_encoded(path)
+    if cached is not None:
+        encoded, left_out = cached
+    else:
+        if all_positions:
+            encoded, left_out = encode_all_positions(rec.pipeline, examples, template)
+        else:
+            encoded, left_out = encode_examples(rec.pipeline, examples, template), 0
+        save_encoded(path, encoded, left_out)
     if not all_positions:
-        return encode_examples(rec.pipeline, examples, config.template_name()), 0
-    encoded, left_out = encode_all_positions(rec.pipeline, examples, config.template_name())
+        return encoded, left_out
     if not any(e.n_targets for e in encoded):
         raise DataError(
             f"template {config.template_name()!r} leaves every target out in all-positions mode: its answer must "
             f"list the history one title per line, closed by a title_end block (see prompts/sequence.jinja)"
         )
     return encoded, left_out
+
+
+def _template_sources(rec: Recommender) -> list[tuple[str, str]]:
+    """Every template file the library can reach (a template may extend or include any of them)."""
+    folders = [rec.prompts.builtin_dir, *([rec.prompts.user_dir] if rec.prompts.user_dir is not None else [])]
+    return [(str(p.relative_to(folder)), p.read_text(encoding="utf-8")) for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
