@@ -197,17 +197,20 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- the encoding cache
-def encoding_key(*, mode: str, template: str, template_sources: Sequence[tuple[str, str]], tokenizer_hash: str,
-                 catalog_hash: str, examples: Sequence[Example]) -> str:
+def encoding_key(
+    *, mode: str, template: str, template_sources: Sequence[tuple[str, bytes]], tokenizer_hash: str, catalog_hash: str,
+    examples: Sequence[Example],
+) -> str:
     """What decides a run's encoded sequences: the mode, the template and every template file it
     could reach (a parent or an included one), the tokenizer, the catalog (its titles decide the
     title index) and the windows themselves. Encoding every MovieLens 100K window renders each of
     its prefixes (106 s on a 2-core CPU), so a resumed or repeated run reads it back instead."""
     digest = hashlib.sha256()
-    head = {"version": ENCODING_VERSION, "mode": mode, "template": template, "tokenizer": tokenizer_hash, "catalog": catalog_hash}
+    head = {"version": ENCODING_VERSION, "mode": mode, "template": template, "tokenizer": tokenizer_hash,
+            "catalog": catalog_hash}  # fmt: skip
     digest.update(json.dumps(head, sort_keys=True).encode())
     for name, source in template_sources:
-        digest.update(f"\0{name}\0{source}".encode())
+        digest.update(f"\0{name}\0{len(source)}\0".encode() + source)
     for e in examples:
         digest.update(json.dumps([e.user_id, list(e.history), e.target]).encode())
     return digest.hexdigest()[:24]

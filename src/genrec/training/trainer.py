@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_dir, atomic_file, clean_stale
+from ..decoding import tokenizer_fingerprint
 from ..errors import DataError, require
 from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
-from ..decoding import tokenizer_fingerprint
 from .data import (
     IGNORE, MODES, Encoded, TokenBudgetBatches, collate, encode_all_positions, encode_examples, encoding_key, load_encoded,
     save_encoded, training_examples,
@@ -466,8 +466,8 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
         raise DataError("no training examples: every training sequence has a single item")
     template = config.template_name()
     key = encoding_key(
-        mode=config.mode, template=template, template_sources=_template_sources(rec), tokenizer_hash=tokenizer_fingerprint(rec.tokenizer),
-        catalog_hash=rec.catalog.content_hash, examples=examples,
+        mode=config.mode, template=template, template_sources=_template_sources(rec),
+        tokenizer_hash=tokenizer_fingerprint(rec.tokenizer), catalog_hash=rec.catalog.content_hash, examples=examples,
     )  # fmt: skip
     path = Path(rec.cache_dir) / "training" / f"{key}.npz"
     cached = load_encoded(path)
@@ -489,10 +489,12 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
     return encoded, left_out
 
 
-def _template_sources(rec: Recommender) -> list[tuple[str, str]]:
-    """Every template file the library can reach (a template may extend or include any of them)."""
+def _template_sources(rec: Recommender) -> list[tuple[str, bytes]]:
+    """Every file in the prompt folders (a template may extend or include any of them)."""
     folders = [rec.prompts.builtin_dir, *([rec.prompts.user_dir] if rec.prompts.user_dir is not None else [])]
-    return [(str(p.relative_to(folder)), p.read_text(encoding="utf-8")) for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()]
+    return [
+        (str(p.relative_to(folder)), p.read_bytes()) for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
+    ]
 
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
