@@ -20,6 +20,7 @@ from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.errors import DataError, GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
 from genrec.evaluation.fusion import describe_tuning
+from genrec.evaluation.harness import DTYPES
 from genrec.recommender import trained_template
 
 
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
     p.add_argument("--history-grid", default="",
                    help="history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)")  # fmt: skip
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", choices=[d for d in DTYPES if d],
                    help="genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)")
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
