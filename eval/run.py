@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataset_arguments(p)
     p.add_argument("--methods", default="pop,markov,itemknn,sasrec-ce,genrec",
-                   help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce), genrec+<baseline>")  # fmt: skip
+                   help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce), genrec+<baseline> "
+                        "(the baseline as a prior inside the beam), genrec-rerank+<baseline> (the model reranks the "
+                        "baseline's top --rerank-candidates)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--users", type=int, help="evaluate a random sample of this many users")
     p.add_argument("--seed", type=int, default=0, help="user sample, tie order and SASRec seed")
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)")
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
+    p.add_argument("--rerank-candidates", type=int, default=50,
+                   help="genrec-rerank+<baseline>: how many of the baseline's top items the model scores")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             history_grid=_numbers(args.history_grid, "--history-grid"),
             max_per_family=args.max_per_family,
             dtype=args.dtype,
+            rerank_candidates=args.rerank_candidates,
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -315,6 +315,37 @@ def test_tuning_tries_every_weight_with_every_aggregation(tmp_path, tiny_factory
     assert tuned["prior_aggregation"] in ("logsumexp", "max") and set(tuned["valid_NDCG@10_by_aggregation"]) == {"logsumexp", "max"}
 
 
+def test_a_killed_tuning_resumes_from_the_settings_it_finished(tmp_path):
+    calls = []
+
+    def dies_at_the_third(weight, aggregation, history):
+        calls.append(weight)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed while decoding w = 0.9
+        return {0.0: 0.1, 0.5: 0.2, 0.9: 0.4, 1.0: 0.3}[weight]
+
+    path = tmp_path / "tuning" / "genrec+markov.json"
+    with pytest.raises(KeyboardInterrupt):
+        tune_on_validation(dies_at_the_third, path, 7, histories=(20,), weights=(0.0, 0.5, 0.9, 1.0))
+    partial = path.with_name("genrec+markov.partial.jsonl")
+    assert not path.exists() and len(partial.read_text().splitlines()) == 2
+    with partial.open("a") as f:
+        f.write('{"max_history": 20, "prior_aggreg')  # a line the kill cut off
+    alone: dict[int, float] = {}
+    tuned = tune_on_validation(dies_at_the_third, path, 7, histories=(20,), weights=(0.0, 0.5, 0.9, 1.0), alone=alone)
+    assert calls == [0.0, 0.5, 0.9, 0.9, 1.0]  # only the unfinished settings decoded again
+    assert tuned["prior_weight"] == 0.9 and tuned["valid_NDCG@10"] == {"0": 0.1, "0.5": 0.2, "0.9": 0.4, "1": 0.3}
+    assert alone == {20: 0.1} and not partial.exists()
+
+    # settings scored on another number of rows are not reused
+    other = tmp_path / "other.json"
+    other.with_name("other.partial.jsonl").write_text(
+        '{"max_history": 20, "prior_aggregation": "logsumexp", "prior_weight": 0.5, "valid_rows": 3, "valid_NDCG@10": 0.9}\n'
+    )
+    assert tune_on_validation(lambda w, a, h: 0.1 + w / 10, other, 7, histories=(20,), weights=(0.0, 0.5))["prior_weight"] == 0.5
+    assert json.loads(other.read_text())["valid_NDCG@10"] == {"0": 0.1, "0.5": 0.15}
+
+
 def test_tuning_the_history_length_shares_the_model_alone_between_methods(tmp_path):
     calls = []
 
@@ -367,8 +398,12 @@ def test_overwrite_discards_the_tuning_too(tmp_path, tiny_factory):
     config = EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, users=4, seed=1, batch_size=4, tune_users=4, prior_grid=(0.0, 1.0))
     run_evaluation(ds, config, tmp_path / "o", progress=False, recommender_factory=tiny_factory)
     config.prior_grid = (0.0, 0.5)
+    # an interrupted tuning's scores go too (a stale score for w = 0.5 would otherwise be reused)
+    stale = {"max_history": 20, "prior_aggregation": "logsumexp", "prior_weight": 0.5, "valid_rows": 4, "valid_NDCG@10": 7.0}
+    (tmp_path / "o" / "tuning" / "genrec+markov.partial.jsonl").write_text(json.dumps(stale) + "\n")
     doc = run_evaluation(ds, config, tmp_path / "o", progress=False, recommender_factory=tiny_factory, overwrite=True)
     assert set(doc["methods"]["genrec+markov"]["tuned"]["valid_NDCG@10"]) == {"0", "0.5"}
+    assert doc["methods"]["genrec+markov"]["tuned"]["valid_NDCG@10"]["0.5"] <= 1.0
 
 
 def test_a_folder_written_before_a_setting_existed_resumes(tmp_path):

@@ -1,5 +1,7 @@
 """Fused methods, ``genrec+<baseline>``: the language model with a baseline as its collaborative
-prior inside beam search, the prior weight tuned on validation targets only.
+prior inside beam search, the prior weight tuned on validation targets only; and
+``genrec-rerank+<baseline>``: the same mixture, exact on the baseline's top candidates
+(``rerank.py``).
 
 The baseline's scores become log-scores (SASRec's are logits already; counts and similarities
 are logged). The weight is chosen from ``EvalConfig.prior_grid``, the aggregation from
@@ -23,19 +25,25 @@ from ..atomic import atomic_write_text
 from ..errors import DataError
 from .baselines import ScoredMethod
 
-__all__ = ["FUSED_PREFIX", "is_fused", "prior_of", "log_scores", "tune_on_validation", "describe_tuning"]
+__all__ = ["FUSED_PREFIX", "RERANK_PREFIX", "is_fused", "is_rerank", "prior_of", "log_scores", "tune_on_validation", "describe_tuning"]
 
 FUSED_PREFIX = "genrec+"
+RERANK_PREFIX = "genrec-rerank+"
 _FLOOR = 1e-6  # a count or similarity of 0 is unlikely, not impossible
 
 
 def is_fused(name: str) -> bool:
-    return name.startswith(FUSED_PREFIX)
+    """A method that mixes the model with a baseline (in the beam, or reranking)."""
+    return name.startswith((FUSED_PREFIX, RERANK_PREFIX))
+
+
+def is_rerank(name: str) -> bool:
+    return name.startswith(RERANK_PREFIX)
 
 
 def prior_of(name: str) -> str:
     """The baseline a fused method uses as its prior."""
-    return name[len(FUSED_PREFIX) :]
+    return name[len(RERANK_PREFIX if is_rerank(name) else FUSED_PREFIX) :]
 
 
 def log_scores(method: ScoredMethod, histories: Sequence[Sequence[str]]) -> np.ndarray:
@@ -55,6 +63,7 @@ def tune_on_validation(
     weights: Sequence[float] = (0.0,),
     aggregations: Sequence[str] = ("logsumexp",),
     alone: dict[int, float] | None = None,
+    weighted: bool = False,
 ) -> dict[str, Any]:
     """The best decoding settings by ``validation_ndcg(weight, aggregation, history)`` on
     ``valid_rows`` validation rows, over every history length x aggregation x weight; kept in
@@ -63,6 +72,8 @@ def tune_on_validation(
     Weight 0 is the model alone, whatever the aggregation: decoded once per history length, and
     shared through ``alone`` (history -> score) with every other method tuned in the same run (a
     file read back fills it too).
+    ``weighted``: the method mixes a prior even when the grid is only weight 0 (a reranking
+    method, whose weight 0 is not the model alone).
     Ties go to the smaller weight, then the longer history (on MovieLens, 10 items tied 20 on 50
     validation rows and lost to it on the 943 test rows), then the earlier aggregation.
     The result holds the chosen ``max_history``, ``valid_rows`` and the whole ``grid`` tried (one
@@ -83,19 +94,36 @@ def tune_on_validation(
     if not histories or any(h < 1 for h in histories):
         raise DataError(f"history lengths to tune must be at least 1, got {', '.join(map(str, histories)) or 'none'}")
     alone = {} if alone is None else alone
+    partial = path.with_name(path.stem + ".partial.jsonl")
+    done = _read_partial(partial, valid_rows)
+    for (history, _, weight), value in done.items():
+        if weight == 0.0:
+            alone.setdefault(history, value)
+
+    def score(history: int, aggregation: str, weight: float) -> float:
+        if (history, aggregation, weight) not in done:
+            value = round(validation_ndcg(weight, aggregation, history), 5)
+            done[history, aggregation, weight] = value
+            record = {"max_history": history, "prior_aggregation": aggregation, "prior_weight": weight,
+                      "valid_rows": valid_rows, "valid_NDCG@10": value}  # fmt: skip
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with partial.open("a", encoding="utf-8") as f:  # a killed run keeps every setting it finished
+                f.write(json.dumps(record) + "\n")
+        return done[history, aggregation, weight]
+
     scores: dict[tuple[int, str, float], float] = {}
     for history in histories:
         for aggregation in aggregations:
             for weight in weights:
                 if weight == 0.0:
                     if history not in alone:
-                        alone[history] = round(validation_ndcg(0.0, aggregation, history), 5)
+                        alone[history] = score(history, aggregation, 0.0)
                     scores[history, aggregation, weight] = alone[history]
                 else:
-                    scores[history, aggregation, weight] = round(validation_ndcg(weight, aggregation, history), 5)
+                    scores[history, aggregation, weight] = score(history, aggregation, weight)
     h_order, a_order = list(histories), list(aggregations)
     history, aggregation, weight = max(scores, key=lambda s: (scores[s], -s[2], s[0], -a_order.index(s[1])))
-    with_prior = any(w != 0.0 for w in weights)
+    with_prior = weighted or any(w != 0.0 for w in weights)
     grid = [
         {"max_history": h, **({"prior_aggregation": a, "prior_weight": w} if with_prior else {}), "valid_NDCG@10": v}
         for (h, a, w), v in scores.items()
@@ -114,7 +142,25 @@ def tune_on_validation(
     tuned["valid_rows"] = valid_rows
     tuned["grid"] = grid
     atomic_write_text(path, json.dumps(tuned, indent=2))
+    partial.unlink(missing_ok=True)
     return tuned
+
+
+def _read_partial(path: Path, valid_rows: int) -> dict[tuple[int, str, float], float]:
+    """The settings an interrupted tuning finished (on the same number of rows); a line cut off
+    by the kill is ignored."""
+    if not path.exists():
+        return {}
+    done: dict[tuple[int, str, float], float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+            key = (int(r["max_history"]), str(r["prior_aggregation"]), float(r["prior_weight"]))
+            if r["valid_rows"] == valid_rows:
+                done[key] = float(r["valid_NDCG@10"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
 
 
 def describe_tuning(tuned: dict[str, Any]) -> str:

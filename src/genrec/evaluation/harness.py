@@ -32,9 +32,10 @@ from ..decoding.prior import AGGREGATIONS
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
-from .fusion import FUSED_PREFIX, is_fused, log_scores, prior_of, tune_on_validation
+from .fusion import FUSED_PREFIX, RERANK_PREFIX, is_fused, is_rerank, log_scores, prior_of, tune_on_validation
 from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
+from .rerank import RerankRow, mixed_list, score_rows
 from .report import write_report
 from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
@@ -79,6 +80,7 @@ class EvalConfig:
     # genrec's weights (float32, bfloat16, float16); None: the Recommender's default, which is
     # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
     dtype: str | None = None
+    rerank_candidates: int = 50  # genrec-rerank+<baseline>: the baseline's top items the model scores
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -89,7 +91,7 @@ class EvalConfig:
         if unknown:
             raise DataError(
                 f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)}, "
-                f"and {FUSED_PREFIX}<baseline> for a baseline of {', '.join(SCORED)})"
+                f"and {FUSED_PREFIX}<baseline> or {RERANK_PREFIX}<baseline> for a baseline of {', '.join(SCORED)})"
             )
         if not self.methods:
             raise DataError("no methods to evaluate")
@@ -101,6 +103,10 @@ class EvalConfig:
         if any(h < 1 for h in (self.max_history, *self.history_grid)):
             raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
         check_family_cap(self.max_per_family)
+        if self.rerank_candidates < self.k:
+            raise DataError(f"rerank candidates must be at least k ({self.k}), got {self.rerank_candidates}")
+        if self.max_per_family is not None and any(is_rerank(m) for m in self.methods):
+            raise DataError("the family cap applies to beam search; a reranking method's lists would not honour it")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")
 
@@ -323,7 +329,7 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
     elif overwrite:
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
-        for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json")):
+        for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json"), *out_dir.glob("tuning/*.partial.jsonl")):
             stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
 
@@ -389,6 +395,9 @@ def _tune(
     """A genrec method's decoding settings (prior weight and aggregation when it has a prior,
     history length when the run gives several) chosen by NDCG@10 on the validation rows."""
     constrained = name != "genrec-free"
+    if is_rerank(name):
+        assert prior is not None
+        return _tune_rerank(name, rec, valid, prior, config, protocol, out_dir)
 
     def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
         return genrec_ndcg(
@@ -402,6 +411,68 @@ def _tune(
         weights=config.prior_grid if prior is not None else (0.0,), aggregations=config.prior_aggregations,
         alone=alone if constrained else {},  # free generation is another decode than the beam's
     )  # fmt: skip
+
+
+def _tune_rerank(
+    name: str, rec: Any, valid: Sequence[tuple[int, Example]], prior: ScoredMethod, config: EvalConfig,
+    protocol: Protocol, out_dir: Path,
+) -> dict[str, Any]:
+    """A reranking method's weight (and history length) on the validation rows: each row is scored
+    once per history length, and every weight is read off those scores. Its weight 0 is the model
+    ordering the baseline's candidates, not the model alone, so nothing is shared with ``genrec``."""
+    scored: dict[int, list[RerankRow]] = {}
+
+    def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
+        if history not in scored:
+            scored[history] = score_rows(
+                rec, valid, prior, protocol=protocol, candidates=config.rerank_candidates, max_history=history,
+                template=config.template, progress=False,
+            )  # fmt: skip
+        credits = [protocol.credit(e.target, mixed_list(r, weight, protocol)) for (_, e), r in zip(valid, scored[history])]
+        return float(np.mean([ndcg(c, 10) for c in credits])) if credits else 0.0
+
+    # the aggregation only shapes the beam's per-step prior; a reranked list does not depend on it
+    return tune_on_validation(
+        validation_ndcg, out_dir / "tuning" / f"{name}.json", len(valid), histories=config.histories(),
+        weights=config.prior_grid, aggregations=config.prior_aggregations[:1], alone={}, weighted=True,
+    )  # fmt: skip
+
+
+def evaluate_rerank(
+    rec: Any,
+    examples: Sequence[tuple[int, Example]],
+    prior: ScoredMethod,
+    *,
+    weight: float,
+    protocol: Protocol,
+    candidates: int,
+    max_history: int,
+    template: str,
+    on_batch: Callable[[list[UserResult]], None],
+    batch_size: int = 8,
+    progress: bool = True,
+    name: str = "genrec-rerank",
+) -> None:
+    """Each row's list: ``prior``'s top ``candidates`` reordered by the mixture at ``weight``
+    (see ``rerank.py``); results are handed over ``batch_size`` rows at a time."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
+    for start in range(0, len(examples), batch_size):
+        batch = list(examples[start : start + batch_size])
+        rows = score_rows(
+            rec, batch, prior, protocol=protocol, candidates=candidates, max_history=max_history, template=template,
+            progress=False,
+        )  # fmt: skip
+        results = []
+        for (row, example), scored in zip(batch, rows):
+            items = mixed_list(scored, weight, protocol)
+            result = _result(row, example, items, protocol.credit(example.target, items), n_outputs=len(items))
+            result.latency_s = scored.seconds
+            results.append(result)
+        on_batch(results)
+        bar.update(len(batch))
+    bar.close()
 
 
 def run_evaluation(
@@ -463,6 +534,12 @@ def run_evaluation(
         if pending:
             if canonical in SCORED:
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
+            elif is_rerank(name):
+                evaluate_rerank(
+                    rec, pending, fitted[base], weight=tuned["prior_weight"], protocol=protocol,
+                    candidates=config.rerank_candidates, max_history=tuned["max_history"], template=config.template,
+                    on_batch=store, batch_size=config.batch_size, progress=progress, name=name,
+                )  # fmt: skip
             else:
                 rec = rec or _recommender(catalog, config, recommender_factory)
                 evaluate_genrec(
@@ -484,10 +561,16 @@ def run_evaluation(
             summary["alias_of"] = canonical
         if name.startswith("genrec"):
             summary["model"] = config.model or "SmolLM2-135M-Instruct (default, zero-shot)"
-            summary["mode"] = "free generation + grounding" if name == "genrec-free" else "constrained beam search"
+            summary["mode"] = (
+                "free generation + grounding" if name == "genrec-free"
+                else f"the model reranks {base}'s top {config.rerank_candidates}" if is_rerank(name)
+                else "constrained beam search"
+            )  # fmt: skip
             summary["template"] = config.template
         if tuned is not None:
-            if base is not None:
+            if is_rerank(name):
+                summary["mode"] += " (weight tuned on validation)"
+            elif base is not None:
                 summary["mode"] += f", prior {base} (weight tuned on validation)"
             if len(config.histories()) > 1:
                 summary["mode"] += f", last {tuned['max_history']} history items (tuned on validation)"

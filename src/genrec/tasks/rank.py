@@ -13,7 +13,7 @@ from .host import TaskHost
 from .prior import Prior, resolve_prior
 from .results import Recommendation, Recommendations
 
-__all__ = ["rank"]
+__all__ = ["rank", "score_titles"]
 
 
 def rank(
@@ -57,3 +57,26 @@ def rank(
     order = sorted(range(len(positions)), key=lambda i: -scores[i])
     recs = [Recommendation(catalog.ids[positions[i]], catalog.titles[positions[i]], scores[i]) for i in order]
     return Recommendations(recs, history_used=len(history_positions), prompt_text=prompt_text)
+
+
+def score_titles(
+    host: TaskHost,
+    history: Sequence[Any],
+    items: Sequence[Any],
+    *,
+    template: str = "next_item",
+    k: int = 10,
+    request: str | None = None,
+) -> np.ndarray:
+    """The model's log-probability of writing each item's title (an ID or title each) as the next
+    answer to ``template``'s recommendation prompt, the prompt being exactly the one
+    ``recommend(history, k)`` decodes from: what constrained beam search ranks titles by (length
+    penalty 0), computed for given items in one batched pass instead of searched for."""
+    pipeline = host.pipeline
+    positions = pipeline.resolve(items, "candidates")
+    job = pipeline.prepare(history, template, request=request, k=k)
+    if not positions:
+        return np.zeros(0)
+    index = pipeline.index(job.ctx)
+    sequences = [index.sequence(pipeline.title_number(p)) for p in positions]
+    return np.asarray(score_continuations(host.lm.model, job.prompt_ids, sequences), dtype=np.float64)
