@@ -22,8 +22,8 @@ import numpy as np
 
 from ..tasks.rank import score_titles
 from .baselines import ScoredMethod
-from .fusion import log_scores
 from .datasets import Example
+from .fusion import log_scores
 from .metrics import top_k
 from .protocol import Protocol
 
@@ -37,7 +37,7 @@ class RerankRow:
     positions: np.ndarray
     model: np.ndarray  # log p_model(title), the quantity beam search ranks by
     prior: np.ndarray  # the baseline's log-scores normalised over the candidates
-    seconds: float  # this row's share of the scoring time
+    seconds: float  # this row's scoring time, with its share of the baseline's
 
 
 def score_rows(
@@ -62,9 +62,11 @@ def score_rows(
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
+        t0 = time.perf_counter()
         scores = log_scores(prior, [e.history for _, e in batch])
+        prior_share = (time.perf_counter() - t0) / len(batch)
         for n, (_, example) in enumerate(batch):
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() - prior_share
             positions = top_k(scores[n], protocol.excluded_mask(example.history), protocol.ties, candidates)
             history = list(example.history)[-max_history:]
             model = score_titles(rec, history, [catalog.ids[p] for p in positions], template=template, k=protocol.k)
