@@ -130,6 +130,12 @@ class PromptLibrary:
     def source(self, name: str) -> str:
         return self.source_path(name).read_text(encoding="utf-8")
 
+    def files(self) -> list[tuple[str, bytes]]:
+        """Every file of the prompt folders (built-in, then the user's), as (relative path, bytes):
+        what a template may extend or include, so what a cache of renderings depends on."""
+        folders = [self.builtin_dir, *([self.user_dir] if self.user_dir is not None else [])]
+        return [(str(f.relative_to(d)), f.read_bytes()) for d in folders for f in sorted(d.rglob("*")) if f.is_file()]
+
     def fingerprint(self, name: str) -> str:
         """A hash of a template's text, recorded with trained models."""
         import hashlib

@@ -466,7 +466,7 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
         raise DataError("no training examples: every training sequence has a single item")
     template = config.template_name()
     key = encoding_key(
-        mode=config.mode, template=template, template_sources=_template_sources(rec),
+        mode=config.mode, template=template, template_sources=rec.prompts.files(),
         tokenizer_hash=tokenizer_fingerprint(rec.tokenizer), catalog_hash=rec.catalog.content_hash, examples=examples,
     )  # fmt: skip
     path = Path(rec.cache_dir) / "training" / f"{key}.npz"
@@ -483,18 +483,10 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
         return encoded, left_out
     if not any(e.n_targets for e in encoded):
         raise DataError(
-            f"template {config.template_name()!r} leaves every target out in all-positions mode: its answer must "
+            f"template {template!r} leaves every target out in all-positions mode: its answer must "
             f"list the history one title per line, closed by a title_end block (see prompts/sequence.jinja)"
         )
     return encoded, left_out
-
-
-def _template_sources(rec: Recommender) -> list[tuple[str, bytes]]:
-    """Every file in the prompt folders (a template may extend or include any of them)."""
-    folders = [rec.prompts.builtin_dir, *([rec.prompts.user_dir] if rec.prompts.user_dir is not None else [])]
-    return [
-        (str(p.relative_to(folder)), p.read_bytes()) for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
-    ]
 
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
