@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ray-address", help="a Ray cluster for --workers (default: a local Ray instance)")
     p.add_argument("--sasrec-epochs", type=int, default=200)
     p.add_argument("--tune-users", type=int, default=100, help="validation rows that tune genrec+<baseline>'s prior weight")
-    p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="prior weights tried on validation")
+    p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="genrec+<baseline>'s prior weights tried on validation (a beam search each)")
     p.add_argument("--prior-aggregations", default="logsumexp",
                    help="how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
     p.add_argument("--rerank-candidates", type=int, default=50,
                    help="genrec-rerank+<baseline>: how many of the baseline's top items the model scores")
+    p.add_argument("--rerank-grid", default=",".join(map(str, EvalConfig.rerank_grid)),
+                   help="genrec-rerank+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             max_per_family=args.max_per_family,
             dtype=args.dtype,
             rerank_candidates=args.rerank_candidates,
+            rerank_grid=_numbers(args.rerank_grid, "--rerank-grid", float),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -44,7 +44,7 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
     monkeypatch.setattr(rerank_module, "score_titles", lambda *a, **kw: calls.append(1) or real(*a, **kw))
 
     out = tmp_path / "w1"
-    doc = run_evaluation(ds, EvalConfig(methods=["markov", "genrec-rerank+markov"], prior_grid=(1.0,), **common), out,
+    doc = run_evaluation(ds, EvalConfig(methods=["markov", "genrec-rerank+markov"], prior_grid=(0.0,), rerank_grid=(1.0,), **common), out,
                          progress=False, recommender_factory=tiny_factory)  # fmt: skip
     assert lists(out, "genrec-rerank+markov") == lists(out, "markov")
     method = doc["methods"]["genrec-rerank+markov"]
@@ -55,14 +55,14 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
     # every weight of the grid is read off one scoring pass per row
     calls.clear()
     out = tmp_path / "grid"
-    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], prior_grid=(0.0, 0.5, 1.0), **common), out,
+    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.0, 0.5, 1.0), **common), out,
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     tuned = json.loads((out / "tuning" / "genrec-rerank+markov.json").read_text())
     assert [r["prior_weight"] for r in tuned["grid"]] == [0.0, 0.5, 1.0] and len(calls) == 4 + 6
 
     # weight 0: the baseline's 12 candidates in the model's order
     out = tmp_path / "w0"
-    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], prior_grid=(0.0,), **common), out,
+    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.0,), **common), out,
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     split = split_dataset(ds, tie_break="file_order", seed=1)
     markov = Markov(ds.catalog)
@@ -83,3 +83,9 @@ def test_reranking_settings_are_checked():
         EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, max_per_family=2).check()
     with pytest.raises(DataError, match="genrec-rerank"):
         EvalConfig(dataset="chain", methods=["genrec-rerank+nothing"], k=10).check()
+    with pytest.raises(DataError, match=r"rerank grid weights must be in \[0, 1\], got 0.5, 1.5"):
+        EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, rerank_grid=(0.5, 1.5)).check()
+    with pytest.raises(DataError, match="prior grid weights must be in .0, 1., got none"):
+        EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, prior_grid=()).check()
+    with pytest.raises(DataError, match="rerank grid weights must be in .0, 1., got nan"):
+        EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, rerank_grid=(float("nan"),)).check()

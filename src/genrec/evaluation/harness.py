@@ -81,6 +81,11 @@ class EvalConfig:
     # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
     dtype: str | None = None
     rerank_candidates: int = 50  # genrec-rerank+<baseline>: the baseline's top items the model scores
+    # genrec-rerank+<baseline>'s weights. Free to try (a row is scored once for all of them), and
+    # crowded near 1: w mixes the two log-scores in the ratio w / (1 - w), titles' log-probabilities
+    # differ by nats while a prior normalised over its top items may differ by a fraction of one
+    # (ItemKNN's similarities on products: w = 0.95 still let the model overturn its order)
+    rerank_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -103,6 +108,9 @@ class EvalConfig:
         if any(h < 1 for h in (self.max_history, *self.history_grid)):
             raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
         check_family_cap(self.max_per_family)
+        for option, grid in (("prior grid", self.prior_grid), ("rerank grid", self.rerank_grid)):
+            if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
+                raise DataError(f"{option} weights must be in [0, 1], got {', '.join(map(str, grid)) or 'none'}")
         if self.rerank_candidates < self.k:
             raise DataError(f"rerank candidates must be at least k ({self.k}), got {self.rerank_candidates}")
         if self.max_per_family is not None and any(is_rerank(m) for m in self.methods):
@@ -434,7 +442,7 @@ def _tune_rerank(
     # the aggregation only shapes the beam's per-step prior; a reranked list does not depend on it
     return tune_on_validation(
         validation_ndcg, out_dir / "tuning" / f"{name}.json", len(valid), histories=config.histories(),
-        weights=config.prior_grid, aggregations=config.prior_aggregations[:1], alone={}, weighted=True,
+        weights=config.rerank_grid, aggregations=config.prior_aggregations[:1], alone={}, weighted=True,
     )  # fmt: skip
 
 
