@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="decode genrec methods on N Ray actors (genrec[ray]); same metrics as 1")
     p.add_argument("--ray-address", help="a Ray cluster for --workers (default: a local Ray instance)")
     p.add_argument("--sasrec-epochs", type=int, default=200)
-    p.add_argument("--tune-users", type=int, default=100, help="validation rows that tune genrec+<baseline>'s prior weight")
-    p.add_argument("--prior-grid", default="0,0.25,0.5,0.75,0.9,1", help="genrec+<baseline>'s prior weights tried on validation (a beam search each)")
+    p.add_argument("--tune-users", type=int, default=EvalConfig.tune_users, help="validation rows that tune genrec+<baseline>'s prior weight")
+    p.add_argument("--prior-grid", default=",".join(map(str, EvalConfig.prior_grid)), help="genrec+<baseline>'s prior weights tried on validation (a beam search each)")
     p.add_argument("--prior-aggregations", default="logsumexp",
                    help="how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
                         "logsumexp, max, or both (logsumexp,max)")  # fmt: skip
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)")
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
-    p.add_argument("--rerank-candidates", type=int, default=50,
+    p.add_argument("--rerank-candidates", type=int, default=EvalConfig.rerank_candidates,
                    help="genrec-rerank+<baseline>: how many of the baseline's top items the model scores")
     p.add_argument("--rerank-grid", default=",".join(map(str, EvalConfig.rerank_grid)),
                    help="genrec-rerank+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)")

@@ -17,7 +17,7 @@ from genrec.training import trainer as training_mod
 from genrec.evaluation.datasets import Dataset
 from genrec.evaluation.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
-from genrec.training.data import IGNORE, TokenBudgetBatches
+from genrec.training.data import IGNORE, TokenBudgetBatches, window_phases
 
 from conftest import REPO
 
@@ -59,6 +59,35 @@ def test_examples_come_only_from_the_training_part():
     for user, sequence in split.train.items():
         mine = sorted((e for e in chunks if e.user_id == user), key=lambda e: len(e.history))
         assert [(e.history, e.target) for e in mine] == [(tuple(sequence[:1]), sequence[1]), (tuple(sequence[1:5]), sequence[5])]
+        assert [e.age for e in mine] == [1, 0]  # 0: the user's most recent window
+    assert sorted(e.age for e in recent) == [0] * 6 + [1] * 6
+
+
+def test_recent_last_visits_each_users_older_windows_first():
+    ds = split_dataset_with_unique_holdouts()
+    windows = training_examples(leave_one_out(ds.interactions), max_history=4, samples_per_user=None, seed=0)
+    assert window_phases(windows, "shuffled") is None
+    phases = window_phases(windows, "recent-last")
+    batches = TokenBudgetBatches([len(w.history) for w in windows], max_rows=4, max_tokens=None, seed=0, phases=phases)
+    for epoch in (0, 1):
+        batches.set_epoch(epoch)
+        ages = [[windows[i].age for i in b] for b in batches]
+        assert all(len(set(a)) == 1 for a in ages)  # a batch holds windows of one age
+        assert [a[0] for a in ages] == sorted((a[0] for a in ages), reverse=True)  # oldest first, most recent last
+        assert sorted(i for b in batches for i in b) == list(range(len(windows)))
+    with pytest.raises(DataError, match="unknown window order 'oldest'"):
+        window_phases(windows, "oldest")
+    with pytest.raises(DataError, match="2 phases for 3 sequences"):
+        TokenBudgetBatches([1, 2, 3], max_rows=2, max_tokens=None, seed=0, phases=[0, 1])
+
+
+def test_recent_last_warns_when_the_steps_stop_before_the_most_recent_windows(tiny_model_dir, tmp_path, caplog):
+    ds = split_dataset_with_unique_holdouts()  # 12 all-positions windows, 6 of each age: 4 batches of up to 4
+    for steps, warned in ((2, True), (4, False)):
+        caplog.clear()
+        cfg = config(tiny_model_dir, max_steps=steps, window_order="recent-last", mixed_precision="no")
+        train(ds, tmp_path / f"s{steps}", cfg, progress=False)
+        assert ("stops before the most recent windows" in caplog.text) == warned
 
 
 def test_train_writes_a_loadable_model_directory(tiny_model_dir, tmp_path):
@@ -92,12 +121,13 @@ def test_refuses_to_overwrite(tiny_model_dir, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("valid_users", [0, 4])
-def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, valid_users):
+@pytest.mark.parametrize(("valid_users", "order"), [(0, "shuffled"), (4, "shuffled"), (0, "recent-last")])
+def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, valid_users, order):
     ds = split_dataset_with_unique_holdouts()
-    cfg = config(tiny_model_dir, valid_users=valid_users)
+    cfg = config(tiny_model_dir, valid_users=valid_users, window_order=order)
     straight = tmp_path / "straight"
     train(ds, straight, cfg, progress=False)
+    assert json.loads((straight / "genrec.json").read_text())["config"]["window_order"] == order
 
     real_loss = training_mod._loss
     calls = {"n": 0}
@@ -284,6 +314,7 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         ({"warmup_ratio": 1.0}, r"warmup_ratio must be in \[0, 1\), got 1.0"),
         ({"max_grad_norm": -1.0}, "max_grad_norm must be at least 0, got -1.0"),
         ({"valid_users": -1}, "valid_users must be at least 0"),
+        ({"window_order": "newest"}, "unknown window order 'newest' \\(have: shuffled, recent-last\\)"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
@@ -318,17 +349,24 @@ def test_one_process_trains_at_two_precisions(tiny_model_dir, tmp_path):
     max_tokens=st.one_of(st.none(), st.integers(1, 1200)),
     group=st.booleans(),
     seed=st.integers(0, 3),
+    n_phases=st.integers(0, 3),
 )
-def test_token_budget_batches_partition_the_sequences_within_the_budget(lengths, max_rows, max_tokens, group, seed):
-    batches = TokenBudgetBatches(lengths, max_rows=max_rows, max_tokens=max_tokens, seed=seed, group_by_length=group)
+def test_token_budget_batches_partition_the_sequences_within_the_budget(lengths, max_rows, max_tokens, group, seed, n_phases):
+    phases = [(7 * i) % n_phases for i in range(len(lengths))] if n_phases else None
+    batches = TokenBudgetBatches(
+        lengths, max_rows=max_rows, max_tokens=max_tokens, seed=seed, group_by_length=group, phases=phases
+    )
     visited = list(batches)
+    if phases is not None:  # one phase per batch, the phases in ascending order
+        seen = [{phases[i] for i in b} for b in visited]
+        assert all(len(p) == 1 for p in seen) and [min(p) for p in seen] == sorted(min(p) for p in seen)
     assert sorted(i for b in visited for i in b) == list(range(len(lengths)))  # each sequence once per epoch
     assert len(visited) == len(batches)
     for b in visited:
         assert 1 <= len(b) <= max_rows
         # over the budget only as a batch of one: a sequence longer than the budget on its own
         assert max_tokens is None or len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens
-    if group:  # each batch holds a run of the lengths in sorted order
+    if group and phases is None:  # each batch holds a run of the lengths in sorted order
         spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in visited)
         assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))
 
@@ -403,7 +441,7 @@ def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, mon
     cfg = config(tiny_model_dir, mode="all-positions")
     first = training_mod._encode(rec, split, cfg)
     files = list((tmp_path / "cache" / "training").glob("*.npz"))
-    assert len(files) == 1 and first[0] and first[1] == 0
+    assert len(files) == 1 and first[1] and first[2] == 0
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered again")

@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
     p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
+    p.add_argument("--window-order", default="shuffled", choices=["shuffled", "recent-last"],
+                   help="batches in a random order (default), or each user's older windows first and the most recent last")  # fmt: skip
     p.add_argument("--mode", default="all-positions", choices=["all-positions", "per-window"],
                    help="loss on every title of a window in one pass (default), or on its last one only")  # fmt: skip
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
@@ -412,7 +414,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
-        valid_users=args.valid_users,
+        valid_users=args.valid_users, window_order=args.window_order,
         seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
         dataset=args.dataset, data=data,
     )  # fmt: skip

@@ -38,16 +38,26 @@ from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 
 __all__ = [
-    "MODES", "Encoded", "TokenBudgetBatches", "training_examples", "encode_examples", "encode_all_positions", "collate",
-    "IGNORE", "encoding_key", "save_encoded", "load_encoded",
+    "MODES", "WINDOW_ORDERS", "Encoded", "Window", "TokenBudgetBatches", "training_examples", "window_phases",
+    "encode_examples", "encode_all_positions", "collate", "IGNORE", "encoding_key", "save_encoded", "load_encoded",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 MODES = ("all-positions", "per-window")
+# "shuffled": batches visited in a random order; "recent-last": each user's older windows first and
+# the most recent ones last, as the learning rate falls (the test rows follow the most recent ones)
+WINDOW_ORDERS = ("shuffled", "recent-last")
 IGNORE = -100  # the label of a token the loss does not cover (torch's cross_entropy convention)
 # part of every cached encoding's key: bump it when encode_examples or encode_all_positions change
 ENCODING_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Window(Example):
+    """A training window: an example and its age among its user's windows (0: the most recent)."""
+
+    age: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,7 @@ class Encoded:
 
 def training_examples(
     split: Split, *, max_history: int, samples_per_user: int | None, seed: int, stride: int = 1
-) -> list[Example]:
+) -> list[Window]:
     """Windows over each user's training sequence: the item at position t with the up to
     ``max_history`` items before it, for t from the last item back in steps of ``stride``
     (1: every position is a window's target; ``max_history``: windows that share no target, for
@@ -70,15 +80,24 @@ def training_examples(
     to what the model will be asked); None keeps them all."""
     if stride < 1:
         raise DataError(f"stride must be at least 1, got {stride}")
-    examples: list[Example] = []
+    examples: list[Window] = []
     for user, sequence in split.train.items():
         ends = range(len(sequence) - 1, 0, -stride)
-        windows = [Example(user, tuple(sequence[max(0, t - max_history) : t]), sequence[t]) for t in ends]
+        windows = [
+            Window(user, tuple(sequence[max(0, t - max_history) : t]), sequence[t], age) for age, t in enumerate(ends)
+        ]
         if samples_per_user is not None:
             windows = windows[:samples_per_user]
         examples.extend(reversed(windows))
     random.Random(seed).shuffle(examples)
     return examples
+
+
+def window_phases(windows: Sequence[Window], order: str) -> list[int] | None:
+    """The phase of each window for ``TokenBudgetBatches`` under a window order (None: one phase)."""
+    if order not in WINDOW_ORDERS:
+        raise DataError(f"unknown window order {order!r} (have: {', '.join(WINDOW_ORDERS)})")
+    return [-w.age for w in windows] if order == "recent-last" else None
 
 
 def encode_examples(pipeline: PromptPipeline, examples: Sequence[Example], template: str) -> list[Encoded]:
@@ -138,30 +157,37 @@ class TokenBudgetBatches:
     random batch of 8 is 41% padding (eval/README.md), all of it computed and back-propagated.
     The token budget bounds a step's memory, which the row count alone does not: attention and
     the vocabulary projection grow with the padded width.
+    ``phases`` (one number per sequence) orders an epoch: a batch holds one phase, and the phases
+    are visited in ascending order, each one's batches in an order drawn anew every epoch.
     Deliberately without a ``batch_size`` attribute: accelerate then shards it as batches of
     varying size across processes."""
 
     def __init__(
-        self, lengths: Sequence[int], *, max_rows: int, max_tokens: int | None, seed: int, group_by_length: bool = True
-    ) -> None:
+        self, lengths: Sequence[int], *, max_rows: int, max_tokens: int | None, seed: int, group_by_length: bool = True,
+        phases: Sequence[int] | None = None,
+    ) -> None:  # fmt: skip
         if max_rows < 1 or (max_tokens is not None and max_tokens < 1):
             raise DataError(f"a batch needs room for a sequence: max_rows {max_rows}, max_tokens {max_tokens}")
+        if phases is not None and len(phases) != len(lengths):
+            raise DataError(f"{len(phases)} phases for {len(lengths)} sequences")
+        phase_of = phases if phases is not None else [0] * len(lengths)
         order = list(range(len(lengths)))
         random.Random(seed).shuffle(order)  # ties in length (and the ungrouped order) drawn, not file order
-        if group_by_length:
-            order.sort(key=lambda i: lengths[i])
+        order.sort(key=lambda i: (phase_of[i], lengths[i]) if group_by_length else phase_of[i])
         self.batches: list[list[int]] = []
         batch: list[int] = []
         width = 0
         for i in order:
             wider = max(width, lengths[i]) * (len(batch) + 1)  # padded tokens with sequence i added
-            if batch and (len(batch) == max_rows or (max_tokens is not None and wider > max_tokens)):
+            full = len(batch) == max_rows or (max_tokens is not None and wider > max_tokens)
+            if batch and (full or phase_of[i] != phase_of[batch[0]]):
                 self.batches.append(batch)
                 batch, width = [], 0
             batch.append(i)
             width = max(width, lengths[i])
         if batch:
             self.batches.append(batch)
+        self.phase = [phase_of[b[0]] for b in self.batches]
         self.seed = seed
         self.epoch = 0
 
@@ -174,6 +200,7 @@ class TokenBudgetBatches:
     def __iter__(self) -> Iterator[list[int]]:
         visit = list(range(len(self.batches)))
         random.Random(f"{self.seed}:{self.epoch}").shuffle(visit)
+        visit.sort(key=lambda b: self.phase[b])  # stable: the drawn order within each phase
         return (self.batches[b] for b in visit)
 
 

@@ -52,8 +52,8 @@ from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
 from .data import (
-    IGNORE, MODES, Encoded, TokenBudgetBatches, collate, encode_all_positions, encode_examples, encoding_key, load_encoded,
-    save_encoded, training_examples,
+    IGNORE, MODES, WINDOW_ORDERS, Encoded, TokenBudgetBatches, Window, collate, encode_all_positions, encode_examples,
+    encoding_key, load_encoded, save_encoded, training_examples, window_phases,
 )  # fmt: skip
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -86,6 +86,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_history: int = 10
     samples_per_user: int | None = 4  # most recent windows per user (None: all)
+    window_order: str = "shuffled"  # or "recent-last": each user's older windows first (data.WINDOW_ORDERS)
     mode: str = "all-positions"  # or "per-window": see data.py
     save_every: int = 50
     keep_checkpoints: int = 2
@@ -102,6 +103,8 @@ class TrainConfig:
         or train nothing."""
         if self.mode not in MODES:
             raise DataError(f"unknown training mode {self.mode!r} (have: {', '.join(MODES)})")
+        if self.window_order not in WINDOW_ORDERS:
+            raise DataError(f"unknown window order {self.window_order!r} (have: {', '.join(WINDOW_ORDERS)})")
         if self.mixed_precision not in PRECISIONS:
             raise DataError(f"unknown mixed precision {self.mixed_precision!r} (have: {', '.join(PRECISIONS)})")
         at_least_one = {"batch_size": self.batch_size, "max_batch_tokens": self.max_batch_tokens,
@@ -281,17 +284,22 @@ def train(
     set_seed(config.seed)
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
     rec = _load_trainable(config, dataset)
-    encoded, left_out = _encode(rec, split, config)
+    windows, encoded, left_out = _encode(rec, split, config)
     valid_rows = _validation_rows(split, config)
     pad_id = rec.pad_token_id
 
     batches = TokenBudgetBatches(
         [len(e.input_ids) for e in encoded], max_rows=config.batch_size, max_tokens=config.max_batch_tokens,
-        seed=config.seed, group_by_length=config.group_by_length,
+        seed=config.seed, group_by_length=config.group_by_length, phases=window_phases(windows, config.window_order),
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(encoded, batch_sampler=batches, collate_fn=lambda batch: collate(batch, pad_id))
     steps_per_epoch = max(1, math.ceil(len(loader) / config.grad_accum))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    if config.window_order == "recent-last" and total_steps % steps_per_epoch:
+        log.warning(
+            "recent-last order with %d steps of %d per epoch: the last epoch stops before the most recent windows; "
+            "keep fewer windows per user (--samples-per-user) to train them within the steps", total_steps, steps_per_epoch,
+        )  # fmt: skip
     model = rec.lm.model
     model.train()
     optimizer = torch.optim.AdamW(
@@ -455,8 +463,8 @@ def _validate(model: Any, rec: Recommender, rows: list[tuple[int, Example]], con
     return score
 
 
-def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[Encoded], int]:
-    """The training sequences of ``config.mode`` and how many targets the template left out."""
+def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[Window], list[Encoded], int]:
+    """The training windows, their sequences in ``config.mode`` and how many targets the template left out."""
     all_positions = config.mode == "all-positions"
     examples = training_examples(
         split, max_history=config.max_history, samples_per_user=config.samples_per_user, seed=config.seed,
@@ -480,13 +488,13 @@ def _encode(rec: Recommender, split: Split, config: TrainConfig) -> tuple[list[E
             encoded, left_out = encode_examples(rec.pipeline, examples, template), 0
         save_encoded(path, encoded, left_out)
     if not all_positions:
-        return encoded, left_out
+        return examples, encoded, left_out
     if not any(e.n_targets for e in encoded):
         raise DataError(
             f"template {template!r} leaves every target out in all-positions mode: its answer must "
             f"list the history one title per line, closed by a title_end block (see prompts/sequence.jinja)"
         )
-    return encoded, left_out
+    return examples, encoded, left_out
 
 
 def _write_final(model: Any, tokenizer: Any, out: Path, record: dict[str, Any], history: list[dict], lora: bool) -> None:
