@@ -183,7 +183,11 @@ def test_task_modules_run_on_any_host(make_rec):
 
     rec = make_rec(catalog_of(TITLES))
     host = SimpleNamespace(**{name: getattr(rec, name) for name in TaskHost.__annotations__}, prefix_cache=rec.prefix_cache)
-    assert [(r.item_id, r.score) for r in recommend_batch(host, [["i1"]], 3)[0]] == [(r.item_id, r.score) for r in rec.recommend(["i1"], k=3)]
+    on_host, on_rec = recommend_batch(host, [["i1"]], 3)[0], rec.recommend(["i1"], k=3)
+    assert [r.item_id for r in on_host] == [r.item_id for r in on_rec]
+    # the second call reuses the first one's prompt-prefix cache, so its forward pass has other
+    # shapes: CPUs whose kernels round by shape (an AMX Xeon) differ in the sixth digit
+    assert [r.score for r in on_host] == pytest.approx([r.score for r in on_rec], rel=1e-5)
     assert [r.item_id for r in rank(host, ["i1"], ["i2", "i3"])] == [r.item_id for r in rec.rank(["i1"], ["i2", "i3"])]
 
 
