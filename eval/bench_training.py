@@ -3,11 +3,13 @@
     .venv/bin/python eval/bench_training.py --dataset ml-100k --data-dir ../shared/datasets/ml-100k
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions no,bf16
     .venv/bin/python eval/bench_training.py ... --modes all-positions --batching random,grouped
+    .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,15,20
 
 Trains the same base model for the same number of optimizer steps (same batch size, history
 length and windows) in ``per-window`` mode (one target per sequence) and ``all-positions`` mode
 (every title of a window), at each precision asked for (``no``: fp32; ``bf16``: bf16 autocast),
 with each batching asked for (``grouped``: sequences of similar length together; ``random``),
+with the embeddings and the N lowest layers frozen for each N asked for (0: full fine-tuning),
 and prints sequences/s, targets/s and each row's targets/s against the first row's. The models are
 written to a temporary folder and deleted. Run it on an idle machine: the rows are compared as
 ratios within one run.
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precisions", default="no", help="mixed precisions (no = fp32, bf16, fp16, auto), comma-separated")
     p.add_argument("--batching", default="grouped",
                    help="grouped (sequences of similar length together, the default) and/or random, comma-separated")
+    p.add_argument("--freeze-layers", default="0",
+                   help="lowest layers kept frozen with the embeddings (0: none), comma-separated")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="padded tokens per batch at most (0: no limit)")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args(argv)
@@ -55,6 +59,16 @@ def _names(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
     return names
 
 
+def _counts(text: str, option: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise DataError(f"{option}: {text!r} is not a comma-separated list of whole numbers") from None
+    if not counts:
+        raise DataError(f"{option}: no value given")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -64,21 +78,23 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [
-                (precision, mode, batching)
+                (precision, mode, batching, frozen)
                 for precision in _names(args.precisions, PRECISIONS, "--precisions")
                 for mode in _names(args.modes, MODES, "--modes")
                 for batching in _names(args.batching, BATCHINGS, "--batching")
+                for frozen in _counts(args.freeze_layers, "--freeze-layers")
             ]
-            for precision, mode, batching in settings:
+            for precision, mode, batching, frozen in settings:
                 config = TrainConfig(
                     model=args.model, mode=mode, max_steps=args.steps, batch_size=args.batch_size,
                     max_batch_tokens=args.max_batch_tokens or None, group_by_length=batching == "grouped",
                     max_history=args.max_history, samples_per_user=4, save_every=10**9, warmup_ratio=0.0,
-                    mixed_precision=precision,
+                    mixed_precision=precision, freeze_layers=frozen,
                 )  # fmt: skip
-                result = train(dataset, Path(tmp) / f"{mode}-{precision}-{batching}", config, progress=True)
+                result = train(dataset, Path(tmp) / f"{mode}-{precision}-{batching}-{frozen}", config, progress=True)
                 rows.append({
-                    "mode": mode, "precision": result.record["mixed_precision"], "batching": batching,
+                    "mode": mode, "precision": result.record["mixed_precision"], "batching": batching, "frozen": frozen,
+                    "trained_parameters": result.record["trained_parameters"],
                     "template": result.record["template"], "steps": result.steps, "sequences": result.samples_seen,
                     "targets": result.targets_seen, "elapsed_s": round(result.record["elapsed_s"], 1),
                     "sequences_per_s": round(result.samples_per_s, 3), "targets_per_s": round(result.targets_per_s, 2),
@@ -87,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/bench_training.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'mode':<15}{'precision':<10}{'batching':<9}{'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
+    print(f"\n{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
           f"{'s':>8}{'seq/s':>8}{'targets/s':>11}{'vs first':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
+        print(f"{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
               f"{r['targets']:>9}{r['elapsed_s']:>8}{r['sequences_per_s']:>8}{r['targets_per_s']:>11}{r['vs_first']:>8}x")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))

@@ -218,6 +218,33 @@ def test_lora_merges_into_a_plain_model(tiny_model_dir, tmp_path):
     assert json.loads((out / "genrec.json").read_text())["lora"] is True
 
 
+def test_frozen_lower_layers_keep_their_weights(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "upper"
+    train(ds, out, config(tiny_model_dir, freeze_layers=1, max_steps=3, mixed_precision="no"), progress=False)
+    tuned = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    changed = {n for n, p in tuned.items() if not torch.equal(p, base[n])}
+    assert changed and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in changed)
+    assert {n for n in changed if n.endswith("proj.weight")} == {n for n in base if n.startswith("model.layers.1.") and n.endswith("proj.weight")}
+    upper = sum(p.numel() for n, p in base.items() if n.startswith("model.layers.1.") or n == "model.norm.weight")
+    assert json.loads((out / "genrec.json").read_text())["trained_parameters"] == upper
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"freeze_layers": -1}, "freeze_layers must be at least 0, got -1"),
+        ({"freeze_layers": 1, "lora": True}, "freeze_layers is for full fine-tuning"),
+        ({"freeze_layers": 2}, "freeze_layers=2 leaves nothing to train: the model has 2 layers"),
+    ],
+)
+def test_a_freeze_that_trains_nothing_is_refused(tiny_model_dir, tmp_path, setting, message):
+    with pytest.raises(DataError, match=message):
+        train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, **setting), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_train(tiny_model_dir, tmp_path, capsys):
     from genrec.cli import main
 
@@ -226,10 +253,11 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
     rc = main(["train", "--dataset", "interactions", "--interactions", str(tmp_path / "log.csv"), "--catalog",
                str(tmp_path / "items.csv"), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
-               "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3"])  # fmt: skip
+               "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3", "--freeze-layers", "1"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0 and "2 steps" in out and "validation NDCG@10 on 3 rows by step: 1 " in out
-    assert json.loads((tmp_path / "m" / "genrec.json").read_text())["selected_step"] in (1, 2)
+    record = json.loads((tmp_path / "m" / "genrec.json").read_text())
+    assert record["selected_step"] in (1, 2) and record["config"]["freeze_layers"] == 1
 
 
 def _recommender(ds, model_dir, tmp_path):
@@ -394,14 +422,18 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
     cmd = [sys.executable, str(REPO / "eval" / "bench_training.py"), "--dataset", "interactions",
            "--interactions", str(tmp_path / "log.csv"), "--catalog", str(tmp_path / "items.csv"),
            "--model", str(tiny_model_dir), "--steps", "2", "--modes", "all-positions", "--batching", "random,grouped",
-           "--json", str(tmp_path / "bench.json")]  # fmt: skip
+           "--freeze-layers", "0,1", "--json", str(tmp_path / "bench.json")]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     found = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [(r["batching"], r["steps"]) for r in found] == [("random", 2), ("grouped", 2)]
+    assert [(r["batching"], r["frozen"], r["steps"]) for r in found] == [
+        ("random", 0, 2), ("random", 1, 2), ("grouped", 0, 2), ("grouped", 1, 2)]  # fmt: skip
     assert found[0]["vs_first"] == 1.0 and all(r["targets"] > 0 for r in found)
-    bad = subprocess.run([*cmd[:-6], "--batching", "sorted"], capture_output=True, text=True, timeout=600)
+    assert found[1]["trained_parameters"] < found[0]["trained_parameters"] == found[2]["trained_parameters"]
+    bad = subprocess.run([*cmd[:-8], "--batching", "sorted"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr
+    bad = subprocess.run([*cmd[:-4], "--freeze-layers", "top"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--freeze-layers: 'top' is not a comma-separated list of whole numbers" in bad.stderr
 
 
 def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):

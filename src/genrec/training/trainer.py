@@ -56,7 +56,7 @@ from .data import (
     encoding_key, load_encoded, save_encoded, training_examples, window_phases,
 )  # fmt: skip
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "train", "freeze_lower_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    freeze_layers: int = 0  # full fine-tuning of the upper layers only: the embeddings and the N lowest layers stay
     epochs: float = 1.0
     max_steps: int | None = None
     learning_rate: float | None = None  # default: 5e-5 full, 3e-4 LoRA
@@ -126,6 +127,10 @@ class TrainConfig:
             raise DataError(f"max_grad_norm must be at least 0, got {self.max_grad_norm}")
         if self.valid_users < 0:
             raise DataError(f"valid_users must be at least 0 (0: keep the last checkpoint), got {self.valid_users}")
+        if self.freeze_layers < 0:
+            raise DataError(f"freeze_layers must be at least 0, got {self.freeze_layers}")
+        if self.freeze_layers and self.lora:
+            raise DataError("freeze_layers is for full fine-tuning; LoRA already keeps every base weight as it is")
 
     def template_name(self) -> str:
         if self.template is not None:
@@ -236,7 +241,31 @@ def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
             target_modules="all-linear", task_type="CAUSAL_LM",
         )  # fmt: skip
         rec.lm.model = peft.get_peft_model(rec.lm.model, lora)
+    if config.freeze_layers:
+        freeze_lower_layers(rec.lm.model, config.freeze_layers)
     return rec
+
+
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers, bottom first: the ModuleList as long as the config's
+    ``num_hidden_layers`` (``model.model.layers`` in Llama-style models, ``transformer.h`` in GPT-2)."""
+    count = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise DataError(f"cannot find the decoder layers of {type(model).__name__} (a list of {count} modules) to freeze")
+
+
+def freeze_lower_layers(model: Any, n: int) -> None:
+    """Keep the input embeddings (and an LM head tied to them) and the ``n`` lowest decoder layers
+    as they are. Backpropagation then stops at layer ``n``: no gradient is computed below it, so a
+    step costs the forward pass plus the backward pass of the upper layers only (measured in
+    eval/README.md), and the optimizer holds state for the trained weights alone."""
+    layers = decoder_layers(model)
+    if n >= len(layers):
+        raise DataError(f"freeze_layers={n} leaves nothing to train: the model has {len(layers)} layers")
+    for module in (model.get_input_embeddings(), *layers[:n]):
+        module.requires_grad_(False)
 
 
 def train(
@@ -266,7 +295,8 @@ def train(
     settings_path = work / "config.json"
     settings = asdict(config)
     if resume and settings_path.exists():
-        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        # a setting added since that run was written had its default then
+        previous = {**asdict(TrainConfig()), **json.loads(settings_path.read_text(encoding="utf-8"))}
         if previous != settings:
             changed = sorted(k for k in {*previous, *settings} if previous.get(k) != settings.get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
@@ -398,6 +428,7 @@ def train(
     record = {
         "base_model": config.model or DEFAULT_MODEL_NAME,
         "lora": config.lora,
+        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "catalog_hash": dataset.catalog.content_hash,
         "catalog_name": dataset.catalog.name,
         "catalog_items": len(dataset.catalog),
