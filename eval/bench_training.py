@@ -3,7 +3,7 @@
     .venv/bin/python eval/bench_training.py --dataset ml-100k --data-dir ../shared/datasets/ml-100k
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions no,bf16
     .venv/bin/python eval/bench_training.py ... --modes all-positions --batching random,grouped
-    .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,15,20
+    .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,10,20,25
 
 Trains the same base model for the same number of optimizer steps (same batch size, history
 length and windows) in ``per-window`` mode (one target per sequence) and ``all-positions`` mode

@@ -203,6 +203,14 @@ def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeyp
     monkeypatch.setattr(training_mod, "_loss", real_loss)
     with pytest.raises(DataError, match="learning_rate"):
         train(ds, tmp_path / "x", config(tiny_model_dir, learning_rate=5e-4), resume=True, progress=False)
+    # a run written before a setting existed resumes when that setting is left at its default
+    settings = tmp_path / "x.work" / "config.json"
+    older = json.loads(settings.read_text())
+    del older["freeze_layers"]
+    settings.write_text(json.dumps(older))
+    with pytest.raises(DataError, match=r"other settings than the run in .*: freeze_layers$"):
+        train(ds, tmp_path / "x", config(tiny_model_dir, freeze_layers=1), resume=True, progress=False)
+    assert train(ds, tmp_path / "x", config(tiny_model_dir), resume=True, progress=False).steps == 6
 
 
 def test_lora_merges_into_a_plain_model(tiny_model_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""Fine-tuning the language model on interaction logs rendered as text (full or LoRA).
+"""Fine-tuning the language model on interaction logs rendered as text (full, the upper layers
+only, or LoRA).
 
 Training examples go through the same template and the same tokenisation as inference: the
 prompt is what ``Recommender`` would send for that history, and the target is the title's token
