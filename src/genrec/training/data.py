@@ -38,7 +38,7 @@ from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 
 __all__ = [
-    "MODES", "WINDOW_ORDERS", "Encoded", "Window", "TokenBudgetBatches", "training_examples", "window_phases",
+    "MODES", "WINDOW_ORDERS", "Encoded", "Window", "TokenBudgetBatches", "training_examples", "window_phases", "check_window_order",
     "encode_examples", "encode_all_positions", "collate", "IGNORE", "encoding_key", "save_encoded", "load_encoded",
 ]  # fmt: skip
 
@@ -93,10 +93,14 @@ def training_examples(
     return examples
 
 
-def window_phases(windows: Sequence[Window], order: str) -> list[int] | None:
-    """The phase of each window for ``TokenBudgetBatches`` under a window order (None: one phase)."""
+def check_window_order(order: str) -> None:
     if order not in WINDOW_ORDERS:
         raise DataError(f"unknown window order {order!r} (have: {', '.join(WINDOW_ORDERS)})")
+
+
+def window_phases(windows: Sequence[Window], order: str) -> list[int] | None:
+    """The phase of each window for ``TokenBudgetBatches`` under a window order (None: one phase)."""
+    check_window_order(order)
     return [-w.age for w in windows] if order == "recent-last" else None
 
 

@@ -53,8 +53,8 @@ from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
 from .data import (
-    IGNORE, MODES, WINDOW_ORDERS, Encoded, TokenBudgetBatches, Window, collate, encode_all_positions, encode_examples,
-    encoding_key, load_encoded, save_encoded, training_examples, window_phases,
+    IGNORE, MODES, Encoded, TokenBudgetBatches, Window, check_window_order, collate, encode_all_positions,
+    encode_examples, encoding_key, load_encoded, save_encoded, training_examples, window_phases,
 )  # fmt: skip
 
 __all__ = ["TrainConfig", "TrainResult", "train", "freeze_lower_layers"]
@@ -105,8 +105,7 @@ class TrainConfig:
         or train nothing."""
         if self.mode not in MODES:
             raise DataError(f"unknown training mode {self.mode!r} (have: {', '.join(MODES)})")
-        if self.window_order not in WINDOW_ORDERS:
-            raise DataError(f"unknown window order {self.window_order!r} (have: {', '.join(WINDOW_ORDERS)})")
+        check_window_order(self.window_order)
         if self.mixed_precision not in PRECISIONS:
             raise DataError(f"unknown mixed precision {self.mixed_precision!r} (have: {', '.join(PRECISIONS)})")
         at_least_one = {"batch_size": self.batch_size, "max_batch_tokens": self.max_batch_tokens,
@@ -333,9 +332,8 @@ def train(
         )  # fmt: skip
     model = rec.lm.model
     model.train()
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr(), weight_decay=config.weight_decay
-    )
+    trained = [p for p in model.parameters() if p.requires_grad]  # what LoRA or --freeze-layers leaves trainable
+    optimizer = torch.optim.AdamW(trained, lr=config.lr(), weight_decay=config.weight_decay)
     warmup = int(config.warmup_ratio * total_steps)
 
     def schedule(s: int) -> float:
@@ -429,7 +427,7 @@ def train(
     record = {
         "base_model": config.model or DEFAULT_MODEL_NAME,
         "lora": config.lora,
-        "trained_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trained_parameters": sum(p.numel() for p in trained),
         "catalog_hash": dataset.catalog.content_hash,
         "catalog_name": dataset.catalog.name,
         "catalog_items": len(dataset.catalog),
