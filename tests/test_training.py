@@ -121,10 +121,12 @@ def test_refuses_to_overwrite(tiny_model_dir, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize(("valid_users", "order"), [(0, "shuffled"), (4, "shuffled"), (0, "recent-last")])
-def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, valid_users, order):
+@pytest.mark.parametrize(
+    ("valid_users", "order", "teacher"), [(0, "shuffled", None), (4, "shuffled", None), (0, "recent-last", None), (0, "shuffled", "markov")]
+)
+def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkeypatch, valid_users, order, teacher):
     ds = split_dataset_with_unique_holdouts()
-    cfg = config(tiny_model_dir, valid_users=valid_users, window_order=order)
+    cfg = config(tiny_model_dir, valid_users=valid_users, window_order=order, teacher=teacher)
     straight = tmp_path / "straight"
     train(ds, straight, cfg, progress=False)
     assert json.loads((straight / "genrec.json").read_text())["config"]["window_order"] == order
@@ -132,11 +134,11 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkey
     real_loss = training_mod._loss
     calls = {"n": 0}
 
-    def dies_at_step_5(model, batch):
+    def dies_at_step_5(model, batch, *rest):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # stands in for a kill after the step-4 checkpoint
-        return real_loss(model, batch)
+        return real_loss(model, batch, *rest)
 
     monkeypatch.setattr(training_mod, "_loss", dies_at_step_5)
     out = tmp_path / "resumed"
@@ -191,11 +193,11 @@ def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeyp
     real_loss = training_mod._loss
     calls = {"n": 0}
 
-    def dies(model, batch):
+    def dies(model, batch, *rest):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_loss(model, batch)
+        return real_loss(model, batch, *rest)
 
     monkeypatch.setattr(training_mod, "_loss", dies)
     with pytest.raises(KeyboardInterrupt):
@@ -261,11 +263,13 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
     rc = main(["train", "--dataset", "interactions", "--interactions", str(tmp_path / "log.csv"), "--catalog",
                str(tmp_path / "items.csv"), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
-               "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3", "--freeze-layers", "1"])  # fmt: skip
+               "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3", "--freeze-layers", "1",
+               "--teacher", "markov", "--teacher-weight", "0.25", "--teacher-top", "8"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0 and "2 steps" in out and "validation NDCG@10 on 3 rows by step: 1 " in out
     record = json.loads((tmp_path / "m" / "genrec.json").read_text())
     assert record["selected_step"] in (1, 2) and record["config"]["freeze_layers"] == 1
+    assert (record["distillation"]["teacher"], record["distillation"]["weight"], record["distillation"]["top"]) == ("markov", 0.25, 8)
 
 
 def _recommender(ds, model_dir, tmp_path):
@@ -351,6 +355,9 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         ({"max_grad_norm": -1.0}, "max_grad_norm must be at least 0, got -1.0"),
         ({"valid_users": -1}, "valid_users must be at least 0"),
         ({"window_order": "newest"}, "unknown window order 'newest' \\(have: shuffled, recent-last\\)"),
+        ({"teacher": "bert4rec"}, "unknown teacher 'bert4rec' \\(have: pop, markov"),
+        ({"teacher": "markov", "teacher_weight": 1.5}, "teacher_weight must be from 0 to 1, got 1.5"),
+        ({"teacher": "markov", "teacher_top": 1}, "teacher_top must be at least 2"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
@@ -451,9 +458,9 @@ def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tm
     real_loss = training_mod._loss
     calls = {"n": 0}
 
-    def nan_at_step_3(model, batch):
+    def nan_at_step_3(model, batch, *rest):
         calls["n"] += 1
-        loss = real_loss(model, batch)
+        loss = real_loss(model, batch, *rest)
         return loss * float("nan") if calls["n"] == 3 else loss
 
     monkeypatch.setattr(training_mod, "_loss", nan_at_step_3)

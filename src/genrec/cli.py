@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--freeze-layers", type=int, default=0,
                    help="keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
+    p.add_argument("--teacher", choices=("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce"),
+                   help="distil from this baseline too: its distribution over each title's next tokens (see eval/README.md)")
+    p.add_argument("--teacher-weight", type=float, default=0.5, help="the teacher's share of a branching token's loss")
+    p.add_argument("--teacher-top", type=int, default=64, help="the teacher's heaviest tokens kept per position")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, default=1.0)
     length.add_argument("--max-steps", type=int, help="optimizer steps (instead of --epochs)")
@@ -416,7 +420,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
-        valid_users=args.valid_users, window_order=args.window_order,
+        valid_users=args.valid_users, window_order=args.window_order, teacher=args.teacher,
+        teacher_weight=args.teacher_weight, teacher_top=args.teacher_top,
         seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
         dataset=args.dataset, data=data,
     )  # fmt: skip

@@ -41,7 +41,7 @@ from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
 
 __all__ = [
-    "EvalConfig", "METHODS", "ALIASES", "run_evaluation", "evaluate_scored", "evaluate_genrec", "genrec_ndcg", "load_results",
+    "EvalConfig", "METHODS", "ALIASES", "SCORED", "fit_scored", "run_evaluation", "evaluate_scored", "evaluate_genrec", "genrec_ndcg", "load_results",
 ]  # fmt: skip
 
 METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "genrec", "genrec-free")
@@ -356,7 +356,7 @@ def _method_order(name: str) -> tuple[int, str]:
     return (METHODS.index(name) if name in METHODS else len(METHODS), name)
 
 
-def _fit_scored(name: str, catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool) -> ScoredMethod:
+def fit_scored(name: str, catalog: Catalog, split: Split, config: EvalConfig, out_dir: Path, progress: bool) -> ScoredMethod:
     """A scored baseline, trained on the split's training part (tuned on its validation part)."""
     if name in ("sasrec-bce", "sasrec-ce"):
         return _fit_sasrec(name, catalog, split, config, out_dir, progress)
@@ -531,7 +531,7 @@ def run_evaluation(
 
         for scored in (canonical, base):
             if scored in SCORED and scored not in fitted:
-                fitted[scored] = _fit_scored(scored, catalog, split, config, out_dir, progress)
+                fitted[scored] = fit_scored(scored, catalog, split, config, out_dir, progress)
         tuned = None
         if base is not None or (name.startswith("genrec") and len(config.histories()) > 1):
             rec = rec or _recommender(catalog, config, recommender_factory)

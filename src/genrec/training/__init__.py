@@ -1,5 +1,5 @@
 """Fine-tuning: training data rendered exactly as inference renders it (``data``), and the
-resumable training loop (``trainer``)."""
+resumable training loop (``trainer``), optionally distilling a collaborative baseline (``teacher``)."""
 
 from .data import MODES, Encoded, encode_all_positions, encode_examples, training_examples
 from .trainer import PRECISIONS, TrainConfig, TrainResult, train

@@ -38,7 +38,7 @@ from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 
 __all__ = [
-    "MODES", "WINDOW_ORDERS", "Encoded", "Window", "TokenBudgetBatches", "training_examples", "window_phases", "check_window_order",
+    "MODES", "WINDOW_ORDERS", "Encoded", "Soft", "Window", "TokenBudgetBatches", "training_examples", "window_phases", "check_window_order",
     "encode_examples", "encode_all_positions", "collate", "IGNORE", "encoding_key", "save_encoded", "load_encoded",
 ]  # fmt: skip
 
@@ -61,13 +61,24 @@ class Window(Example):
 
 
 @dataclass(frozen=True)
+class Soft:
+    """A teacher's distributions (``teacher.py``) over the allowed tokens at some labelled positions."""
+
+    positions: np.ndarray  # int64 [m]: the index in input_ids of each labelled token that has one
+    offsets: np.ndarray  # int64 [m + 1]: position i's entries are tokens / probs[offsets[i] : offsets[i + 1]]
+    tokens: np.ndarray  # int64
+    probs: np.ndarray  # float32, summing to 1 per position
+
+
+@dataclass(frozen=True)
 class Encoded:
-    """One training sequence: token ids, their labels (IGNORE outside target titles) and how many
-    next-item predictions the labels hold."""
+    """One training sequence: token ids, their labels (IGNORE outside target titles), how many
+    next-item predictions the labels hold and, when distilling, the teacher's soft targets."""
 
     input_ids: list[int]
     labels: list[int]
     n_targets: int
+    soft: Soft | None = None
 
 
 def training_examples(
@@ -219,11 +230,38 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[row, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
         mask[row, width - len(e.input_ids) :] = 1
         labels[row, width - len(e.labels) :] = torch.tensor(e.labels)
-    return {
+    out = {
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
         "n_targets": torch.tensor([e.n_targets for e in batch]),
+    }
+    if any(e.soft is not None for e in batch):
+        out.update(_collate_soft(batch, width))
+    return out
+
+
+def _collate_soft(batch: Sequence[Encoded], width: int) -> dict[str, torch.Tensor]:
+    """The batch's soft targets, flat: each labelled position's (row, column) and, per entry, the
+    position it belongs to (``soft_of``), its token and probability."""
+    rows, cols, of, tokens, probs = [], [], [], [], []
+    seen = 0
+    for row, e in enumerate(batch):
+        if e.soft is None:
+            continue
+        count = len(e.soft.positions)
+        rows.append(np.full(count, row))
+        cols.append(e.soft.positions + (width - len(e.input_ids)))
+        of.append(seen + np.repeat(np.arange(count), np.diff(e.soft.offsets)))
+        tokens.append(e.soft.tokens)
+        probs.append(e.soft.probs)
+        seen += count
+    return {
+        "soft_row": torch.from_numpy(np.concatenate(rows).astype(np.int64)),
+        "soft_col": torch.from_numpy(np.concatenate(cols).astype(np.int64)),
+        "soft_of": torch.from_numpy(np.concatenate(of).astype(np.int64)),
+        "soft_token": torch.from_numpy(np.concatenate(tokens).astype(np.int64)),
+        "soft_prob": torch.from_numpy(np.concatenate(probs).astype(np.float32)),
     }
 
 

@@ -52,6 +52,7 @@ from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
+from .teacher import check_teacher, fit_teacher, soft_targets
 from .data import (
     IGNORE, MODES, Encoded, TokenBudgetBatches, Window, check_window_order, collate, encode_all_positions,
     encode_examples, encoding_key, load_encoded, save_encoded, training_examples, window_phases,
@@ -93,6 +94,9 @@ class TrainConfig:
     save_every: int = 50
     keep_checkpoints: int = 2
     valid_users: int = 0  # score each checkpoint on this many validation rows and keep the best (0: the last)
+    teacher: str | None = None  # a baseline to distil from (teacher.TEACHERS); None: the true next items alone
+    teacher_weight: float = 0.5  # share of the teacher's soft targets in a branching token's loss
+    teacher_top: int = 64  # the teacher's heaviest allowed tokens kept per position
     seed: int = 0
     template: str | None = None  # default: "sequence" for all-positions, "next_item" per window
     tie_break: str = "file_order"
@@ -129,6 +133,7 @@ class TrainConfig:
             raise DataError(f"valid_users must be at least 0 (0: keep the last checkpoint), got {self.valid_users}")
         if self.freeze_layers < 0:
             raise DataError(f"freeze_layers must be at least 0, got {self.freeze_layers}")
+        check_teacher(self.teacher, self.teacher_weight, self.teacher_top)
         if self.freeze_layers and self.lora:
             raise DataError("freeze_layers is for full fine-tuning; LoRA already keeps every base weight as it is")
 
@@ -153,9 +158,10 @@ class TrainResult:
     record: dict[str, Any]
 
 
-def _loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def _loss(model: Any, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over the labelled tokens; the LM head runs only from the last position
-    before the batch's first labelled token (left padding puts the labels at the end)."""
+    before the batch's first labelled token (left padding puts the labels at the end). With soft
+    targets in the batch, each of their positions counts ``(1 - w) * hard + w * soft`` (``teacher.py``)."""
     labels = batch["labels"]
     labelled = (labels != IGNORE).any(dim=0).nonzero()
     first = max(1, int(labelled[0]) if len(labelled) else labels.shape[1] - 1)
@@ -166,7 +172,16 @@ def _loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
     logits = out.logits[:, :-1, :].float()
     wanted = labels[:, first:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=IGNORE)
+    if not (teacher_weight and "soft_row" in batch and len(batch["soft_row"])):
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=IGNORE)
+    # one log-sum-exp over the vocabulary serves both terms: CE(q) = lse - sum_t q_t * logit_t
+    lse = torch.logsumexp(logits, dim=-1)
+    labelled = wanted != IGNORE
+    hard = (lse - logits.gather(-1, wanted.clamp(min=0).unsqueeze(-1)).squeeze(-1)) * labelled
+    rows, cols, of = batch["soft_row"], batch["soft_col"] - first, batch["soft_of"]
+    weighted = batch["soft_prob"] * logits[rows[of], cols[of], batch["soft_token"]]
+    soft = lse[rows, cols] - torch.zeros(len(rows), dtype=weighted.dtype, device=weighted.device).index_add_(0, of, weighted)
+    return (hard.sum() + teacher_weight * (soft - hard[rows, cols]).sum()) / labelled.sum()
 
 
 def _gradient_finite(accelerator: Any, model: Any, max_grad_norm: float | None) -> bool:
@@ -315,6 +330,14 @@ def train(
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
     rec = _load_trainable(config, dataset)
     windows, encoded, left_out = _encode(rec, split, config)
+    distilled: dict[str, Any] = {}
+    if config.teacher:
+        teacher = fit_teacher(config.teacher, dataset, split, seed=config.seed, work=work, progress=progress)
+        encoded, distilled = soft_targets(
+            rec.pipeline, encoded, windows, config.template_name(), teacher, all_positions=config.mode == "all-positions",
+            top=config.teacher_top, progress=progress,
+        )  # fmt: skip
+        distilled = {"teacher": config.teacher, "weight": config.teacher_weight, "top": config.teacher_top, **distilled}
     valid_rows = _validation_rows(split, config)
     pad_id = rec.pad_token_id
 
@@ -369,7 +392,7 @@ def train(
         batches = accelerator.skip_first_batches(loader, batches_done) if batches_done else loader
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = _loss(model, batch)
+                loss = _loss(model, batch, config.teacher_weight if config.teacher else 0.0)
                 accelerator.backward(loss)
                 skipped = accelerator.sync_gradients and not _gradient_finite(accelerator, model, config.max_grad_norm)
                 if not skipped:
@@ -439,6 +462,7 @@ def train(
         "training_examples": len(encoded),
         "training_targets": sum(e.n_targets for e in encoded),
         "targets_left_out": left_out,
+        "distillation": distilled or None,
         "steps": step,
         "steps_skipped_nonfinite": sum(1 for h in history if h.get("skipped")),
         "samples_seen": samples_seen,
