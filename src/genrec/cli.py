@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import DataError, GenrecError, LimitError
+from .training.data import MODES, WINDOW_ORDERS
+from .training.teacher import TEACHERS
+from .training.trainer import PRECISIONS
 
 __all__ = ["main", "build_parser", "add_dataset_arguments", "dataset_from_args", "DEMO_HISTORY"]
 
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--freeze-layers", type=int, default=0,
                    help="keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
-    p.add_argument("--teacher", choices=("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce"),
+    p.add_argument("--teacher", choices=TEACHERS,
                    help="distil from this baseline too: its distribution over each title's next tokens (see eval/README.md)")
     p.add_argument("--teacher-weight", type=float, default=0.5, help="the teacher's share of a branching token's loss")
     p.add_argument("--teacher-top", type=int, default=64, help="the teacher's heaviest tokens kept per position")
@@ -152,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
     p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
-    p.add_argument("--window-order", default="shuffled", choices=["shuffled", "recent-last"],
+    p.add_argument("--window-order", default="shuffled", choices=WINDOW_ORDERS,
                    help="batches in a random order (default), or each user's older windows first and the most recent last")  # fmt: skip
-    p.add_argument("--mode", default="all-positions", choices=["all-positions", "per-window"],
+    p.add_argument("--mode", default="all-positions", choices=MODES,
                    help="loss on every title of a window in one pass (default), or on its last one only")  # fmt: skip
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
     p.add_argument("--valid-users", type=int, default=0,
@@ -162,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", help="default: sequence (all-positions), next_item (per-window)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
-    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+    p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)")
 
     p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")

@@ -33,13 +33,14 @@ from ..errors import DataError
 from ..evaluation.baselines import ScoredMethod
 from ..evaluation.datasets import Dataset
 from ..evaluation.fusion import log_scores
+from ..evaluation.harness import SCORED, EvalConfig, fit_scored
 from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 from .data import IGNORE, Encoded, Soft, Window
 
 __all__ = ["TEACHERS", "check_teacher", "fit_teacher", "title_runs", "soft_targets"]
 
-TEACHERS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce")
+TEACHERS = SCORED  # every baseline the harness fits
 
 
 def check_teacher(name: str | None, weight: float, top: int) -> None:
@@ -54,8 +55,6 @@ def check_teacher(name: str | None, weight: float, top: int) -> None:
 def fit_teacher(name: str, dataset: Dataset, split: Split, *, seed: int, work: Path, progress: bool) -> ScoredMethod:
     """The baseline ``name`` fitted as the harness fits it; a SASRec's weights are kept in
     ``work``, so a resumed run distils from the same teacher."""
-    from ..evaluation.harness import EvalConfig, fit_scored
-
     config = EvalConfig(dataset=dataset.name, methods=[name], seed=seed)
     return fit_scored(name, dataset.catalog, split, config, work, progress)
 
