@@ -252,7 +252,7 @@ def test_frozen_lower_layers_keep_their_weights(tiny_model_dir, tmp_path):
 def test_a_freeze_that_trains_nothing_is_refused(tiny_model_dir, tmp_path, setting, message):
     with pytest.raises(DataError, match=message):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, **setting), progress=False)
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.work").exists()  # nothing left behind
 
 
 def test_cli_train(tiny_model_dir, tmp_path, capsys):
@@ -363,7 +363,7 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
     with pytest.raises(DataError, match=message):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, **setting), progress=False)
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.work").exists()  # nothing left behind
 
 
 def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):

@@ -305,8 +305,6 @@ def train(
     existing = _checkpoints(work)
     if existing and not resume:
         raise DataError(f"{work} holds checkpoints of an unfinished run: pass --resume to continue it, or delete it")
-    work.mkdir(parents=True, exist_ok=True)
-    _clean_tmp(work)  # what a kill in the middle of writing a checkpoint left behind
     settings_path = work / "config.json"
     settings = asdict(config)
     if resume and settings_path.exists():
@@ -315,7 +313,6 @@ def train(
         if previous != settings:
             changed = sorted(k for k in {*previous, *settings} if previous.get(k) != settings.get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
-    settings_path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
 
     from accelerate.state import AcceleratorState
 
@@ -329,6 +326,11 @@ def train(
     set_seed(config.seed)
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
     rec = _load_trainable(config, dataset)
+    # written once the model is known to be trainable (--freeze-layers can leave nothing), so a
+    # refused run leaves no folder behind
+    work.mkdir(parents=True, exist_ok=True)
+    _clean_tmp(work)  # what a kill in the middle of writing a checkpoint left behind
+    settings_path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
     windows, encoded, left_out = _encode(rec, split, config)
     distilled: dict[str, Any] = {}
     if config.teacher:
