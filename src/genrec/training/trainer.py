@@ -163,8 +163,8 @@ def _loss(model: Any, batch: dict[str, torch.Tensor], teacher_weight: float = 0.
     before the batch's first labelled token (left padding puts the labels at the end). With soft
     targets in the batch, each of their positions counts ``(1 - w) * hard + w * soft`` (``teacher.py``)."""
     labels = batch["labels"]
-    labelled = (labels != IGNORE).any(dim=0).nonzero()
-    first = max(1, int(labelled[0]) if len(labelled) else labels.shape[1] - 1)
+    columns = (labels != IGNORE).any(dim=0).nonzero()  # the columns any row labels
+    first = max(1, int(columns[0]) if len(columns) else labels.shape[1] - 1)
     keep = labels.shape[1] - first + 1  # position first - 1 predicts the first labelled token
     positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     out = model(
