@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)")  # fmt: skip
     p.add_argument("--dtype", choices=[d for d in DTYPES if d],
                    help="genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)")
+    p.add_argument("--num-beams", type=int, default=EvalConfig.num_beams,
+                   help="genrec's beam width; a search keeps max(this, k) beams (default: %(default)s)")
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
     p.add_argument("--rerank-candidates", type=int, default=EvalConfig.rerank_candidates,
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             history_grid=_numbers(args.history_grid, "--history-grid"),
             max_per_family=args.max_per_family,
             dtype=args.dtype,
+            num_beams=args.num_beams,
             rerank_candidates=args.rerank_candidates,
             rerank_grid=_numbers(args.rerank_grid, "--rerank-grid", float),
         )

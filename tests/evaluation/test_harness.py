@@ -496,3 +496,30 @@ def test_dtype_is_the_runs_and_reaches_the_model(tmp_path, tiny_model_dir):
     with pytest.raises(DataError, match="dtype must be one of"):
         run_evaluation(ds, EvalConfig(**{**config.__dict__, "dtype": "fp8"}), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_beam_width_is_the_runs_and_reaches_every_search(tmp_path, tiny_factory, monkeypatch):
+    """``num_beams`` decides genrec's lists: each search keeps max(num_beams, k) beams (never more
+    than the titles left), the width is recorded in the run config, results.json and the report,
+    and a folder decoded with another width is not resumed."""
+    import genrec.tasks.recommend as recommend
+
+    widths = []
+    search = recommend.beam_search
+    monkeypatch.setattr(recommend, "beam_search", lambda *a, **kw: widths.append(kw["num_beams"]) or search(*a, **kw))
+    ds = chain_dataset(n_users=8, n_items=40, length=5)
+    config = EvalConfig(dataset="chain", methods=["genrec"], k=10, users=4, seed=1, batch_size=2, num_beams=24)
+    doc = run_evaluation(ds, config, tmp_path / "wide", progress=False, recommender_factory=tiny_factory)
+    assert widths == [24, 24]
+    assert doc["split"]["beams"] == 24
+    assert json.loads((tmp_path / "wide" / "run_config.json").read_text())["num_beams"] == 24
+    assert "decode with 24 beams" in (tmp_path / "wide" / "report.md").read_text()
+    widths.clear()
+    narrow = run_evaluation(ds, EvalConfig(**{**config.__dict__, "num_beams": 4}), tmp_path / "narrow", progress=False,
+                            recommender_factory=tiny_factory)  # fmt: skip
+    assert widths == [10, 10] and narrow["split"]["beams"] == 10  # never fewer beams than k
+    with pytest.raises(DataError, match=r"other settings \(num_beams\)"):
+        run_evaluation(ds, EvalConfig(**{**config.__dict__, "num_beams": 12}), tmp_path / "wide", progress=False,
+                       recommender_factory=tiny_factory)  # fmt: skip
+    with pytest.raises(DataError, match="beam width must be at least 1"):
+        run_evaluation(ds, EvalConfig(**{**config.__dict__, "num_beams": 0}), tmp_path / "bad", progress=False)

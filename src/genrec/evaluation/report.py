@@ -70,7 +70,7 @@ def write_report(
         + f"; catalog: {results_doc['n_items']} items.",
         f"- Rows whose target is inside their own history (a repeat): {split.get('targets_in_history', 0)}; "
         f"they count as a miss for every method. Metrics at cut-offs {split.get('cutoffs')} (at most k={results_doc['k']}).",
-        f"- Prompt-based methods see {_history_shown(split)}; scored baselines "
+        f"- Prompt-based methods see {_history_shown(split)}{_beams(split)}; scored baselines "
         f"see the whole history (SASRec up to its max_len positions).",
         "",
         results_table(results_doc),
@@ -98,6 +98,10 @@ def _history_shown(split: dict[str, Any]) -> str:
     if len(grid) == 1:
         return f"the last {grid[0]} history items"
     return f"the last N history items, N tuned on validation from {', '.join(map(str, grid))} (each method's tuned max_history)"
+
+
+def _beams(split: dict[str, Any]) -> str:
+    return f" and decode with {split['beams']} beams" if "beams" in split else ""  # older results.json: not recorded
 
 
 def _comparison(data: dict[str, Any]) -> PairedComparison:
