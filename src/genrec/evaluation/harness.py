@@ -80,9 +80,8 @@ class EvalConfig:
     # genrec's weights (float32, bfloat16, float16); None: the Recommender's default, which is
     # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
     dtype: str | None = None
-    # genrec's beam width (at least k: a search keeps max(num_beams, k) beams). Wider beams find
-    # titles a narrow one prunes early: the same model scored 0.0419 NDCG@10 with 10 beams and
-    # 0.0461 with 20 on MovieLens (eval/README.md)
+    # genrec's beam width (a search keeps max(num_beams, k) beams): part of a run's settings, as a
+    # wider beam finds titles a narrow one prunes (eval/README.md, "A wider beam")
     num_beams: int = 10
     rerank_candidates: int = 50  # genrec-rerank+<baseline>: the baseline's top items the model scores
     # genrec-rerank+<baseline>'s weights. Free to try (a row is scored once for all of them), and
