@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genrec import Recommender
+from genrec.evaluation import load_results
 from genrec.evaluation.datasets import load_dataset
 from genrec.evaluation.splits import split_dataset
 from genrec.tasks.rank import score_titles
@@ -23,8 +24,7 @@ from genrec.tasks.rank import score_titles
 
 def _lists(run: Path) -> tuple[dict[int, list[str]], dict]:
     config = json.loads((run / "run_config.json").read_text(encoding="utf-8"))
-    rows = (json.loads(line) for line in (run / "users" / "genrec.jsonl").read_text(encoding="utf-8").splitlines())
-    return {r["row"]: r["items"] for r in rows}, config
+    return {r.row: r.items for r in load_results(run, "genrec")}, config
 
 
 def main() -> None:
@@ -42,6 +42,8 @@ def main() -> None:
             raise SystemExit(f"the two runs differ in {key}: {config.get(key)!r} against {wide_config.get(key)!r}")
     if config.get("users") is not None:
         raise SystemExit("use runs over all users (row numbers of a sample are not test-row numbers)")
+    if len(config.get("history_grid") or ()) > 1:
+        raise SystemExit("use runs with one history length (a tuned length is not the prompt scored here)")
     dataset = load_dataset(args.dataset, args.data_dir)
     test = split_dataset(dataset, tie_break=config["tie_break"], seed=config["seed"]).test
     rec = Recommender(dataset.catalog, model=args.model)

@@ -276,7 +276,7 @@ def evaluate_genrec(
 
     # the workers' Recommenders decode as this one does
     spec = RecommenderSpec(
-        catalog, model=model, dtype=dtype, num_beams=getattr(rec, "num_beams", 10),
+        catalog, model=model, dtype=dtype, num_beams=getattr(rec, "num_beams", RecommenderSpec.num_beams),
         max_per_family=getattr(rec, "max_per_family", None), family_share=getattr(rec, "family_share", DEFAULT_FAMILY_SHARE),
     )  # fmt: skip
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
