@@ -4,15 +4,17 @@
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions no,bf16
     .venv/bin/python eval/bench_training.py ... --modes all-positions --batching random,grouped
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,10,20,25
+    .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --output-vocabularies full,catalog
 
 Trains the same base model for the same number of optimizer steps (same batch size, history
 length and windows) in ``per-window`` mode (one target per sequence) and ``all-positions`` mode
 (every title of a window), at each precision asked for (``no``: fp32; ``bf16``: bf16 autocast),
 with each batching asked for (``grouped``: sequences of similar length together; ``random``),
 with the embeddings and the N lowest layers frozen for each N asked for (0: full fine-tuning),
-and prints sequences/s, targets/s and each row's targets/s against the first row's. The models are
-written to a temporary folder and deleted. Run it on an idle machine: the rows are compared as
-ratios within one run.
+with each output vocabulary asked for (``catalog``: the softmax over the tokens of the catalog's
+titles; ``full``: over the whole vocabulary), and prints sequences/s, targets/s and each row's
+targets/s against the first row's. The models are written to a temporary folder and deleted.
+Run it on an idle machine: the rows are compared as ratios within one run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from genrec.cli import add_dataset_arguments, dataset_from_args
+from genrec.decoding import OUTPUT_VOCABULARIES
 from genrec.errors import DataError, GenrecError
 from genrec.training import MODES, PRECISIONS, TrainConfig, train
 
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="grouped (sequences of similar length together, the default) and/or random, comma-separated")
     p.add_argument("--freeze-layers", default="0",
                    help="lowest layers kept frozen with the embeddings (0: none), comma-separated")
+    p.add_argument("--output-vocabularies", default="catalog",
+                   help="catalog (the tokens of the catalog's titles, the default) and/or full, comma-separated")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="padded tokens per batch at most (0: no limit)")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args(argv)
@@ -78,22 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [
-                (precision, mode, batching, frozen)
+                (precision, mode, batching, frozen, vocabulary)
                 for precision in _names(args.precisions, PRECISIONS, "--precisions")
                 for mode in _names(args.modes, MODES, "--modes")
                 for batching in _names(args.batching, BATCHINGS, "--batching")
                 for frozen in _counts(args.freeze_layers, "--freeze-layers")
+                for vocabulary in _names(args.output_vocabularies, OUTPUT_VOCABULARIES, "--output-vocabularies")
             ]
-            for precision, mode, batching, frozen in settings:
+            for precision, mode, batching, frozen, vocabulary in settings:
                 config = TrainConfig(
                     model=args.model, mode=mode, max_steps=args.steps, batch_size=args.batch_size,
                     max_batch_tokens=args.max_batch_tokens or None, group_by_length=batching == "grouped",
                     max_history=args.max_history, samples_per_user=4, save_every=10**9, warmup_ratio=0.0,
-                    mixed_precision=precision, freeze_layers=frozen,
+                    mixed_precision=precision, freeze_layers=frozen, output_vocabulary=vocabulary,
                 )  # fmt: skip
-                result = train(dataset, Path(tmp) / f"{mode}-{precision}-{batching}-{frozen}", config, progress=True)
+                result = train(dataset, Path(tmp) / f"{mode}-{precision}-{batching}-{frozen}-{vocabulary}", config, progress=True)
                 rows.append({
                     "mode": mode, "precision": result.record["mixed_precision"], "batching": batching, "frozen": frozen,
+                    "vocabulary": vocabulary,
                     "trained_parameters": result.record["trained_parameters"],
                     "template": result.record["template"], "steps": result.steps, "sequences": result.samples_seen,
                     "targets": result.targets_seen, "elapsed_s": round(result.record["elapsed_s"], 1),
@@ -103,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/bench_training.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
+    print(f"\n{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
           f"{'s':>8}{'seq/s':>8}{'targets/s':>11}{'vs first':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
+        print(f"{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
               f"{r['targets']:>9}{r['elapsed_s']:>8}{r['sequences_per_s']:>8}{r['targets_per_s']:>11}{r['vs_first']:>8}x")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))

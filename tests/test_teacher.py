@@ -17,7 +17,8 @@ from genrec.evaluation.splits import leave_one_out
 from genrec.training import encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, collate
 from genrec.training.teacher import soft_targets, title_runs
-from genrec.training.trainer import _loss
+from genrec.training import TrainConfig
+from genrec.training.trainer import _loss, _output_vocabulary
 
 from test_training import config, split_dataset_with_unique_holdouts
 
@@ -123,17 +124,21 @@ def test_title_runs_split_the_labels_title_by_title(tiny_model_dir, tmp_path):
     assert title_runs(broken, index) is None
 
 
-def test_the_loss_mixes_hard_and_soft_targets(tiny_model, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("output_vocabulary", ["full", "catalog"])
+def test_the_loss_mixes_hard_and_soft_targets(tiny_model, tiny_model_dir, tmp_path, output_vocabulary):
     ds, rec, windows, encoded, teacher = _setup(tiny_model_dir, tmp_path)
     distilled, _ = soft_targets(rec.pipeline, encoded, windows, "sequence", teacher, all_positions=True, top=64, progress=False)
+    vocab = _output_vocabulary(rec, encoded, TrainConfig(output_vocabulary=output_vocabulary))
     batch = collate(distilled[:3], rec.pad_token_id)
     model = tiny_model.eval()
     with torch.no_grad():
-        plain = _loss(model, collate(encoded[:3], rec.pad_token_id))
-        assert torch.allclose(_loss(model, batch, 0.0), plain)
-        # by hand: every labelled token's CE, the soft ones mixed with the teacher's CE at weight w
-        logp = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                       position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits.float(), -1)  # fmt: skip
+        plain = _loss(model, collate(encoded[:3], rec.pad_token_id), 0.0, vocab)
+        assert torch.allclose(_loss(model, batch, 0.0, vocab), plain)
+        # by hand: every labelled token's CE, the soft ones mixed with the teacher's CE at weight w;
+        # the softmax over the catalog's tokens alone with that output vocabulary
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=(batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)).logits.float()  # fmt: skip
+        logp = vocab.log_softmax(logits) if vocab is not None else torch.log_softmax(logits, -1)
         w, total, count = 0.3, 0.0, 0
         soft_at = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(batch["soft_row"], batch["soft_col"]))}
         for r, c in (batch["labels"] != IGNORE).nonzero().tolist():
@@ -143,7 +148,9 @@ def test_the_loss_mixes_hard_and_soft_targets(tiny_model, tiny_model_dir, tmp_pa
                 soft = -float((batch["soft_prob"][mine] * logp[r, c - 1, batch["soft_token"][mine]]).sum())
                 hard = (1 - w) * hard + w * soft
             total, count = total + hard, count + 1
-        assert soft_at and abs(float(_loss(model, batch, w)) - total / count) < 1e-4
+        assert soft_at and abs(float(_loss(model, batch, w, vocab)) - total / count) < 1e-4
+        if vocab is not None:  # a smaller normaliser: a lower loss than over the whole vocabulary
+            assert float(_loss(model, batch, w, vocab)) < float(_loss(model, batch, w)) - 0.1
 
 
 def test_a_distilled_run_records_its_teacher(tiny_model_dir, tmp_path):

@@ -338,6 +338,63 @@ def test_all_positions_training_counts_every_target_and_decodes_with_its_templat
     assert len(rec.recommend(["m1", "m2"], k=3, template="sequence")) == 3
 
 
+def test_a_run_from_before_the_output_vocabulary_resumes_with_the_full_one(tiny_model_dir, tmp_path, monkeypatch):
+    """Runs written before the setting existed trained over the whole vocabulary: resuming one
+    with today's default (catalog) would switch the loss halfway, so it is refused."""
+    ds = split_dataset_with_unique_holdouts()
+    real_loss = training_mod._loss
+    cfg = config(tiny_model_dir, output_vocabulary="full", save_every=1)
+    calls = {"n": 0}
+
+    def dies_at_step_2(model, batch, *rest):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_loss(model, batch, *rest)
+
+    monkeypatch.setattr(training_mod, "_loss", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(ds, tmp_path / "x", cfg, progress=False)
+    monkeypatch.setattr(training_mod, "_loss", real_loss)
+    settings = tmp_path / "x.work" / "config.json"
+    older = json.loads(settings.read_text())
+    del older["output_vocabulary"]
+    settings.write_text(json.dumps(older))
+    with pytest.raises(DataError, match=r"other settings than the run in .*: output_vocabulary$"):
+        train(ds, tmp_path / "x", config(tiny_model_dir, save_every=1), resume=True, progress=False)
+    assert train(ds, tmp_path / "x", cfg, resume=True, progress=False).record["output_vocabulary"] == "full"
+
+
+@pytest.mark.parametrize("mode", ["all-positions", "per-window"])
+def test_a_trained_model_is_decoded_with_the_output_vocabulary_it_learnt(tiny_model_dir, tmp_path, mode):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "m"
+    record = train(ds, out, config(tiny_model_dir, mode=mode, max_steps=2), progress=False).record
+    rec = Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c")
+    template = record["template"]
+    index = rec.pipeline.index(rec.pipeline.title_context(template))
+    assert record["output_vocabulary"] == rec.output_vocabulary == "catalog"
+    assert record["output_tokens"] == len(index.tokens()) < rec.lm.model.config.vocab_size // 100
+    assert Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c", output_vocabulary="full").output_vocabulary == "full"
+    saved = json.loads((out / "genrec.json").read_text())
+    del saved["output_vocabulary"]  # a model fine-tuned before the setting existed
+    (out / "genrec.json").write_text(json.dumps(saved))
+    assert Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c").output_vocabulary == "full"
+    full = train(ds, tmp_path / "f", config(tiny_model_dir, mode=mode, max_steps=2, output_vocabulary="full"), progress=False)
+    assert full.record["output_vocabulary"] == "full" and full.record["output_tokens"] is None
+    assert Recommender(ds.catalog, model=str(tmp_path / "f"), cache_dir=tmp_path / "c").output_vocabulary == "full"
+
+
+def test_a_label_outside_the_output_vocabulary_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    from genrec.decoding.index import TitleIndex
+
+    real_tokens = TitleIndex.tokens
+    monkeypatch.setattr(TitleIndex, "tokens", lambda self: real_tokens(self)[1:])  # one title token missing
+    with pytest.raises(DataError, match="label tokens .* are not among the .* tokens of the catalog's titles"):
+        train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(DataError, match="unknown training mode 'every'"):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, mode="every"), progress=False)
@@ -358,6 +415,7 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         ({"teacher": "bert4rec"}, "unknown teacher 'bert4rec' \\(have: pop, markov"),
         ({"teacher": "markov", "teacher_weight": 1.5}, "teacher_weight must be from 0 to 1, got 1.5"),
         ({"teacher": "markov", "teacher_top": 1}, "teacher_top must be at least 2"),
+        ({"output_vocabulary": "titles"}, "unknown output vocabulary 'titles' \\(have: full, catalog\\)"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
@@ -449,6 +507,11 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
     assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr
     bad = subprocess.run([*cmd[:-4], "--freeze-layers", "top"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--freeze-layers: 'top' is not a comma-separated list of whole numbers" in bad.stderr
+    vocabularies = [*cmd[:-6], "--output-vocabularies", "full,catalog", "--json", str(tmp_path / "vocab.json")]
+    done = subprocess.run(vocabularies, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "vocab.json").read_text())["rows"]
+    assert [(r["vocabulary"], r["batching"], r["frozen"]) for r in found] == [("full", "grouped", 0), ("catalog", "grouped", 0)]
 
 
 def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):

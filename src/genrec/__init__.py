@@ -15,6 +15,7 @@ from .errors import (
     MissingDependencyError,
     ModelNotFoundError,
     PriorError,
+    VocabularyError,
     SecurityError,
     TemplateError,
     UnknownItemError,
@@ -46,6 +47,7 @@ __all__ = [
     "IndexCacheError",
     "DataError",
     "PriorError",
+    "VocabularyError",
 ]
 
 __version__ = "0.1.0"

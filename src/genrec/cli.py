@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .decoding.vocabulary import OUTPUT_VOCABULARIES
 from .errors import DataError, GenrecError, LimitError
 from .training.data import MODES, WINDOW_ORDERS
 from .training.teacher import TEACHERS
@@ -167,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
     p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)")
+    p.add_argument("--output-vocabulary", default="catalog", choices=OUTPUT_VOCABULARIES,
+                   help="catalog: the softmax over the tokens of the catalog's titles only (faster; decoded the same way); "
+                        "full: over the model's whole vocabulary")
 
     p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")
     _add_catalog_options(p)
@@ -426,7 +430,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         valid_users=args.valid_users, window_order=args.window_order, teacher=args.teacher,
         teacher_weight=args.teacher_weight, teacher_top=args.teacher_top,
         seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
-        dataset=args.dataset, data=data,
+        output_vocabulary=args.output_vocabulary, dataset=args.dataset, data=data,
     )  # fmt: skip
     result = train(dataset, args.out, config, resume=args.resume)
     print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} sequences, {result.targets_seen} "

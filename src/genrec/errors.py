@@ -18,6 +18,7 @@ __all__ = [
     "IndexCacheError",
     "DataError",
     "PriorError",
+    "VocabularyError",
 ]
 
 
@@ -81,3 +82,7 @@ class DataError(GenrecError):
 class PriorError(GenrecError, ValueError):
     """A collaborative prior of the wrong shape, with NaN or infinite scores, or a weight outside [0, 1]."""
 
+
+
+class VocabularyError(GenrecError, ValueError):
+    """An output vocabulary that is unknown, empty, or lacks a token the model is asked to write."""

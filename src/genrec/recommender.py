@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .decoding import DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap
+from .decoding import (
+    DEFAULT_FAMILY_SHARE, OUTPUT_VOCABULARIES, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
+)  # fmt: skip
 from .errors import CatalogError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
@@ -36,6 +38,7 @@ __all__ = [
     "Limits",
     "TRAINING_RECORD",
     "trained_template",
+    "trained_vocabulary",
 ]
 
 #: file a fine-tuned model directory carries: which catalog and template it was trained with
@@ -55,6 +58,9 @@ class Recommender:
     model alone). ``max_per_family``: at most that many variants of one product (titles sharing
     ``family_share`` of their tokens, such as one filament in many colours) in a list, unless the
     beam finds too few other titles (then the best held-back variants close the list); None: no cap.
+    ``output_vocabulary``: "full" (the model's softmax over its whole vocabulary) or "catalog"
+    (over the tokens the catalog's titles are written with; ``decoding/vocabulary.py``); None:
+    what a genrec-fine-tuned model directory was trained with (its ``genrec.json``), else "full".
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.
@@ -84,11 +90,14 @@ class Recommender:
         prior_aggregation: str = "logsumexp",
         max_per_family: int | None = None,
         family_share: float = DEFAULT_FAMILY_SHARE,
+        output_vocabulary: str | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
         if len(self.catalog) == 0:
             raise CatalogError(f"catalog {self.catalog.name!r} has no items: nothing to recommend ({self.catalog.report})")
         self.max_per_family, self.family_share = check_family_cap(max_per_family, family_share)  # before loading
+        if output_vocabulary is not None:
+            check_output_vocabulary(output_vocabulary)
         self.cache_dir = cache_root(cache_dir)
         if model is None or isinstance(model, (str, Path)):
             self.lm = load_model(model, device=device, dtype=dtype, cache_dir=self.cache_dir)
@@ -100,6 +109,7 @@ class Recommender:
             lm_device = next(model.parameters()).device
             self.lm = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=type(model).__name__, device=lm_device)
         self.tokenizer = self.lm.tokenizer
+        self.output_vocabulary = output_vocabulary or trained_vocabulary(model if isinstance(model, (str, Path)) else None)
         self.num_beams = num_beams
         self.length_penalty = length_penalty
         self.lookahead = lookahead
@@ -329,6 +339,17 @@ def trained_template(model: str | Path | None) -> str | None:
         return None
     template = record.get("template") if record else None
     return template if isinstance(template, str) else None
+
+
+def trained_vocabulary(model: str | Path | None) -> str:
+    """The output vocabulary a genrec-fine-tuned model directory was trained with ("full" for
+    models fine-tuned before the setting existed, and for any other model)."""
+    try:
+        record = _read_training_record(Path(model)) if model else None
+    except (OSError, ValueError):
+        return "full"
+    value = record.get("output_vocabulary") if record else None
+    return value if value in OUTPUT_VOCABULARIES else "full"
 
 
 def _read_training_record(model_dir: Path) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """Constrained decoding: the title index (a prefix trie as flat arrays), the title constraint,
-the family cap, batched beam search, the shared prompt-prefix cache, candidate scoring, and the
-constraint as a transformers ``LogitsProcessor``."""
+the family cap, batched beam search, the shared prompt-prefix cache, candidate scoring, the output
+vocabulary, and the constraint as a transformers ``LogitsProcessor``."""
 
 from .beam_search import Hypothesis, beam_search
 from .constraint import TitleConstraint
@@ -11,6 +11,7 @@ from .logits_process import TrieLogitsProcessor
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
 from .scoring import score_continuations
+from .vocabulary import OUTPUT_VOCABULARIES, OutputVocabulary, check_output_vocabulary
 from .tokenization import TitleContext, split_prompt_context, tokenize_titles, tokenizer_fingerprint
 
 __all__ = [
@@ -32,4 +33,7 @@ __all__ = [
     "split_prompt_context",
     "tokenize_titles",
     "tokenizer_fingerprint",
+    "OUTPUT_VOCABULARIES",
+    "OutputVocabulary",
+    "check_output_vocabulary",
 ]

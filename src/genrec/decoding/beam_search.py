@@ -54,6 +54,7 @@ from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
 from .index import TitleIndex
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
+from .vocabulary import OutputVocabulary, head_logits
 
 __all__ = ["Hypothesis", "beam_search"]
 
@@ -91,6 +92,7 @@ class _Settings:
     cache_arg: str
     mask_dtype: torch.dtype
     lookahead: bool
+    vocabulary: OutputVocabulary | None
 
 
 @dataclass
@@ -161,6 +163,7 @@ def beam_search(
     lookahead: bool = True,
     max_per_family: int | None = None,
     family_share: float = DEFAULT_FAMILY_SHARE,
+    vocabulary: OutputVocabulary | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -177,6 +180,9 @@ def beam_search(
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
     ``max_per_family`` (constrained only): at most that many titles of one family of variants
     (titles sharing ``family_share`` of their tokens; see FamilyCap) per user; None: no cap.
+    ``vocabulary`` (constrained only): next-token probabilities are normalised over these tokens
+    alone (``vocabulary.py``), as a model trained with that output vocabulary learnt them; None:
+    over the model's whole vocabulary.
     ``stats``, when given, receives ``steps`` (decoding steps run), ``model_calls`` (prefill
     included), ``compactions`` (times the keys of pruned beams were dropped), ``prefill_s`` and
     ``decode_s``.
@@ -190,6 +196,8 @@ def beam_search(
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt")
     check_family_cap(max_per_family, family_share)
+    if vocabulary is not None and index is None:
+        raise ValueError("an output vocabulary restricts constrained search only; free text needs the whole vocabulary")
     device = next(model.parameters()).device
     constraint = None
     if index is not None:
@@ -214,6 +222,7 @@ def beam_search(
         cache_arg=cache_argument(model),
         mask_dtype=next(model.parameters()).dtype,
         lookahead=lookahead and constraint is not None,
+        vocabulary=vocabulary.to(device) if vocabulary is not None else None,
     )
 
     cap = None
@@ -276,7 +285,9 @@ def _prefill(
         **{settings.cache_arg: cache},
     )
     # one row per beam; every beam of a user starts from the same logits
-    logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).repeat_interleave(beams, dim=0)
+    last = out.logits[:, -1, :].float()
+    logp = settings.vocabulary.log_softmax(last) if settings.vocabulary is not None else torch.log_softmax(last, dim=-1)
+    logp = logp.repeat_interleave(beams, dim=0)
     scores = torch.full((n_users, beams), NEG_INF, device=device)
     scores[:, 0] = 0.0  # only the first beam may expand at the first step
     nodes = None
@@ -381,7 +392,7 @@ def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -
     base_slot = state.n_keys + start_in_user  # slot of each fed beam's last token
     state.n_keys += width
     flat_slots[rows, -1] = base_slot
-    _store_ahead(model, state, rows, chain, fed, hidden, query_row, offset, base_slot)
+    _store_ahead(model, state, settings.vocabulary, rows, chain, fed, hidden, query_row, offset, base_slot)
     return 1
 
 
@@ -405,14 +416,14 @@ def _append_rows(cache: DynamicCache, part: DynamicCache, users: torch.Tensor, w
 
 
 def _store_ahead(
-    model: Any, state: _State, rows: torch.Tensor, chain: torch.Tensor, fed: torch.Tensor, hidden: torch.Tensor,
+    model: Any, state: _State, vocabulary: OutputVocabulary | None, rows: torch.Tensor, chain: torch.Tensor, fed: torch.Tensor, hidden: torch.Tensor,
     query_row: torch.Tensor, offset: torch.Tensor, base_slot: torch.Tensor,
 ) -> None:  # fmt: skip
     """From the fed beams' hidden states: each forced token's log-probability (only its logit and
     the normaliser: no full row is kept for a forced step) and the full row after the last fed
-    token. The LM head runs in chunks, so long chains never hold every position's logits at once."""
+    token. The LM head runs in chunks, so long chains never hold every position's logits at once;
+    with an output ``vocabulary`` it computes that vocabulary's columns only."""
     ahead = state.ahead
-    head = model.get_output_embeddings()
     n_chain = chain.shape[1]
     ahead.tokens[rows] = -1
     ahead.slots[rows] = -1
@@ -428,28 +439,20 @@ def _store_ahead(
     next_token[forced_query] = chain[query_row[forced_query], offset[forced_query]]
     chunk = 1024
     for lo in range(0, len(hidden), chunk):
-        logits = _finish_logits(model.config, head(hidden[lo : lo + chunk]).float())
+        logits = head_logits(model, hidden[lo : lo + chunk], vocabulary)
         norm = torch.logsumexp(logits, dim=-1)
         q = slice(lo, lo + len(logits))
         forced = forced_query[q].nonzero().view(-1)
         if len(forced):
-            values = logits[forced, next_token[q][forced]] - norm[forced]
+            column = next_token[q][forced]
+            if vocabulary is not None:
+                column = vocabulary.slots_of(column)
+            values = logits[forced, column] - norm[forced]
             ahead.logp[rows[query_row[q][forced]], offset[q][forced]] = values
         last = is_last[q].nonzero().view(-1)
         if len(last):
-            ahead.row[rows[query_row[q][last]]] = logits[last] - norm[last].unsqueeze(1)
-
-
-def _finish_logits(config: Any, logits: torch.Tensor) -> torch.Tensor:
-    """What a causal LM's forward does after its output layer, for the models that do anything
-    (Cohere's logit scale, Gemma 2's soft-capping): the LM head is applied here, not by the model."""
-    scale = getattr(config, "logit_scale", None)
-    if scale:
-        logits = logits * scale
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+            row = logits[last] - norm[last].unsqueeze(1)
+            ahead.row[rows[query_row[q][last]]] = vocabulary.spread(row) if vocabulary is not None else row
 
 
 def _step_logp(state: _State) -> torch.Tensor:

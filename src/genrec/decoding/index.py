@@ -51,6 +51,7 @@ class TitleIndex:
     _depth_ranges: list[tuple[int, int]] | None = None
     _torch: dict[str, Any] = field(default_factory=dict)
     _families: dict[float, np.ndarray] = field(default_factory=dict)
+    _tokens: np.ndarray | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -73,6 +74,13 @@ class TitleIndex:
             keys[-1] = np.iinfo(np.int64).max
             self._keys = keys
         return self._keys
+
+    def tokens(self) -> np.ndarray:
+        """The distinct tokens on the trie's edges (int64, sorted): every token a title is written
+        with, its closing separator included."""
+        if self._tokens is None:
+            self._tokens = np.unique(self.token[1:-1].astype(np.int64))
+        return self._tokens
 
     def nbytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in _ARRAYS) + self.keys.nbytes

@@ -9,19 +9,26 @@ import torch
 from transformers import DynamicCache
 
 from .attention import cache_argument
+from .vocabulary import OutputVocabulary
 
 __all__ = ["score_continuations"]
 
 
 @torch.inference_mode()
 def score_continuations(
-    model: Any, prompt: Sequence[int], continuations: Sequence[Sequence[int]], *, chunk_tokens: int = 2048
+    model: Any,
+    prompt: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    *,
+    chunk_tokens: int = 2048,
+    vocabulary: OutputVocabulary | None = None,
 ) -> list[float]:
     """Log-probability of each continuation (a title's tokens) right after ``prompt``.
 
     One pass per chunk of candidates: the prompt comes once, then every candidate's tokens, and a
     tree-shaped attention mask lets each candidate token see the prompt and the earlier tokens of
     its own candidate only. Logits are computed only where they predict a candidate token.
+    ``vocabulary``: normalise over these tokens alone, as beam search does with it (``vocabulary.py``).
     """
     if not continuations:
         return []
@@ -33,7 +40,8 @@ def score_continuations(
     cache = DynamicCache(config=model.config)
     prompt_ids = torch.tensor([list(prompt)], device=device)
     out = model(input_ids=prompt_ids, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
-    first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    normalise = vocabulary.to(device).log_softmax if vocabulary is not None else (lambda x: torch.log_softmax(x, dim=-1))
+    first_logp = normalise(out.logits[0, -1].float())
     prompt_len = len(prompt)
     prompt_layers = [(layer.keys, layer.values) for layer in cache.layers]
     scores: list[float] = []
@@ -45,12 +53,12 @@ def score_continuations(
             total += len(continuations[end])
             end += 1
         batch = [list(c) for c in continuations[start:end]]
-        scores.extend(_score_chunk(model, batch, prompt_layers, prompt_len, first_logp, cache_arg, device, dtype))
+        scores.extend(_score_chunk(model, batch, prompt_layers, prompt_len, first_logp, normalise, cache_arg, device, dtype))
         start = end
     return scores
 
 
-def _score_chunk(model, batch, prompt_layers, prompt_len, first_logp, cache_arg, device, dtype) -> list[float]:
+def _score_chunk(model, batch, prompt_layers, prompt_len, first_logp, normalise, cache_arg, device, dtype) -> list[float]:
     tokens = [t for c in batch for t in c]
     n = len(tokens)
     owner = torch.tensor([i for i, c in enumerate(batch) for _ in c], device=device)
@@ -74,7 +82,7 @@ def _score_chunk(model, batch, prompt_layers, prompt_len, first_logp, cache_arg,
     )
     totals = [float(first_logp[c[0]]) for c in batch]
     if len(predicts):
-        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+        logp = normalise(out.logits[0].float())
         nxt = torch.tensor(tokens, device=device)[predicts + 1]
         gained = logp.gather(1, nxt.view(-1, 1)).view(-1)
         per_candidate = torch.zeros(len(batch), device=device).index_add_(0, owner[predicts], gained)

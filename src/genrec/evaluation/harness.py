@@ -583,6 +583,9 @@ def run_evaluation(
                 else "constrained beam search"
             )  # fmt: skip
             summary["template"] = config.template
+            from ..recommender import trained_vocabulary  # lazily, as _recommender imports the facade
+
+            summary["output_vocabulary"] = trained_vocabulary(config.model)  # what Recommender(model=...) decodes with
         if tuned is not None:
             if is_rerank(name):
                 summary["mode"] += " (weight tuned on validation)"

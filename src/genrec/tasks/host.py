@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..catalog import Catalog
-from ..decoding import PrefixCache
+from ..decoding import OutputVocabulary, PrefixCache, TitleIndex
 from ..limits import Limits
 from ..model import LoadedModel
 from ..prompts import PromptLibrary
 from .pipeline import PromptPipeline
 
-__all__ = ["TaskHost"]
+__all__ = ["TaskHost", "output_vocabulary"]
 
 
 class TaskHost(Protocol):
@@ -35,5 +35,12 @@ class TaskHost(Protocol):
     prior: Any  # the default collaborative prior (None: the model alone)
     prior_weight: float
     prior_aggregation: str
+    output_vocabulary: str  # "full" or "catalog" (decoding.vocabulary)
 
     def prefix_cache(self, template: str) -> PrefixCache: ...
+
+
+def output_vocabulary(host: TaskHost, index: TitleIndex) -> OutputVocabulary | None:
+    """The tokens title log-probabilities are normalised over when decoding ``index``'s titles
+    (None: the model's whole vocabulary)."""
+    return OutputVocabulary.of_index(index, host.lm.device) if host.output_vocabulary == "catalog" else None

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..decoding import score_continuations
-from .host import TaskHost
+from .host import TaskHost, output_vocabulary
 from .prior import Prior, resolve_prior
 from .results import Recommendation, Recommendations
 
@@ -47,7 +47,7 @@ def rank(
     pipeline.check_fits(len(prompt_ids), f"the {template} prompt with {len(positions)} candidates")
     index = pipeline.index(ctx)
     sequences = [index.sequence(pipeline.title_number(p)) for p in positions]
-    scores = score_continuations(host.lm.model, prompt_ids, sequences)
+    scores = score_continuations(host.lm.model, prompt_ids, sequences, vocabulary=output_vocabulary(host, index))
     if length_normalize:
         scores = [score / len(seq) for score, seq in zip(scores, sequences)]
     if item_scores is not None:
@@ -79,4 +79,6 @@ def score_titles(
         return np.zeros(0)
     index = pipeline.index(job.ctx)
     sequences = [index.sequence(pipeline.title_number(p)) for p in positions]
-    return np.asarray(score_continuations(host.lm.model, job.prompt_ids, sequences), dtype=np.float64)
+    return np.asarray(
+        score_continuations(host.lm.model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
+    )

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..decoding import Hypothesis, TitleContext, TitlePrior, beam_search
 from ..errors import LimitError
 from ..model import eos_token_ids
-from .host import TaskHost
+from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
 from .prior import Prior, check_aggregation, resolve_prior
 from .results import Recommendation, Recommendations
@@ -122,6 +122,7 @@ def decode_constrained(
             lookahead=host.lookahead,
             max_per_family=host.max_per_family,
             family_share=host.family_share,
+            vocabulary=output_vocabulary(host, index),
         )
         for i, h in zip(members, hyps):
             results[i] = h

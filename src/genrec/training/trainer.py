@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_dir, atomic_file, clean_stale
-from ..decoding import tokenizer_fingerprint
+from ..decoding import OutputVocabulary, tokenizer_fingerprint
+from ..decoding.vocabulary import OUTPUT_VOCABULARIES, catalog_head
 from ..errors import DataError, require
 from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 _CHECKPOINT_DONE = "trainer_state.json"  # written last inside a checkpoint: its presence = complete
 _BEST = "best.pt"  # with valid_users: the weights of the best-scoring checkpoint so far
 PRECISIONS = ("auto", "no", "bf16", "fp16")  # accelerate's mixed_precision values, and ours: auto
+# what a run written before a setting existed did, where that differs from today's default
+_LEGACY_SETTINGS = {"output_vocabulary": "full"}
 
 
 @dataclass
@@ -101,6 +104,9 @@ class TrainConfig:
     template: str | None = None  # default: "sequence" for all-positions, "next_item" per window
     tie_break: str = "file_order"
     mixed_precision: str = "auto"  # auto: bf16 where the CPU or GPU has it natively, else fp16 on GPU / fp32 on CPU
+    # "catalog": the softmax over the tokens the catalog's titles are written with (decoding.vocabulary);
+    # "full": over the model's whole vocabulary
+    output_vocabulary: str = "catalog"
     dataset: str = ""
     data: dict[str, str] = field(default_factory=dict)
 
@@ -110,6 +116,8 @@ class TrainConfig:
         if self.mode not in MODES:
             raise DataError(f"unknown training mode {self.mode!r} (have: {', '.join(MODES)})")
         check_window_order(self.window_order)
+        if self.output_vocabulary not in OUTPUT_VOCABULARIES:
+            raise DataError(f"unknown output vocabulary {self.output_vocabulary!r} (have: {', '.join(OUTPUT_VOCABULARIES)})")
         if self.mixed_precision not in PRECISIONS:
             raise DataError(f"unknown mixed precision {self.mixed_precision!r} (have: {', '.join(PRECISIONS)})")
         at_least_one = {"batch_size": self.batch_size, "max_batch_tokens": self.max_batch_tokens,
@@ -158,30 +166,42 @@ class TrainResult:
     record: dict[str, Any]
 
 
-def _loss(model: Any, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0) -> torch.Tensor:
+def _loss(
+    model: Any, batch: dict[str, torch.Tensor], teacher_weight: float = 0.0, vocabulary: OutputVocabulary | None = None
+) -> torch.Tensor:
     """Mean cross-entropy over the labelled tokens; the LM head runs only from the last position
-    before the batch's first labelled token (left padding puts the labels at the end). With soft
-    targets in the batch, each of their positions counts ``(1 - w) * hard + w * soft`` (``teacher.py``)."""
+    before the batch's first labelled token (left padding puts the labels at the end), and with an
+    output ``vocabulary`` over that vocabulary's rows alone (``vocabulary.py``). With soft targets
+    in the batch, each of their positions counts ``(1 - w) * hard + w * soft`` (``teacher.py``)."""
     labels = batch["labels"]
     columns = (labels != IGNORE).any(dim=0).nonzero()  # the columns any row labels
     first = max(1, int(columns[0]) if len(columns) else labels.shape[1] - 1)
     keep = labels.shape[1] - first + 1  # position first - 1 predicts the first labelled token
     positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions, logits_to_keep=keep
-    )
+    with catalog_head(_unwrapped(model), vocabulary):
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=positions, logits_to_keep=keep
+        )
     logits = out.logits[:, :-1, :].float()
     wanted = labels[:, first:]
+    labelled = wanted != IGNORE
+    if vocabulary is not None:  # vocabulary ids -> columns of the restricted logits
+        wanted = torch.where(labelled, vocabulary.slot[wanted.clamp(min=0)], wanted)
     if not (teacher_weight and "soft_row" in batch and len(batch["soft_row"])):
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), wanted.reshape(-1), ignore_index=IGNORE)
     # one log-sum-exp over the vocabulary serves both terms: CE(q) = lse - sum_t q_t * logit_t
     lse = torch.logsumexp(logits, dim=-1)
-    labelled = wanted != IGNORE
     hard = (lse - logits.gather(-1, wanted.clamp(min=0).unsqueeze(-1)).squeeze(-1)) * labelled
     rows, cols, of = batch["soft_row"], batch["soft_col"] - first, batch["soft_of"]
-    weighted = batch["soft_prob"] * logits[rows[of], cols[of], batch["soft_token"]]
+    soft_token = vocabulary.slot[batch["soft_token"]] if vocabulary is not None else batch["soft_token"]
+    weighted = batch["soft_prob"] * logits[rows[of], cols[of], soft_token]
     soft = lse[rows, cols] - torch.zeros(len(rows), dtype=weighted.dtype, device=weighted.device).index_add_(0, of, weighted)
     return (hard.sum() + teacher_weight * (soft - hard[rows, cols]).sum()) / labelled.sum()
+
+
+def _unwrapped(model: Any) -> Any:
+    """The model inside accelerate's distributed wrapper (whose forward still runs it)."""
+    return getattr(model, "module", model)
 
 
 def _gradient_finite(accelerator: Any, model: Any, max_grad_norm: float | None) -> bool:
@@ -309,7 +329,7 @@ def train(
     settings = asdict(config)
     if resume and settings_path.exists():
         # a setting added since that run was written had its default then
-        previous = {**asdict(TrainConfig()), **json.loads(settings_path.read_text(encoding="utf-8"))}
+        previous = {**asdict(TrainConfig()), **_LEGACY_SETTINGS, **json.loads(settings_path.read_text(encoding="utf-8"))}
         if previous != settings:
             changed = sorted(k for k in {*previous, *settings} if previous.get(k) != settings.get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
@@ -340,6 +360,7 @@ def train(
             top=config.teacher_top, progress=progress,
         )  # fmt: skip
         distilled = {"teacher": config.teacher, "weight": config.teacher_weight, "top": config.teacher_top, **distilled}
+    vocabulary = _output_vocabulary(rec, encoded, config)
     valid_rows = _validation_rows(split, config)
     pad_id = rec.pad_token_id
 
@@ -394,7 +415,7 @@ def train(
         batches = accelerator.skip_first_batches(loader, batches_done) if batches_done else loader
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = _loss(model, batch, config.teacher_weight if config.teacher else 0.0)
+                loss = _loss(model, batch, config.teacher_weight if config.teacher else 0.0, vocabulary)
                 accelerator.backward(loss)
                 skipped = accelerator.sync_gradients and not _gradient_finite(accelerator, model, config.max_grad_norm)
                 if not skipped:
@@ -465,6 +486,8 @@ def train(
         "training_targets": sum(e.n_targets for e in encoded),
         "targets_left_out": left_out,
         "distillation": distilled or None,
+        "output_vocabulary": config.output_vocabulary,
+        "output_tokens": vocabulary.size if vocabulary is not None else None,
         "steps": step,
         "steps_skipped_nonfinite": sum(1 for h in history if h.get("skipped")),
         "samples_seen": samples_seen,
@@ -493,6 +516,27 @@ def train(
     )
 
 
+def _output_vocabulary(rec: Recommender, encoded: list[Encoded], config: TrainConfig) -> OutputVocabulary | None:
+    """The tokens the training softmax runs over (None: the whole vocabulary): those of the title
+    index decoding uses after the training template, as ``Recommender`` builds it. A label (or a
+    teacher's token) outside them is refused here, before any step: the model could never be
+    taught to write it."""
+    if config.output_vocabulary == "full":
+        return None
+    index = rec.pipeline.index(rec.pipeline.title_context(config.template_name()))
+    vocabulary = OutputVocabulary.of_index(index)
+    # the true next tokens, and the teacher's (its soft targets sit on the same title tokens)
+    parts = [np.asarray(e.labels, dtype=np.int64) for e in encoded] + [e.soft.tokens for e in encoded if e.soft is not None]
+    tokens = np.unique(np.concatenate(parts))
+    outside = [int(t) for t in tokens[tokens != IGNORE] if vocabulary.slot[int(t)] < 0]
+    if outside:
+        raise DataError(
+            f"{len(outside)} label tokens (first: {outside[:5]}) are not among the {vocabulary.size} tokens of the catalog's "
+            f"titles after template {config.template_name()!r}; train with output_vocabulary='full'"
+        )
+    return vocabulary
+
+
 def _validation_rows(split: Split, config: TrainConfig) -> list[tuple[int, Example]]:
     """The seeded validation rows checkpoints are scored on (none when ``valid_users`` is 0)."""
     if not config.valid_users:
@@ -510,7 +554,9 @@ def _validate(model: Any, rec: Recommender, rows: list[tuple[int, Example]], con
     from ..evaluation.harness import genrec_ndcg
     from ..evaluation.protocol import Protocol
 
-    scorer = Recommender(rec.catalog, model=model, tokenizer=rec.tokenizer, cache_dir=rec.cache_dir)  # puts it in eval mode
+    scorer = Recommender(
+        rec.catalog, model=model, tokenizer=rec.tokenizer, cache_dir=rec.cache_dir, output_vocabulary=config.output_vocabulary
+    )  # puts it in eval mode
     score = genrec_ndcg(
         scorer, rows, protocol=Protocol.for_run(rec.catalog, 10, config.seed), constrained=True,
         max_history=config.max_history, template=config.template_name(), batch_size=config.batch_size,
