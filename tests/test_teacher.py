@@ -14,10 +14,9 @@ from genrec import Recommender
 from genrec.evaluation.baselines import Markov
 from genrec.evaluation.fusion import log_scores
 from genrec.evaluation.splits import leave_one_out
-from genrec.training import encode_all_positions, encode_examples, train, training_examples
+from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, collate
 from genrec.training.teacher import soft_targets, title_runs
-from genrec.training import TrainConfig
 from genrec.training.trainer import _loss, _output_vocabulary
 
 from test_training import config, split_dataset_with_unique_holdouts

@@ -188,28 +188,38 @@ def test_validation_scores_every_checkpoint_and_keeps_the_best(tiny_model_dir, t
     assert any(not torch.equal(final[name], step6[name]) for name in shared)
 
 
-def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeypatch):
-    ds = split_dataset_with_unique_holdouts()
+def _killed_at_batch(n, ds, out, cfg, monkeypatch):
+    """A run of ``cfg`` killed at its n-th batch (after the checkpoints before it)."""
     real_loss = training_mod._loss
     calls = {"n": 0}
 
     def dies(model, batch, *rest):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real_loss(model, batch, *rest)
 
     monkeypatch.setattr(training_mod, "_loss", dies)
     with pytest.raises(KeyboardInterrupt):
-        train(ds, tmp_path / "x", config(tiny_model_dir), progress=False)
+        train(ds, out, cfg, progress=False)
     monkeypatch.setattr(training_mod, "_loss", real_loss)
+
+
+def _written_before(work, setting):
+    """Make the run in ``work`` look written before ``setting`` existed."""
+    path = work / "config.json"
+    older = json.loads(path.read_text())
+    del older[setting]
+    path.write_text(json.dumps(older))
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    ds = split_dataset_with_unique_holdouts()
+    _killed_at_batch(3, ds, tmp_path / "x", config(tiny_model_dir), monkeypatch)
     with pytest.raises(DataError, match="learning_rate"):
         train(ds, tmp_path / "x", config(tiny_model_dir, learning_rate=5e-4), resume=True, progress=False)
     # a run written before a setting existed resumes when that setting is left at its default
-    settings = tmp_path / "x.work" / "config.json"
-    older = json.loads(settings.read_text())
-    del older["freeze_layers"]
-    settings.write_text(json.dumps(older))
+    _written_before(tmp_path / "x.work", "freeze_layers")
     with pytest.raises(DataError, match=r"other settings than the run in .*: freeze_layers$"):
         train(ds, tmp_path / "x", config(tiny_model_dir, freeze_layers=1), resume=True, progress=False)
     assert train(ds, tmp_path / "x", config(tiny_model_dir), resume=True, progress=False).steps == 6
@@ -342,24 +352,9 @@ def test_a_run_from_before_the_output_vocabulary_resumes_with_the_full_one(tiny_
     """Runs written before the setting existed trained over the whole vocabulary: resuming one
     with today's default (catalog) would switch the loss halfway, so it is refused."""
     ds = split_dataset_with_unique_holdouts()
-    real_loss = training_mod._loss
     cfg = config(tiny_model_dir, output_vocabulary="full", save_every=1)
-    calls = {"n": 0}
-
-    def dies_at_step_2(model, batch, *rest):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_loss(model, batch, *rest)
-
-    monkeypatch.setattr(training_mod, "_loss", dies_at_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(ds, tmp_path / "x", cfg, progress=False)
-    monkeypatch.setattr(training_mod, "_loss", real_loss)
-    settings = tmp_path / "x.work" / "config.json"
-    older = json.loads(settings.read_text())
-    del older["output_vocabulary"]
-    settings.write_text(json.dumps(older))
+    _killed_at_batch(2, ds, tmp_path / "x", cfg, monkeypatch)
+    _written_before(tmp_path / "x.work", "output_vocabulary")
     with pytest.raises(DataError, match=r"other settings than the run in .*: output_vocabulary$"):
         train(ds, tmp_path / "x", config(tiny_model_dir, save_every=1), resume=True, progress=False)
     assert train(ds, tmp_path / "x", cfg, resume=True, progress=False).record["output_vocabulary"] == "full"
