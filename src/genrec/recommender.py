@@ -333,23 +333,24 @@ class Recommender:
 def trained_template(model: str | Path | None) -> str | None:
     """The template a genrec-fine-tuned model directory was trained with (its ``genrec.json``), so
     it is prompted the way it learnt; None for any other model."""
-    try:
-        record = _read_training_record(Path(model)) if model else None
-    except (OSError, ValueError):
-        return None
-    template = record.get("template") if record else None
+    template = _trained_setting(model, "template")
     return template if isinstance(template, str) else None
 
 
 def trained_vocabulary(model: str | Path | None) -> str:
     """The output vocabulary a genrec-fine-tuned model directory was trained with ("full" for
     models fine-tuned before the setting existed, and for any other model)."""
+    value = _trained_setting(model, "output_vocabulary")
+    return value if value in OUTPUT_VOCABULARIES else "full"
+
+
+def _trained_setting(model: str | Path | None, key: str) -> Any:
+    """``key`` of a model directory's ``genrec.json``; None without one, or when it is unreadable."""
     try:
         record = _read_training_record(Path(model)) if model else None
     except (OSError, ValueError):
-        return "full"
-    value = record.get("output_vocabulary") if record else None
-    return value if value in OUTPUT_VOCABULARIES else "full"
+        return None
+    return record.get(key) if record else None
 
 
 def _read_training_record(model_dir: Path) -> dict[str, Any] | None:

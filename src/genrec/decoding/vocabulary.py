@@ -142,7 +142,6 @@ def head_logits(model: Any, hidden: torch.Tensor, vocabulary: OutputVocabulary |
     """Float logits of ``hidden`` rows: over the whole vocabulary, or over ``vocabulary`` only
     (``[n, vocabulary.size]``, its rows of the output layer alone)."""
     head = model.get_output_embeddings()
-    if vocabulary is None:
-        return finish_logits(model.config, head(hidden).float())
-    bias = head.bias[vocabulary.tokens] if getattr(head, "bias", None) is not None else None
-    return finish_logits(model.config, torch.nn.functional.linear(hidden, head.weight[vocabulary.tokens], bias).float())
+    if vocabulary is not None:
+        head = CatalogHead(head, vocabulary.tokens)
+    return finish_logits(model.config, head(hidden).float())
