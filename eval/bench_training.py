@@ -5,6 +5,7 @@
     .venv/bin/python eval/bench_training.py ... --modes all-positions --batching random,grouped
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,10,20,25
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --output-vocabularies full,catalog
+    .venv/bin/python eval/bench_training.py --dataset ml-100k ... --modes all-positions --title-forms always,ambiguous
 
 Trains the same base model for the same number of optimizer steps (same batch size, history
 length and windows) in ``per-window`` mode (one target per sequence) and ``all-positions`` mode
@@ -12,7 +13,9 @@ length and windows) in ``per-window`` mode (one target per sequence) and ``all-p
 with each batching asked for (``grouped``: sequences of similar length together; ``random``),
 with the embeddings and the N lowest layers frozen for each N asked for (0: full fine-tuning),
 with each output vocabulary asked for (``catalog``: the softmax over the tokens of the catalog's
-titles; ``full``: over the whole vocabulary), and prints sequences/s, targets/s and each row's
+titles; ``full``: over the whole vocabulary), with each form of MovieLens titles asked for
+(``--title-forms always,ambiguous``: the year in every title, or only where two films share one;
+default: the dataset's ``--title-years``), and prints sequences/s, targets/s and each row's
 targets/s against the first row's. The models are written to a temporary folder and deleted.
 Run it on an idle machine: the rows are compared as ratios within one run.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.decoding import OUTPUT_VOCABULARIES
 from genrec.errors import DataError, GenrecError
+from genrec.text import TITLE_YEARS
 from genrec.training import MODES, PRECISIONS, TrainConfig, train
 
 
@@ -51,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="lowest layers kept frozen with the embeddings (0: none), comma-separated")
     p.add_argument("--output-vocabularies", default="catalog",
                    help="catalog (the tokens of the catalog's titles, the default) and/or full, comma-separated")
+    p.add_argument("--title-forms", default="",
+                   help="MovieLens title forms to compare, comma-separated (always, ambiguous; default: --title-years)")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="padded tokens per batch at most (0: no limit)")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args(argv)
@@ -79,27 +85,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        dataset, _ = dataset_from_args(args)
+        forms = _names(args.title_forms, TITLE_YEARS, "--title-forms") if args.title_forms else [args.title_years]
+        datasets = {form: dataset_from_args(argparse.Namespace(**{**vars(args), "title_years": form}))[0] for form in forms}
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [
-                (precision, mode, batching, frozen, vocabulary)
+                (form, precision, mode, batching, frozen, vocabulary)
+                for form in forms
                 for precision in _names(args.precisions, PRECISIONS, "--precisions")
                 for mode in _names(args.modes, MODES, "--modes")
                 for batching in _names(args.batching, BATCHINGS, "--batching")
                 for frozen in _counts(args.freeze_layers, "--freeze-layers")
                 for vocabulary in _names(args.output_vocabularies, OUTPUT_VOCABULARIES, "--output-vocabularies")
             ]
-            for precision, mode, batching, frozen, vocabulary in settings:
+            for form, precision, mode, batching, frozen, vocabulary in settings:
                 config = TrainConfig(
                     model=args.model, mode=mode, max_steps=args.steps, batch_size=args.batch_size,
                     max_batch_tokens=args.max_batch_tokens or None, group_by_length=batching == "grouped",
                     max_history=args.max_history, samples_per_user=4, save_every=10**9, warmup_ratio=0.0,
                     mixed_precision=precision, freeze_layers=frozen, output_vocabulary=vocabulary,
                 )  # fmt: skip
-                result = train(dataset, Path(tmp) / f"{mode}-{precision}-{batching}-{frozen}-{vocabulary}", config, progress=True)
+                out = Path(tmp) / f"{form}-{mode}-{precision}-{batching}-{frozen}-{vocabulary}"
+                result = train(datasets[form], out, config, progress=True)
                 rows.append({
-                    "mode": mode, "precision": result.record["mixed_precision"], "batching": batching, "frozen": frozen,
+                    "titles": form, "mode": mode, "precision": result.record["mixed_precision"], "batching": batching, "frozen": frozen,
                     "vocabulary": vocabulary,
                     "trained_parameters": result.record["trained_parameters"],
                     "template": result.record["template"], "steps": result.steps, "sequences": result.samples_seen,
@@ -110,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/bench_training.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
+    print(f"\n{'titles':<10}{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
           f"{'s':>8}{'seq/s':>8}{'targets/s':>11}{'vs first':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
+        print(f"{r['titles']:<10}{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
               f"{r['targets']:>9}{r['elapsed_s']:>8}{r['sequences_per_s']:>8}{r['targets_per_s']:>11}{r['vs_first']:>8}x")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))

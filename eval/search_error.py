@@ -16,8 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genrec import Recommender
+from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.evaluation import load_results
-from genrec.evaluation.datasets import load_dataset
 from genrec.evaluation.splits import split_dataset
 from genrec.tasks.rank import score_titles
 
@@ -31,8 +31,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("narrow", type=Path, help="eval/run.py folder decoded with the narrower beam")
     p.add_argument("wide", type=Path, help="the same model and rows, a wider beam")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", required=True)
+    add_dataset_arguments(p)
     p.add_argument("--model", required=True)
     p.add_argument("--rows", type=int, default=200, help="the first N test rows")
     args = p.parse_args()
@@ -44,7 +43,10 @@ def main() -> None:
         raise SystemExit("use runs over all users (row numbers of a sample are not test-row numbers)")
     if len(config.get("history_grid") or ()) > 1:
         raise SystemExit("use runs with one history length (a tuned length is not the prompt scored here)")
-    dataset = load_dataset(args.dataset, args.data_dir)
+    forms = {(c.get("data") or {}).get("title_years", "always") for c in (config, wide_config)}
+    if forms != {args.title_years}:
+        raise SystemExit(f"the runs' titles were --title-years {' / '.join(sorted(forms))}, not {args.title_years}")
+    dataset, _ = dataset_from_args(args)
     test = split_dataset(dataset, tie_break=config["tie_break"], seed=config["seed"]).test
     rec = Recommender(dataset.catalog, model=args.model)
     rows = [r for r in sorted(narrow) if r in wide][: args.rows]

@@ -98,8 +98,13 @@ def test_model_directory_path_and_training_record_warning(tiny_model_dir, tmp_pa
     catalog = catalog_of(TITLES)
     (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps({"catalog_hash": "other", "catalog_name": "ml-1m"}))
     try:
-        with pytest.warns(UserWarning, match="fine-tuned on catalog 'ml-1m'"):
+        with pytest.warns(UserWarning, match="fine-tuned on catalog 'ml-1m'") as caught:
             rec = Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)
+        assert "title-years" not in str(caught[0].message)
+        other_form = {"catalog_hash": "other", "config": {"data": {"title_years": "ambiguous"}}}
+        (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps(other_form))
+        with pytest.warns(UserWarning, match="trained on titles with --title-years ambiguous"):
+            Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)
         (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps({"catalog_hash": catalog.content_hash}))
         Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)  # same catalog: no warning
     finally:

@@ -6,7 +6,7 @@ import pytest
 
 from genrec import Catalog, MissingDependencyError
 from genrec.errors import require
-from genrec.text import generation_title, natural_title, normalize_title, normalize_words, strip_leading_article
+from genrec.text import generation_title, natural_title, normalize_title, normalize_words, strip_leading_article, with_years
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,17 @@ def test_a_missing_optional_package_names_its_extra():
     with pytest.raises(MissingDependencyError, match=r"pip install 'genrec\[ray\]'") as info:
         require("genrec_no_such_package", "ray", "genrec batch")
     assert isinstance(info.value, ImportError)
+
+
+def test_with_years_keeps_a_year_only_where_another_film_needs_it():
+    titles = ["Heat (1995)", "Sabrina (1954)", "Sabrina (1995)", "sabrina (1995)", "Chasing Amy (1997)",
+              "Chasing Amy (1997)", "Unknown", "Unknown (2006)", "Land Before Time III (1995) (V)"]  # fmt: skip
+    assert with_years(titles, "always") == titles
+    assert with_years(titles, "ambiguous") == [
+        "Heat", "Sabrina (1954)", "Sabrina (1995)", "sabrina (1995)",  # one film written twice, another of 1954
+        "Chasing Amy", "Chasing Amy",  # the same film twice stays one title twice, as the file has it
+        "Unknown", "Unknown (2006)",  # a year-less title and a dated one of the same name
+        "Land Before Time III (1995) (V)",  # the year is not at the end: the title is left as it is
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="always, ambiguous"):
+        with_years(titles, "never")

@@ -376,9 +376,14 @@ def _check_training_record(model_dir: Path, catalog: Catalog) -> None:
         return
     trained = record.get("catalog_hash")
     if trained and trained != catalog.content_hash:
+        config = record.get("config")
+        data = config.get("data") if isinstance(config, dict) else None
+        years = data.get("title_years", "always") if isinstance(data, dict) else "always"
+        # The same film list with the other title form is the likely slip: say which form was trained.
+        hint = f"; it was trained on titles with --title-years {years}" if years != "always" else ""
         warnings.warn(
             f"model {model_dir} was fine-tuned on catalog {record.get('catalog_name', '?')!r} "
             f"({record.get('catalog_items', '?')} items), not on this one ({catalog.name!r}, {len(catalog)} items): "
-            f"it may write titles that are not here or rank these poorly",
+            f"it may write titles that are not here or rank these poorly{hint}",
             stacklevel=3,
         )

@@ -54,6 +54,35 @@ def test_movielens_100k_loader(tmp_path):
     assert ds.interactions["row"].tolist() == list(range(1, 8))
 
 
+def test_movielens_titles_without_years(tmp_path):
+    folder = write_ml100k(tmp_path / "ml")
+    ds = load_dataset("ml-100k", folder, title_years="ambiguous")
+    assert [ds.catalog.title_of(i) for i in "1234"] == ["Toy Story", "The Matrix", "La Cité des enfants perdus", "Heat"]
+    assert ds.catalog.item("2")["movielens_title"] == "Matrix, The (1999)"  # the file's form is kept
+    assert ds.catalog.content_hash != load_dataset("ml-100k", folder).catalog.content_hash
+    with pytest.raises(DataError, match="one of always, ambiguous, got 'sometimes'"):
+        load_dataset("ml-100k", folder, title_years="sometimes")
+    (tmp_path / "movies.dat").write_bytes(b"1::Sabrina (1954)::Comedy\n2::Sabrina (1995)::Comedy\n3::Heat (1995)::Action\n")
+    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n")
+    catalog = load_movielens_1m(tmp_path, title_years="ambiguous").catalog
+    assert [catalog.title_of(i) for i in "123"] == ["Sabrina (1954)", "Sabrina (1995)", "Heat"]
+    with pytest.raises(DataError, match="for MovieLens titles"):
+        load_dataset("recbole", tmp_path, title_years="ambiguous")
+
+
+def test_real_movielens_100k_titles_without_years(ml100k_dir):
+    catalog = load_dataset("ml-100k", ml100k_dir, title_years="ambiguous").catalog
+    titles = [catalog.title_of(i) for i in catalog.ids]
+    dated = sorted(t for t in titles if t.endswith(")") and t[-5:-1].isdigit())
+    assert len(titles) == 1682 and "Toy Story" in titles and "Star Wars" in titles
+    # five titles name two films each ("That Darn Cat! (1997)" is in the file twice); the one left,
+    # "(1995) (V)", has its year inside
+    assert dated == ["Cape Fear (1962)", "Cape Fear (1991)", "Sabrina (1954)", "Sabrina (1995)", "Shall We Dance? (1937)",
+                     "Shall We Dance? (1996)", "That Darn Cat! (1965)", "That Darn Cat! (1997)", "That Darn Cat! (1997)",
+                     "The Scarlet Letter (1926)",
+                     "The Scarlet Letter (1995)"]  # fmt: skip
+
+
 def test_real_movielens_100k(ml100k_dir):
     ds = load_movielens_100k(ml100k_dir)
     assert len(ds.catalog) == 1682 and len(ds.interactions) == 100_000

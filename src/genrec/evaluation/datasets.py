@@ -25,7 +25,7 @@ import pandas as pd
 from ..atomic import atomic_dir
 from ..catalog import Catalog
 from ..errors import DataError
-from ..text import natural_title
+from ..text import natural_title, with_years
 
 __all__ = [
     "Dataset",
@@ -101,22 +101,32 @@ def _check_items(frame: pd.DataFrame, catalog: Catalog, source: str) -> None:
         )
 
 
-def load_movielens_100k(data_dir: str | Path, *, natural_titles: bool = True) -> Dataset:
+def _movie_titles(raw: list[str], natural_titles: bool, title_years: str) -> list[str]:
+    titles = [natural_title(t) if natural_titles else t for t in raw]
+    try:
+        return with_years(titles, title_years)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
+def load_movielens_100k(data_dir: str | Path, *, natural_titles: bool = True, title_years: str = "always") -> Dataset:
     """``u.data`` (user, item, rating, time; tab-separated) and ``u.item`` (latin-1, ``|``).
 
     With ``natural_titles`` the catalog's titles read "The Matrix (1999)"; the file's form is kept
-    in the ``movielens_title`` attribute. Genres become a ``genres`` attribute ("Action|Sci-Fi").
+    in the ``movielens_title`` attribute. ``title_years="ambiguous"`` drops the year where no other
+    film shares the title ("The Matrix"; see ``genrec.text.with_years``). Genres become a
+    ``genres`` attribute ("Action|Sci-Fi").
     """
     data_dir = Path(data_dir)
     item_path = _require(data_dir / "u.item", "MovieLens 100K u.item")
     data_path = _require(data_dir / "u.data", "MovieLens 100K u.data")
     names = ["item_id", "title", "release_date", "video_release_date", "url", *_ML100K_GENRES]
     raw = Catalog.from_file(item_path, sep="|", encoding="latin-1", header=False, columns=names, kind="movie")
+    items = [raw.item(item_id) for item_id in raw.ids]
+    titles = _movie_titles([item["title"] for item in items], natural_titles, title_years)
     records = []
-    for item_id in raw.ids:
-        item = raw.item(item_id)
+    for item_id, item, title in zip(raw.ids, items, titles):
         genres = "|".join(g for g in _ML100K_GENRES if item.get(g) == "1")
-        title = natural_title(item["title"]) if natural_titles else item["title"]
         records.append(
             {"item_id": item_id, "title": title, "genres": genres, "release_date": item.get("release_date") or None,
              "movielens_title": item["title"]}
@@ -142,8 +152,9 @@ def load_movielens_100k(data_dir: str | Path, *, natural_titles: bool = True) ->
     return Dataset(name="ml-100k", catalog=catalog, interactions=frame)
 
 
-def load_movielens_1m(data_dir: str | Path, *, natural_titles: bool = True) -> Dataset:
-    """``ratings.dat`` (``user::item::rating::time``) and ``movies.dat`` (``item::title::genres``), latin-1."""
+def load_movielens_1m(data_dir: str | Path, *, natural_titles: bool = True, title_years: str = "always") -> Dataset:
+    """``ratings.dat`` (``user::item::rating::time``) and ``movies.dat`` (``item::title::genres``), latin-1;
+    titles as in ``load_movielens_100k``."""
     data_dir = Path(data_dir)
     movies = _require(data_dir / "movies.dat", "MovieLens 1M movies.dat")
     ratings = _require(data_dir / "ratings.dat", "MovieLens 1M ratings.dat")
@@ -153,8 +164,9 @@ def load_movielens_1m(data_dir: str | Path, *, natural_titles: bool = True) -> D
             parts = line.rstrip("\n").split("::")
             if len(parts) != 3:
                 raise DataError(f"{movies}: row {n}: expected 3 '::'-separated fields, found {len(parts)}")
-            title = natural_title(parts[1]) if natural_titles else parts[1]
-            records.append({"item_id": parts[0], "title": title, "genres": parts[2], "movielens_title": parts[1]})
+            records.append({"item_id": parts[0], "genres": parts[2], "movielens_title": parts[1]})
+    titles = _movie_titles([r["movielens_title"] for r in records], natural_titles, title_years)
+    records = [{"item_id": r["item_id"], "title": t, **r} for r, t in zip(records, titles)]
     catalog = Catalog.from_records(records, kind="movie", name="ml-1m")
     users, items, times, lines = [], [], [], []
     with open(ratings, encoding="latin-1") as fh:
@@ -289,7 +301,9 @@ def download_movielens(name: str, dest: str | Path, *, url: str | None = None) -
 def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False, **options: Any) -> Dataset:
     """By name: ``ml-100k`` / ``ml-1m`` (from ``data_dir``, downloaded there when ``download``),
     ``interactions`` (``interactions=``, ``catalog=``), ``d3csv`` (``test=``, ``catalog=``, ``train=``)
-    or ``recbole`` (RecBole atomic files in ``data_dir``)."""
+    or ``recbole`` (RecBole atomic files in ``data_dir``). ``title_years`` ("always" or
+    "ambiguous") is MovieLens's: see ``load_movielens_100k``."""
+    title_years = options.get("title_years") or "always"
     if name in ("ml-100k", "ml-1m"):
         if data_dir is None:
             raise DataError(f"{name} needs a data folder (--data-dir)")
@@ -302,7 +316,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
                 raise DataError(f"{folder / marker} not found; pass download=True (--download) to fetch {name} from GroupLens")
             folder = download_movielens(name, data_dir)
         loader = load_movielens_100k if name == "ml-100k" else load_movielens_1m
-        return loader(folder, natural_titles=options.get("natural_titles", True))
+        return loader(folder, natural_titles=options.get("natural_titles", True), title_years=title_years)
+    if title_years != "always":
+        raise DataError(f"title_years={title_years!r} is for MovieLens titles, whose year is part of the title; {name} has none")
     if name == "interactions":
         return load_interactions(options["interactions"], options["catalog"])
     if name == "d3csv":
