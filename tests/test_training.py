@@ -507,6 +507,23 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     found = json.loads((tmp_path / "vocab.json").read_text())["rows"]
     assert [(r["vocabulary"], r["batching"], r["frozen"]) for r in found] == [("full", "grouped", 0), ("catalog", "grouped", 0)]
+    bad = subprocess.run([*cmd[:-4], "--title-forms", "always,ambiguous"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "is for MovieLens titles" in bad.stderr
+
+
+def test_bench_training_compares_title_forms_in_one_run(tiny_model_dir, tmp_path):
+    films = ["Heat (1995)", "Sabrina (1954)", "Sabrina (1995)", "Alien (1979)", "Fargo (1996)", "Babe (1995)"]
+    (tmp_path / "u.item").write_bytes("".join(f"{n}|{t}|01-Jan-1995||x{'|0' * 19}\n" for n, t in enumerate(films, 1)).encode("latin-1"))
+    log = "".join(f"{u}\t{(u + t) % 6 + 1}\t5\t{t}\n" for u in range(1, 9) for t in range(5))
+    (tmp_path / "u.data").write_text(log, encoding="latin-1")
+    cmd = [sys.executable, str(REPO / "eval" / "bench_training.py"), "--dataset", "ml-100k", "--data-dir", str(tmp_path),
+           "--model", str(tiny_model_dir), "--steps", "2", "--modes", "all-positions", "--title-forms", "always,ambiguous",
+           "--json", str(tmp_path / "bench.json")]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["titles"], r["steps"]) for r in found] == [("always", 2), ("ambiguous", 2)]
+    assert all(r["targets"] > 0 for r in found)
 
 
 def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):
