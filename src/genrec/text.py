@@ -87,12 +87,13 @@ def with_years(titles: list[str], years: str = "always") -> list[str]:
         return list(titles)
     parts = [split_year(t) for t in titles]
     # Titles the matcher would take for one another count as the same title.
-    seen: dict[str, set[str]] = {}
-    for title, (body, _) in zip(titles, parts):
-        seen.setdefault(normalize_title(body, keep_year=False), set()).add(normalize_title(title))
+    bare = [normalize_title(body, keep_year=False) for body, _ in parts]
+    films: dict[str, set[str]] = {}
+    for key, title in zip(bare, titles):
+        films.setdefault(key, set()).add(normalize_title(title))
     return [
-        title if year is None or len(seen[normalize_title(body, keep_year=False)]) > 1 else body.rstrip()
-        for title, (body, year) in zip(titles, parts)
+        title if year is None or len(films[key]) > 1 else body.rstrip()
+        for title, (body, year), key in zip(titles, parts, bare)
     ]
 
 

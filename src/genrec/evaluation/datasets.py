@@ -158,15 +158,18 @@ def load_movielens_1m(data_dir: str | Path, *, natural_titles: bool = True, titl
     data_dir = Path(data_dir)
     movies = _require(data_dir / "movies.dat", "MovieLens 1M movies.dat")
     ratings = _require(data_dir / "ratings.dat", "MovieLens 1M ratings.dat")
-    records = []
+    rows = []
     with open(movies, encoding="latin-1") as fh:
         for n, line in enumerate(fh, start=1):
             parts = line.rstrip("\n").split("::")
             if len(parts) != 3:
                 raise DataError(f"{movies}: row {n}: expected 3 '::'-separated fields, found {len(parts)}")
-            records.append({"item_id": parts[0], "genres": parts[2], "movielens_title": parts[1]})
-    titles = _movie_titles([r["movielens_title"] for r in records], natural_titles, title_years)
-    records = [{"item_id": r["item_id"], "title": t, **r} for r, t in zip(records, titles)]
+            rows.append(parts)
+    titles = _movie_titles([parts[1] for parts in rows], natural_titles, title_years)
+    records = [
+        {"item_id": parts[0], "title": title, "genres": parts[2], "movielens_title": parts[1]}
+        for parts, title in zip(rows, titles)
+    ]
     catalog = Catalog.from_records(records, kind="movie", name="ml-1m")
     users, items, times, lines = [], [], [], []
     with open(ratings, encoding="latin-1") as fh:
