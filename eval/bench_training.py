@@ -6,6 +6,7 @@
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,10,20,25
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --output-vocabularies full,catalog
     .venv/bin/python eval/bench_training.py --dataset ml-100k ... --modes all-positions --title-forms always,ambiguous
+    .venv/bin/python eval/bench_training.py --dataset recbole ... --modes all-positions --title-words-forms full,6
 
 Trains the same base model for the same number of optimizer steps (same batch size, history
 length and windows) in ``per-window`` mode (one target per sequence) and ``all-positions`` mode
@@ -15,7 +16,9 @@ with the embeddings and the N lowest layers frozen for each N asked for (0: full
 with each output vocabulary asked for (``catalog``: the softmax over the tokens of the catalog's
 titles; ``full``: over the whole vocabulary), with each form of MovieLens titles asked for
 (``--title-forms always,ambiguous``: the year in every title, or only where two films share one;
-default: the dataset's ``--title-years``), and prints sequences/s, targets/s and each row's
+default: the dataset's ``--title-years``), with titles cut to each number of words asked for
+(``--title-words-forms full,6``: whole titles, and titles of six words or as many more as tell them
+apart; default: the dataset's ``--title-words``), and prints sequences/s, targets/s and each row's
 targets/s against the first row's. The models are written to a temporary folder and deleted.
 Run it on an idle machine: the rows are compared as ratios within one run.
 """
@@ -57,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="catalog (the tokens of the catalog's titles, the default) and/or full, comma-separated")
     p.add_argument("--title-forms", default="",
                    help="MovieLens title forms to compare, comma-separated (always, ambiguous; default: --title-years)")
+    p.add_argument("--title-words-forms", default="",
+                   help="title cuts to compare, comma-separated: full and/or numbers of words (default: --title-words)")
     p.add_argument("--max-batch-tokens", type=int, default=4096, help="padded tokens per batch at most (0: no limit)")
     p.add_argument("--json", help="also write the numbers to this file")
     return p.parse_args(argv)
@@ -80,13 +85,33 @@ def _counts(text: str, option: str) -> list[int]:
     return counts
 
 
+def _cuts(text: str) -> list[int | None]:
+    """``full,6`` -> ``[None, 6]`` (None: whole titles)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise DataError("--title-words-forms: no value given")
+    return [None if n == "full" else _counts(n, "--title-words-forms")[0] for n in names]
+
+
+def _form_name(years: str, cut: int | None) -> str:
+    if cut is None:
+        return years
+    return f"{cut}+ words" if years == "always" else f"{years}, {cut}+ words"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        forms = _names(args.title_forms, TITLE_YEARS, "--title-forms") if args.title_forms else [args.title_years]
-        datasets = {form: dataset_from_args(argparse.Namespace(**{**vars(args), "title_years": form}))[0] for form in forms}
+        years = _names(args.title_forms, TITLE_YEARS, "--title-forms") if args.title_forms else [args.title_years]
+        cuts = _cuts(args.title_words_forms) if args.title_words_forms else [args.title_words]
+        datasets = {
+            _form_name(year, cut): dataset_from_args(argparse.Namespace(**{**vars(args), "title_years": year, "title_words": cut}))[0]
+            for year in years
+            for cut in cuts
+        }
+        forms = list(datasets)
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [
@@ -119,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/bench_training.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'titles':<10}{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
+    print(f"\n{'titles':<20}{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
           f"{'s':>8}{'seq/s':>8}{'targets/s':>11}{'vs first':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['titles']:<10}{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
+        print(f"{r['titles']:<20}{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
               f"{r['targets']:>9}{r['elapsed_s']:>8}{r['sequences_per_s']:>8}{r['targets_per_s']:>11}{r['vs_first']:>8}x")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))

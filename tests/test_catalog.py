@@ -163,3 +163,23 @@ def test_catalog_pickles_for_worker_processes():
     copy = pickle.loads(pickle.dumps(catalog))
     assert copy.ids == catalog.ids and copy.content_hash == catalog.content_hash
     assert copy.grounder.ground("heat", limit=1)[0].item_id == "a"
+
+
+def test_short_titles_keep_items_and_their_full_titles():
+    records = [
+        {"item_id": "a", "title": "Acme Drill 18V Cordless, 2 Batteries", "brand": "Acme"},
+        {"item_id": "b", "title": "Acme Drill 12V Cordless", "brand": "Acme"},
+        {"item_id": "c", "title": "Acme Drill 18V Cordless, 2 Batteries", "brand": "Acme"},  # a shared title
+        {"item_id": "d", "title": "Nitrile Gloves", "brand": None},
+    ]
+    catalog = Catalog.from_records(records, kind="product", name="tools")
+    short = catalog.with_short_titles(2)
+    assert short.ids == catalog.ids and (short.kind, short.name) == ("product", "tools")
+    assert short.titles == ["Acme Drill 18V", "Acme Drill 12V", "Acme Drill 18V", "Nitrile Gloves"]
+    assert short.ids_for_title("Acme Drill 18V") == ["a", "c"]  # a shared title stays shared, both IDs kept
+    assert short.item("a") == {"item_id": "a", "title": "Acme Drill 18V", "brand": "Acme",
+                               "full_title": "Acme Drill 18V Cordless, 2 Batteries"}  # fmt: skip
+    assert short.with_short_titles(1).item("a")["full_title"] == "Acme Drill 18V Cordless, 2 Batteries"
+    assert short.content_hash != catalog.content_hash
+    with pytest.raises(CatalogError, match="tools: title words must be a whole number of at least 1, got 0"):
+        catalog.with_short_titles(0)

@@ -48,6 +48,19 @@ def test_family_cap_option(tmp_path, tiny_model_dir, capsys):
     assert rc == 2 and "max_per_family must be a whole number of at least 1" in err and "Traceback" not in err
 
 
+def test_title_words_option_cuts_the_catalog_titles(tmp_path, tiny_model_dir, capsys):
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n1,Lab Tape Black 2 inch\n2,Lab Tape White 2 inch\n3,Nitrile Gloves Box of 100\n")
+    argv = ["recommend", "--catalog", str(items), "--model", str(tiny_model_dir), "--history", "3", "-k", "2", "--json"]
+    assert main([*argv, "--title-words", "2"]) == 0
+    assert sorted(o["title"] for o in json.loads(capsys.readouterr().out)) == ["Lab Tape Black", "Lab Tape White"]
+    assert main(["ground", "--catalog", str(items), "--title-words", "2", "nitrile gloves", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["title"] == "Nitrile Gloves"
+    rc = main([*argv, "--title-words", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "title words must be a whole number of at least 1, got 0" in err and "Traceback" not in err
+
+
 def test_bad_catalog_is_a_clean_error(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,title\n1,\n")

@@ -105,6 +105,10 @@ def test_model_directory_path_and_training_record_warning(tiny_model_dir, tmp_pa
         (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps(other_form))
         with pytest.warns(UserWarning, match="trained on titles with --title-years ambiguous"):
             Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)
+        short = {"catalog_hash": "other", "config": {"data": {"title_years": "always", "title_words": "6"}}}
+        (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps(short))
+        with pytest.warns(UserWarning, match=r"trained on titles with --title-words 6$"):
+            Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)
         (tiny_model_dir / TRAINING_RECORD).write_text(json.dumps({"catalog_hash": catalog.content_hash}))
         Recommender(catalog, model=str(tiny_model_dir), cache_dir=tmp_path)  # same catalog: no warning
     finally:

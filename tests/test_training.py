@@ -524,6 +524,14 @@ def test_bench_training_compares_title_forms_in_one_run(tiny_model_dir, tmp_path
     found = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [(r["titles"], r["steps"]) for r in found] == [("always", 2), ("ambiguous", 2)]
     assert all(r["targets"] > 0 for r in found)
+    cuts = [*cmd[:-4], "--title-words-forms", "full,1", "--json", str(tmp_path / "cuts.json")]
+    done = subprocess.run(cuts, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "cuts.json").read_text())["rows"]
+    # one word tells "Heat", "Alien", "Fargo" and "Babe" apart; the two Sabrinas keep their years
+    assert [r["titles"] for r in found] == ["always", "1+ words"] and found[1]["targets"] == found[0]["targets"]
+    bad = subprocess.run([*cmd[:-4], "--title-words-forms", "full,some"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--title-words-forms: 'some' is not a comma-separated list of whole numbers" in bad.stderr
 
 
 def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import CatalogError, UnknownItemError
 from .grounding import Grounder
 from .tables import JSONL_SUFFIXES, SEPARATOR_BY_SUFFIX, read_delimited, read_jsonl, sniff_separator
-from .text import generation_title
+from .text import generation_title, short_titles
 
 __all__ = ["Catalog", "LoadReport", "SkippedRow", "generation_title"]
 
@@ -331,6 +331,20 @@ class Catalog:
 
     def title_number_of(self, item_id: Any) -> int:
         return int(self.position_titles[self.position(item_id)])
+
+    def with_short_titles(self, min_words: int) -> Catalog:
+        """The same items with each title cut to its first ``min_words`` words, or as many more as
+        tell it from the others (``genrec.text.short_titles``): long product titles cost tokens in
+        every prompt, beam and training window. Each title as it was stays in the ``full_title``
+        attribute (unless there is one already)."""
+        try:
+            titles = short_titles(self.titles, min_words)
+        except ValueError as exc:
+            raise CatalogError(f"{self.name}: {exc}") from None
+        attributes = self.attributes.copy()
+        if "full_title" not in attributes.columns:
+            attributes["full_title"] = self.titles
+        return Catalog(self.ids, titles, attributes, kind=self.kind, name=self.name, report=self.report)
 
     def to_dataframe(self) -> pd.DataFrame:
         df = pd.DataFrame({"item_id": self.ids, "title": self.titles})

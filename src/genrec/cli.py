@@ -33,6 +33,9 @@ def _add_catalog_options(p: argparse.ArgumentParser, required: bool = True) -> N
     g.add_argument("--no-header", action="store_true", help="the file has no header row")
     g.add_argument("--kind", default="item", help='what an item is, for prompts ("movie", "book")')
     g.add_argument("--lenient", action="store_true", help="skip bad rows (they are counted and reported)")
+    g.add_argument("--title-words", type=int, metavar="N",
+                   help="cut every title to its first N words, or as many more as tell it from the others "
+                        "(as the model was trained with genrec train --title-words N)")  # fmt: skip
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -58,6 +61,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--title-years", choices=TITLE_YEARS, default="always",
                    help="MovieLens: a film's year in every title, or only where two films share a title "
                         "(ambiguous: half the tokens per title with SmolLM2's tokenizer, so steps cost less)")  # fmt: skip
+    g.add_argument("--title-words", type=int, metavar="N",
+                   help="cut every title to its first N words, or as many more as tell it from the others "
+                        "(product titles run to 30+ tokens; the full title stays in the full_title attribute)")  # fmt: skip
 
 
 def dataset_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
@@ -68,10 +74,12 @@ def dataset_from_args(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
     given = {name: str(getattr(args, name)) for name in names if getattr(args, name, None)}
     if args.title_years != "always":  # recorded only when set, so earlier runs' records still match
         given["title_years"] = args.title_years
+    if args.title_words is not None:
+        given["title_words"] = str(args.title_words)
     dataset = load_dataset(
         args.dataset, args.data_dir, download=args.download,
         interactions=args.interactions, catalog=args.catalog, test=args.test, train=args.train,
-        title_years=args.title_years,
+        title_years=args.title_years, title_words=args.title_words,
     )  # fmt: skip
     return dataset, given
 
@@ -225,7 +233,7 @@ def _load_catalog(args: argparse.Namespace):
     )
     if catalog.report.skipped:
         print(str(catalog.report), file=sys.stderr)
-    return catalog
+    return catalog if args.title_words is None else catalog.with_short_titles(args.title_words)
 
 
 def _recommender(args: argparse.Namespace, catalog: Any):

@@ -378,9 +378,11 @@ def _check_training_record(model_dir: Path, catalog: Catalog) -> None:
     if trained and trained != catalog.content_hash:
         config = record.get("config")
         data = config.get("data") if isinstance(config, dict) else None
-        years = data.get("title_years", "always") if isinstance(data, dict) else "always"
-        # The same film list with the other title form is the likely slip: say which form was trained.
-        hint = f"; it was trained on titles with --title-years {years}" if years != "always" else ""
+        data = data if isinstance(data, dict) else {}
+        # The same item list with another title form is the likely slip: say which form was trained.
+        forms = [f"--{key.replace('_', '-')} {data[key]}" for key in ("title_years", "title_words") if key in data]
+        forms = [form for form in forms if form != "--title-years always"]
+        hint = f"; it was trained on titles with {' '.join(forms)}" if forms else ""
         warnings.warn(
             f"model {model_dir} was fine-tuned on catalog {record.get('catalog_name', '?')!r} "
             f"({record.get('catalog_items', '?')} items), not on this one ({catalog.name!r}, {len(catalog)} items): "

@@ -18,6 +18,7 @@ __all__ = [
     "natural_title",
     "TITLE_YEARS",
     "with_years",
+    "short_titles",
     "normalize_title",
     "normalize_words",
     "strip_leading_article",
@@ -95,6 +96,53 @@ def with_years(titles: list[str], years: str = "always") -> list[str]:
         title if year is None or len(films[key]) > 1 else body.rstrip()
         for title, (body, year), key in zip(titles, parts, bare)
     ]
+
+
+_CUT_PUNCTUATION = " ,;:-\u2013\u2014/&+("
+
+
+def short_titles(titles: list[str], min_words: int) -> list[str]:
+    """Each title cut to its first ``min_words`` words, or to as many more as it takes to tell it
+    apart from every other title.
+
+    Product titles run to 30+ tokens of specifications ("6063 Aluminum U-Channel, Unpolished (Mill)
+    Finish, T52 Temper, AMS QQ-A-200/ASTM B221, ..."); the words that say which product it is come
+    first. A cut title drops the punctuation it would end on. Titles the matcher would take for one
+    another (``normalize_title``) count as the same title, so two different titles never get cut
+    to forms the matcher confuses; identical titles stay identical. Whitespace runs become one
+    space, as the model writes titles (``generation_title``).
+    """
+    if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 1:
+        raise ValueError(f"title words must be a whole number of at least 1, got {min_words!r}")
+    words = [title.split() for title in titles]
+    full = [normalize_title(" ".join(w)) for w in words]
+    cut = [min(min_words, len(w)) for w in words]
+
+    def form(n: int) -> str:
+        if cut[n] == len(words[n]):
+            return " ".join(words[n])
+        return " ".join(words[n][: cut[n]]).rstrip(_CUT_PUNCTUATION) or " ".join(words[n][: cut[n]])
+
+    forms = [form(n) for n in range(len(titles))]
+    while True:
+        keys = [normalize_title(text) for text in forms]
+        by_form: dict[str, list[int]] = {}
+        by_title: dict[str, list[int]] = {}
+        for n, key in enumerate(keys):
+            by_form.setdefault(key, []).append(n)
+            by_title.setdefault(full[n], []).append(n)
+        # A title takes one word more, if it has one, where its form is shared with a different
+        # title, differs from the form of a title the matcher takes for it ("- Acme", "Acme"),
+        # or is no words at all to the matcher ("-").
+        longer = {n for members in by_form.values() if len({full[m] for m in members}) > 1 for n in members}
+        longer |= {n for members in by_title.values() if len({keys[m] for m in members}) > 1 for n in members}
+        longer |= {n for n, key in enumerate(keys) if not key}
+        longer = {n for n in longer if cut[n] < len(words[n])}
+        if not longer:
+            return forms
+        for n in longer:
+            cut[n] += 1
+            forms[n] = form(n)
 
 
 def normalize_words(text: str) -> str:

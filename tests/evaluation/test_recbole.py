@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from genrec import DataError
+from genrec.cli import add_dataset_arguments, dataset_from_args
 from genrec.evaluation.datasets import load_dataset
 from genrec.evaluation.recbole import load_recbole, split_item_text
 from genrec.evaluation.splits import split_dataset
@@ -53,6 +55,25 @@ def test_titles_from_item_text(tmp_path):
     assert catalog.title_of("2") == "Pyrex Lab Supplies Beakers (A2)" and catalog.title_of("3") == "Pyrex Lab Supplies Beakers (A3)"
     assert catalog.title_of("4") == "Gloves, Nitrile"
     assert split_item_text("No category here.", None) == ("No category here", "", "")
+
+
+def test_short_titles_for_any_dataset(tmp_path):
+    folder = write_recbole(tmp_path / "toy")
+    full = load_dataset("recbole", folder).catalog
+    catalog = load_dataset("recbole", folder, title_words=2).catalog
+    assert [catalog.title_of(i) for i in "01234"] == [
+        "Acme Drill", "Acme Bits", "Pyrex Lab Supplies Beakers (A2)", "Pyrex Lab Supplies Beakers (A3)", "Gloves, Nitrile",
+    ]  # fmt: skip
+    assert catalog.item("1")["full_title"] == "Acme Bits, Set of 10" and catalog.item("1")["brand"] == "Acme"
+    assert catalog.ids == full.ids and catalog.content_hash != full.content_hash
+    with pytest.raises(DataError, match="at least 1, got 0"):
+        load_dataset("recbole", folder, title_words=0)
+    parser = argparse.ArgumentParser()
+    add_dataset_arguments(parser)
+    args = parser.parse_args(["--dataset", "recbole", "--data-dir", str(folder), "--title-words", "2"])
+    dataset, options = dataset_from_args(args)
+    assert dataset.catalog.content_hash == catalog.content_hash and options["title_words"] == "2"
+    assert "title_words" not in dataset_from_args(parser.parse_args(["--dataset", "recbole", "--data-dir", str(folder)]))[1]
 
 
 def test_recbole_errors_name_the_problem(tmp_path):

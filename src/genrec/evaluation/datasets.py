@@ -16,7 +16,7 @@ import os
 import shutil
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ import pandas as pd
 
 from ..atomic import atomic_dir
 from ..catalog import Catalog
-from ..errors import DataError
+from ..errors import CatalogError, DataError
 from ..text import natural_title, with_years
 
 __all__ = [
     "Dataset",
     "Example",
     "load_dataset",
+    "shorten_titles",
     "load_movielens_100k",
     "load_movielens_1m",
     "load_interactions",
@@ -305,7 +306,22 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, download: boo
     """By name: ``ml-100k`` / ``ml-1m`` (from ``data_dir``, downloaded there when ``download``),
     ``interactions`` (``interactions=``, ``catalog=``), ``d3csv`` (``test=``, ``catalog=``, ``train=``)
     or ``recbole`` (RecBole atomic files in ``data_dir``). ``title_years`` ("always" or
-    "ambiguous") is MovieLens's: see ``load_movielens_100k``."""
+    "ambiguous") is MovieLens's: see ``load_movielens_100k``. ``title_words=N`` (any dataset) cuts
+    every title to its first N words, or as many more as tell it apart: see ``shorten_titles``."""
+    title_words = options.pop("title_words", None)
+    dataset = _load_dataset(name, data_dir, download=download, **options)
+    return dataset if title_words is None else shorten_titles(dataset, title_words)
+
+
+def shorten_titles(dataset: Dataset, min_words: int) -> Dataset:
+    """The dataset with its catalog's titles cut (``Catalog.with_short_titles``)."""
+    try:
+        return replace(dataset, catalog=dataset.catalog.with_short_titles(min_words))
+    except CatalogError as exc:
+        raise DataError(str(exc)) from None
+
+
+def _load_dataset(name: str, data_dir: str | Path | None, *, download: bool, **options: Any) -> Dataset:
     title_years = options.get("title_years") or "always"
     if name in ("ml-100k", "ml-1m"):
         if data_dir is None:
