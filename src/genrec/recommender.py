@@ -380,8 +380,8 @@ def _check_training_record(model_dir: Path, catalog: Catalog) -> None:
         data = config.get("data") if isinstance(config, dict) else None
         data = data if isinstance(data, dict) else {}
         # The same item list with another title form is the likely slip: say which form was trained.
-        forms = [f"--{key.replace('_', '-')} {data[key]}" for key in ("title_years", "title_words") if key in data]
-        forms = [form for form in forms if form != "--title-years always"]
+        forms = [f"--title-years {data['title_years']}"] if data.get("title_years", "always") != "always" else []
+        forms += [f"--title-words {data['title_words']}"] if "title_words" in data else []
         hint = f"; it was trained on titles with {' '.join(forms)}" if forms else ""
         warnings.warn(
             f"model {model_dir} was fine-tuned on catalog {record.get('catalog_name', '?')!r} "

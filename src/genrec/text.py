@@ -119,13 +119,12 @@ def short_titles(titles: list[str], min_words: int) -> list[str]:
     cut = [min(min_words, len(w)) for w in words]
 
     def form(n: int) -> str:
-        if cut[n] == len(words[n]):
-            return " ".join(words[n])
-        return " ".join(words[n][: cut[n]]).rstrip(_CUT_PUNCTUATION) or " ".join(words[n][: cut[n]])
+        kept = " ".join(words[n][: cut[n]])
+        return kept if cut[n] == len(words[n]) else kept.rstrip(_CUT_PUNCTUATION) or kept
 
     forms = [form(n) for n in range(len(titles))]
+    keys = [normalize_title(text) for text in forms]
     while True:
-        keys = [normalize_title(text) for text in forms]
         by_form: dict[str, list[int]] = {}
         by_title: dict[str, list[int]] = {}
         for n, key in enumerate(keys):
@@ -140,9 +139,10 @@ def short_titles(titles: list[str], min_words: int) -> list[str]:
         longer = {n for n in longer if cut[n] < len(words[n])}
         if not longer:
             return forms
-        for n in longer:
+        for n in longer:  # only the forms that grew are normalised again
             cut[n] += 1
             forms[n] = form(n)
+            keys[n] = normalize_title(forms[n])
 
 
 def normalize_words(text: str) -> str:
