@@ -4,6 +4,7 @@
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions no,bf16
     .venv/bin/python eval/bench_training.py ... --modes all-positions --batching random,grouped
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --freeze-layers 0,10,20,25
+    .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --drop-layers "none;14-28"
     .venv/bin/python eval/bench_training.py ... --modes all-positions --precisions auto --output-vocabularies full,catalog
     .venv/bin/python eval/bench_training.py --dataset ml-100k ... --modes all-positions --title-forms always,ambiguous
     .venv/bin/python eval/bench_training.py --dataset recbole ... --modes all-positions --title-words-forms full,6
@@ -13,6 +14,7 @@ length and windows) in ``per-window`` mode (one target per sequence) and ``all-p
 (every title of a window), at each precision asked for (``no``: fp32; ``bf16``: bf16 autocast),
 with each batching asked for (``grouped``: sequences of similar length together; ``random``),
 with the embeddings and the N lowest layers frozen for each N asked for (0: full fine-tuning),
+with each set of decoder layers removed before training (``--drop-layers "none;14-28"``),
 with each output vocabulary asked for (``catalog``: the softmax over the tokens of the catalog's
 titles; ``full``: over the whole vocabulary), with each form of MovieLens titles asked for
 (``--title-forms always,ambiguous``: the year in every title, or only where two films share one;
@@ -56,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="grouped (sequences of similar length together, the default) and/or random, comma-separated")
     p.add_argument("--freeze-layers", default="0",
                    help="lowest layers kept frozen with the embeddings (0: none), comma-separated")
+    p.add_argument("--drop-layers", default="none",
+                   help="decoder layers removed before training, one set per row, semicolon-separated (none: keep all)")
     p.add_argument("--output-vocabularies", default="catalog",
                    help="catalog (the tokens of the catalog's titles, the default) and/or full, comma-separated")
     p.add_argument("--title-forms", default="",
@@ -83,6 +87,14 @@ def _counts(text: str, option: str) -> list[int]:
     if not counts:
         raise DataError(f"{option}: no value given")
     return counts
+
+
+def _layer_sets(text: str) -> list[str | None]:
+    """``none;14-28`` -> ``[None, "14-28"]`` (None: every layer kept)."""
+    sets = [None if n.strip() == "none" else n.strip() for n in text.split(";") if n.strip()]
+    if not sets:
+        raise DataError("--drop-layers: no value given")
+    return sets
 
 
 def _cuts(text: str) -> list[int | None]:
@@ -115,26 +127,27 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             settings = [
-                (form, precision, mode, batching, frozen, vocabulary)
+                (form, precision, mode, batching, frozen, dropped, vocabulary)
                 for form in forms
                 for precision in _names(args.precisions, PRECISIONS, "--precisions")
                 for mode in _names(args.modes, MODES, "--modes")
                 for batching in _names(args.batching, BATCHINGS, "--batching")
                 for frozen in _counts(args.freeze_layers, "--freeze-layers")
+                for dropped in _layer_sets(args.drop_layers)
                 for vocabulary in _names(args.output_vocabularies, OUTPUT_VOCABULARIES, "--output-vocabularies")
             ]
-            for form, precision, mode, batching, frozen, vocabulary in settings:
+            for form, precision, mode, batching, frozen, dropped, vocabulary in settings:
                 config = TrainConfig(
                     model=args.model, mode=mode, max_steps=args.steps, batch_size=args.batch_size,
                     max_batch_tokens=args.max_batch_tokens or None, group_by_length=batching == "grouped",
                     max_history=args.max_history, samples_per_user=4, save_every=10**9, warmup_ratio=0.0,
-                    mixed_precision=precision, freeze_layers=frozen, output_vocabulary=vocabulary,
+                    mixed_precision=precision, freeze_layers=frozen, drop_layers=dropped, output_vocabulary=vocabulary,
                 )  # fmt: skip
-                out = Path(tmp) / f"{form}-{mode}-{precision}-{batching}-{frozen}-{vocabulary}"
+                out = Path(tmp) / f"{form}-{mode}-{precision}-{batching}-{frozen}-{dropped}-{vocabulary}"
                 result = train(datasets[form], out, config, progress=True)
                 rows.append({
                     "titles": form, "mode": mode, "precision": result.record["mixed_precision"], "batching": batching, "frozen": frozen,
-                    "vocabulary": vocabulary,
+                    "layers": result.record["layers"], "vocabulary": vocabulary,
                     "trained_parameters": result.record["trained_parameters"],
                     "template": result.record["template"], "steps": result.steps, "sequences": result.samples_seen,
                     "targets": result.targets_seen, "elapsed_s": round(result.record["elapsed_s"], 1),
@@ -144,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except GenrecError as exc:
         print(f"eval/bench_training.py: error: {exc}", file=sys.stderr)
         return 2
-    print(f"\n{'titles':<20}{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
+    print(f"\n{'titles':<20}{'mode':<15}{'precision':<10}{'batching':<9}{'frozen':>7}{'layers':>7}{'vocab':>8}{'trained':>12} {'template':<11}{'steps':>6}{'sequences':>10}{'targets':>9}"
           f"{'s':>8}{'seq/s':>8}{'targets/s':>11}{'vs first':>9}")  # fmt: skip
     for r in rows:
-        print(f"{r['titles']:<20}{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
+        print(f"{r['titles']:<20}{r['mode']:<15}{r['precision']:<10}{r['batching']:<9}{r['frozen']:>7}{r['layers']:>7}{r['vocabulary']:>8}{r['trained_parameters']:>12,} {r['template']:<11}{r['steps']:>6}{r['sequences']:>10}"
               f"{r['targets']:>9}{r['elapsed_s']:>8}{r['sequences_per_s']:>8}{r['targets_per_s']:>11}{r['vs_first']:>8}x")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=2))

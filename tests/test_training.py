@@ -251,6 +251,62 @@ def test_frozen_lower_layers_keep_their_weights(tiny_model_dir, tmp_path):
     assert json.loads((out / "genrec.json").read_text())["trained_parameters"] == upper
 
 
+def test_dropping_layers_keeps_the_cache_and_the_config_in_step(tiny_model_dir):
+    """The kept layer is renumbered for the key/value cache: decoding token by token with a cache
+    gives the logits of one full forward pass, as it does for an unpruned model."""
+    from transformers import DynamicCache
+
+    from genrec.decoding.attention import cache_argument
+    from genrec.training.layers import drop_layers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    upper = model.model.layers[1]
+    assert drop_layers(model, "0") == [1]
+    assert list(model.model.layers) == [upper] and model.config.num_hidden_layers == 1
+    assert upper.self_attn.layer_idx == 0
+    ids = torch.tensor([[5, 17, 42, 8, 99, 3]])
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        cache = DynamicCache(config=model.config)
+        steps = [model(input_ids=ids[:, i : i + 1], use_cache=True, **{cache_argument(model): cache}).logits for i in range(6)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-4)  # logits of about 20 agree to ~2e-5
+
+
+def test_a_model_trained_without_some_layers_saves_and_decodes_as_a_shallower_model(tiny_model_dir, tmp_path):
+    ds = split_dataset_with_unique_holdouts()
+    out = tmp_path / "shallow"
+    train(ds, out, config(tiny_model_dir, drop_layers="1", max_steps=2, mixed_precision="no"), progress=False)
+    record = json.loads((out / "genrec.json").read_text())
+    assert record["layers"] == 1 and record["config"]["drop_layers"] == "1"
+    shallow = AutoModelForCausalLM.from_pretrained(out)
+    assert shallow.config.num_hidden_layers == 1 and not any(n.startswith("model.layers.1.") for n in shallow.state_dict())
+    rec = Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c")
+    got = rec.recommend(["Film Number 1", "Film Number 2"], k=3)
+    assert len(got) == 3 and {r.item_id for r in got} <= set(ds.catalog.ids)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("top", r"drop_layers 'top': 'top' is not a layer number or a range such as 14-28"),
+        ("1-0", r"drop_layers '1-0': '1-0' is not a range of layer numbers from 0 up"),
+        ("0-1", r"drop_layers '0-1' drops all 2 layers"),
+        ("1,2", r"drop_layers '1,2': the model has layers 0-1"),
+    ],
+)
+def test_layers_that_cannot_be_dropped_are_named(tiny_model_dir, tmp_path, spec, message):
+    with pytest.raises(DataError, match=message):
+        train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, drop_layers=spec), progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.work").exists()
+
+
+def test_parse_layers_reads_numbers_and_inclusive_ranges():
+    from genrec.training.layers import parse_layers
+
+    assert parse_layers("14-16") == [14, 15, 16]
+    assert parse_layers(" 3, 14-15,3 ") == [3, 14, 15]
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -502,6 +558,11 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
     assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr
     bad = subprocess.run([*cmd[:-4], "--freeze-layers", "top"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--freeze-layers: 'top' is not a comma-separated list of whole numbers" in bad.stderr
+    shallow = [*cmd[:-6], "--drop-layers", "none;0", "--json", str(tmp_path / "shallow.json")]
+    done = subprocess.run(shallow, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "shallow.json").read_text())["rows"]
+    assert [r["layers"] for r in found] == [2, 1] and found[1]["trained_parameters"] < found[0]["trained_parameters"]
     vocabularies = [*cmd[:-6], "--output-vocabularies", "full,catalog", "--json", str(tmp_path / "vocab.json")]
     done = subprocess.run(vocabularies, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

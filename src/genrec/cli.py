@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (needs genrec[lora]); merged at the end")
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--drop-layers", metavar="LAYERS",
+                   help="remove these decoder layers before training, e.g. 14-28 (0-based, ranges inclusive): "
+                        "a shallower model, faster to train and to decode")
     p.add_argument("--freeze-layers", type=int, default=0,
                    help="keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
     p.add_argument("--teacher", choices=TEACHERS,
@@ -438,7 +441,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     dataset, data = dataset_from_args(args)
     config = TrainConfig(
-        model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, freeze_layers=args.freeze_layers, epochs=args.epochs,
+        model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, drop_layers=args.drop_layers,
+        freeze_layers=args.freeze_layers, epochs=args.epochs,
         max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,

@@ -53,6 +53,7 @@ from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
+from .layers import drop_layers, freeze_lower_layers, parse_layers
 from .teacher import check_teacher, fit_teacher, soft_targets
 from .data import (
     IGNORE, MODES, Encoded, TokenBudgetBatches, Window, check_window_order, collate, encode_all_positions,
@@ -79,6 +80,8 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # decoder layers removed before training ("14-28"): a shallower model, faster to train and to decode
+    drop_layers: str | None = None
     freeze_layers: int = 0  # full fine-tuning of the upper layers only: the embeddings and the N lowest layers stay
     epochs: float = 1.0
     max_steps: int | None = None
@@ -141,6 +144,8 @@ class TrainConfig:
             raise DataError(f"valid_users must be at least 0 (0: keep the last checkpoint), got {self.valid_users}")
         if self.freeze_layers < 0:
             raise DataError(f"freeze_layers must be at least 0, got {self.freeze_layers}")
+        if self.drop_layers is not None:
+            parse_layers(self.drop_layers)  # the model's depth is checked once it is loaded
         check_teacher(self.teacher, self.teacher_weight, self.teacher_top)
         if self.freeze_layers and self.lora:
             raise DataError("freeze_layers is for full fine-tuning; LoRA already keeps every base weight as it is")
@@ -269,6 +274,8 @@ def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
     """The base model in fp32 (training precision is the accelerator's business), as a
     Recommender so prompts and titles are built by the inference code."""
     rec = Recommender(dataset.catalog, model=config.model, dtype="float32", device="cpu")
+    if config.drop_layers:
+        drop_layers(rec.lm.model, config.drop_layers)
     if config.lora:
         peft = require("peft", "lora", "LoRA")
         lora = peft.LoraConfig(
@@ -279,28 +286,6 @@ def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
     if config.freeze_layers:
         freeze_lower_layers(rec.lm.model, config.freeze_layers)
     return rec
-
-
-def decoder_layers(model: Any) -> torch.nn.ModuleList:
-    """The model's stack of decoder layers, bottom first: the ModuleList as long as the config's
-    ``num_hidden_layers`` (``model.model.layers`` in Llama-style models, ``transformer.h`` in GPT-2)."""
-    count = getattr(model.config, "num_hidden_layers", None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
-            return module
-    raise DataError(f"cannot find the decoder layers of {type(model).__name__} (a list of {count} modules) to freeze")
-
-
-def freeze_lower_layers(model: Any, n: int) -> None:
-    """Keep the input embeddings (and an LM head tied to them) and the ``n`` lowest decoder layers
-    as they are. Backpropagation then stops at layer ``n``: no gradient is computed below it, so a
-    step costs the forward pass plus the backward pass of the upper layers only (measured in
-    eval/README.md), and the optimizer holds state for the trained weights alone."""
-    layers = decoder_layers(model)
-    if n >= len(layers):
-        raise DataError(f"freeze_layers={n} leaves nothing to train: the model has {len(layers)} layers")
-    for module in (model.get_input_embeddings(), *layers[:n]):
-        module.requires_grad_(False)
 
 
 def train(
@@ -473,6 +458,7 @@ def train(
     record = {
         "base_model": config.model or DEFAULT_MODEL_NAME,
         "lora": config.lora,
+        "layers": accelerator.unwrap_model(model).config.num_hidden_layers,
         "trained_parameters": sum(p.numel() for p in trained),
         "catalog_hash": dataset.catalog.content_hash,
         "catalog_name": dataset.catalog.name,
