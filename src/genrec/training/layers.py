@@ -22,10 +22,15 @@ __all__ = ["decoder_layers", "drop_layers", "freeze_lower_layers", "parse_layers
 def decoder_layers(model: Any) -> torch.nn.ModuleList:
     """The model's stack of decoder layers, bottom first: the ModuleList as long as the config's
     ``num_hidden_layers`` (``model.model.layers`` in Llama-style models, ``transformer.h`` in GPT-2)."""
+    return _decoder_stack(model)[1]
+
+
+def _decoder_stack(model: Any) -> tuple[str, torch.nn.ModuleList]:
+    """``decoder_layers`` with its module name ("model.layers"), for replacing it."""
     count = getattr(model.config, "num_hidden_layers", None)
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == count:
-            return module
+            return name, module
     raise DataError(f"cannot find the decoder layers of {type(model).__name__} (a list of {count} modules)")
 
 
@@ -62,17 +67,17 @@ def drop_layers(model: Any, spec: str) -> list[int]:
     return the numbers of the layers kept, in their original numbering. The kept layers are
     renumbered for the key/value cache and the config counts them, so the model saves, loads and
     decodes as any model of its kind."""
-    layers = decoder_layers(model)
+    name, layers = _decoder_stack(model)
     dropped = set(parse_layers(spec))
     if max(dropped) >= len(layers):
         raise DataError(f"drop_layers {spec!r}: the model has layers 0-{len(layers) - 1}")
     kept = [i for i in range(len(layers)) if i not in dropped]
     if not kept:
         raise DataError(f"drop_layers {spec!r} drops all {len(layers)} layers")
-    parent_name, _, attribute = next(name for name, module in model.named_modules() if module is layers).rpartition(".")
-    parent = model.get_submodule(parent_name)
-    setattr(parent, attribute, torch.nn.ModuleList(layers[i] for i in kept))
-    for new, layer in enumerate(getattr(parent, attribute)):
+    parent, _, attribute = name.rpartition(".")
+    stack = torch.nn.ModuleList(layers[i] for i in kept)
+    setattr(model.get_submodule(parent), attribute, stack)
+    for new, layer in enumerate(stack):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):  # the attention's slot in the key/value cache
                 module.layer_idx = new
