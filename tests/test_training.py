@@ -18,6 +18,7 @@ from genrec.evaluation.datasets import Dataset
 from genrec.evaluation.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, TokenBudgetBatches, window_phases
+from genrec.training.schedule import lr_factor
 
 from conftest import REPO
 
@@ -330,11 +331,13 @@ def test_cli_train(tiny_model_dir, tmp_path, capsys):
     rc = main(["train", "--dataset", "interactions", "--interactions", str(tmp_path / "log.csv"), "--catalog",
                str(tmp_path / "items.csv"), "--out", str(tmp_path / "m"), "--model", str(tiny_model_dir),
                "--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--valid-users", "3", "--freeze-layers", "1",
-               "--teacher", "markov", "--teacher-weight", "0.25", "--teacher-top", "8"])  # fmt: skip
+               "--teacher", "markov", "--teacher-weight", "0.25", "--teacher-top", "8",
+               "--lr-schedule", "restarts", "--restart-decay", "0.25"])  # fmt: skip
     out = capsys.readouterr().out
     assert rc == 0 and "2 steps" in out and "validation NDCG@10 on 3 rows by step: 1 " in out
     record = json.loads((tmp_path / "m" / "genrec.json").read_text())
     assert record["selected_step"] in (1, 2) and record["config"]["freeze_layers"] == 1
+    assert (record["config"]["lr_schedule"], record["config"]["restart_decay"]) == ("restarts", 0.25)
     assert (record["distillation"]["teacher"], record["distillation"]["weight"], record["distillation"]["top"]) == ("markov", 0.25, 8)
 
 
@@ -467,12 +470,54 @@ def test_unknown_mode_is_refused(tiny_model_dir, tmp_path):
         ({"teacher": "markov", "teacher_weight": 1.5}, "teacher_weight must be from 0 to 1, got 1.5"),
         ({"teacher": "markov", "teacher_top": 1}, "teacher_top must be at least 2"),
         ({"output_vocabulary": "titles"}, "unknown output vocabulary 'titles' \\(have: full, catalog\\)"),
+        ({"lr_schedule": "cosine"}, "unknown learning-rate schedule 'cosine' \\(have: linear, restarts\\)"),
+        ({"lr_schedule": "restarts", "restart_decay": 0.0}, r"restart_decay must be in \(0, 1\], got 0.0"),
+        ({"restart_decay": float("nan")}, "restart_decay must be in"),
     ],
 )
 def test_a_bad_setting_is_refused_before_anything_is_written(tiny_model_dir, tmp_path, setting, message):
     with pytest.raises(DataError, match=message):
         train(split_dataset_with_unique_holdouts(), tmp_path / "x", config(tiny_model_dir, **setting), progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.work").exists()  # nothing left behind
+
+
+def _linear_reference(s, total, warmup_ratio):
+    """The schedule as the trainer wrote it before restarts existed."""
+    warmup = int(warmup_ratio * total)
+    if s < warmup:
+        return (s + 1) / warmup
+    return max(0.0, (total - s) / max(1, total - warmup))
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(1, 400), per_epoch=st.integers(1, 400), ratio=st.sampled_from([0.0, 0.05, 0.1, 0.5]),
+       decay=st.floats(0.01, 1.0), data=st.data())  # fmt: skip
+def test_lr_factor_properties(total, per_epoch, ratio, decay, data):
+    s = data.draw(st.integers(0, total))
+    kw = dict(total_steps=total, steps_per_epoch=per_epoch, warmup_ratio=ratio)
+    assert lr_factor(s, **kw) == pytest.approx(_linear_reference(s, total, ratio))
+    restarted = lr_factor(s, schedule="restarts", restart_decay=decay, **kw)
+    assert 0.0 <= restarted <= decay ** (s // per_epoch) + 1e-12  # never above its epoch's peak
+    if per_epoch >= total:  # one epoch: the same schedule as linear
+        assert restarted == pytest.approx(lr_factor(s, **kw))
+    assert lr_factor(total, schedule="restarts", restart_decay=decay, **kw) == 0.0  # decayed to zero at the end
+
+
+def test_restarts_warm_up_and_decay_again_each_epoch():
+    kw = dict(total_steps=10, steps_per_epoch=4, warmup_ratio=0.25, schedule="restarts", restart_decay=0.5)
+    got = [lr_factor(s, **kw) for s in range(11)]
+    # epochs of 4, 4 and 2 steps; one warm-up step in each full epoch, none in the short last one
+    assert got == pytest.approx([1, 1, 2 / 3, 1 / 3, 0.5, 0.5, 1 / 3, 1 / 6, 0.25, 0.125, 0])
+
+
+def test_a_run_with_restarts_logs_the_restarted_rate(tiny_model_dir, tmp_path):
+    out = tmp_path / "r"
+    cfg = config(tiny_model_dir, lr_schedule="restarts", restart_decay=0.5, mixed_precision="no")
+    train(split_dataset_with_unique_holdouts(), out, cfg, progress=False)
+    history = json.loads((out / "train_log.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 0, 0, 1, 1, 1]  # 12 windows in batches of 4: 3 steps an epoch
+    # a record's rate is the one its next step takes: the last step of an epoch logs the restart
+    assert [h["lr"] / 1e-3 for h in history] == pytest.approx([2 / 3, 1 / 3, 1 / 2, 1 / 3, 1 / 6, 0])
 
 
 def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):

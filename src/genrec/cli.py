@@ -14,6 +14,7 @@ from .decoding.vocabulary import OUTPUT_VOCABULARIES
 from .errors import DataError, GenrecError, LimitError
 from .text import TITLE_YEARS
 from .training.data import MODES, WINDOW_ORDERS
+from .training.schedule import SCHEDULES
 from .training.teacher import TEACHERS
 from .training.trainer import PRECISIONS
 
@@ -166,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--max-steps", type=int, help="optimizer steps (instead of --epochs)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 3e-4 LoRA)")
+    p.add_argument("--lr-schedule", default="linear", choices=SCHEDULES,
+                   help="linear: one warm-up and decay to zero over the run (default); restarts: one per epoch, "
+                        "each epoch's peak --restart-decay times the last one's")  # fmt: skip
+    p.add_argument("--restart-decay", type=float, default=0.5, help="with --lr-schedule restarts (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="at most this many sequences per batch")
     p.add_argument("--max-batch-tokens", type=int, default=4096,
                    help="and at most this many padded tokens per batch, which bounds a step's memory (0: no limit)")
@@ -443,7 +448,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, drop_layers=args.drop_layers,
         freeze_layers=args.freeze_layers, epochs=args.epochs,
-        max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        max_steps=args.max_steps, learning_rate=args.lr, lr_schedule=args.lr_schedule, restart_decay=args.restart_decay,
+        batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
         max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
         valid_users=args.valid_users, window_order=args.window_order, teacher=args.teacher,

@@ -54,6 +54,7 @@ from ..evaluation.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME
 from ..recommender import TRAINING_RECORD, Recommender
 from .layers import drop_layers, freeze_lower_layers, parse_layers
+from .schedule import check_schedule, lr_factor
 from .teacher import check_teacher, fit_teacher, soft_targets
 from .data import (
     IGNORE, MODES, Encoded, TokenBudgetBatches, Window, check_window_order, collate, encode_all_positions,
@@ -87,6 +88,10 @@ class TrainConfig:
     max_steps: int | None = None
     learning_rate: float | None = None  # default: 5e-5 full, 3e-4 LoRA
     warmup_ratio: float = 0.05
+    # "linear": one warm-up and decay over the run; "restarts": one per epoch, the peak times
+    # restart_decay at each new epoch (schedule.py)
+    lr_schedule: str = "linear"
+    restart_decay: float = 0.5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     batch_size: int = 8  # at most this many sequences per batch...
@@ -138,6 +143,7 @@ class TrainConfig:
                 raise DataError(f"{name} must be above 0, got {value}")
         if not 0 <= self.warmup_ratio < 1:
             raise DataError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_schedule(self.lr_schedule, self.restart_decay)
         if not self.max_grad_norm >= 0:  # 0 turns clipping off
             raise DataError(f"max_grad_norm must be at least 0, got {self.max_grad_norm}")
         if self.valid_users < 0:
@@ -365,13 +371,12 @@ def train(
     model.train()
     trained = [p for p in model.parameters() if p.requires_grad]  # what LoRA or --freeze-layers leaves trainable
     optimizer = torch.optim.AdamW(trained, lr=config.lr(), weight_decay=config.weight_decay)
-    warmup = int(config.warmup_ratio * total_steps)
 
     def schedule(s: int) -> float:
-        """Linear warm-up, then linear decay to zero at the last step."""
-        if s < warmup:
-            return (s + 1) / warmup
-        return max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+        return lr_factor(
+            s, total_steps=total_steps, steps_per_epoch=steps_per_epoch, warmup_ratio=config.warmup_ratio,
+            schedule=config.lr_schedule, restart_decay=config.restart_decay,
+        )  # fmt: skip
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
