@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="pop,markov,itemknn,sasrec-ce,genrec",
                    help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce), genrec+<baseline> "
                         "(the baseline as a prior inside the beam), genrec-rerank+<baseline> (the model reranks the "
-                        "baseline's top --rerank-candidates)")  # fmt: skip
+                        "baseline's top --rerank-candidates), genrec-union+<baseline> (those and the beam's own top k)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--users", type=int, help="evaluate a random sample of this many users")
     p.add_argument("--seed", type=int, default=0, help="user sample, tie order and SASRec seed")
@@ -57,9 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-per-family", type=int,
                    help="genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)")  # fmt: skip
     p.add_argument("--rerank-candidates", type=int, default=EvalConfig.rerank_candidates,
-                   help="genrec-rerank+<baseline>: how many of the baseline's top items the model scores")
+                   help="genrec-rerank+ and genrec-union+<baseline>: how many of the baseline's top items the model scores")
     p.add_argument("--rerank-grid", default=",".join(map(str, EvalConfig.rerank_grid)),
-                   help="genrec-rerank+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)")
+                   help="genrec-rerank+ and genrec-union+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)")
+    p.add_argument("--rerank-mixtures", default=",".join(EvalConfig.rerank_mixtures),
+                   help="how they combine the two scores, tried with every weight: product (log-scores added), "
+                        "sum (probabilities added) (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             num_beams=args.num_beams,
             rerank_candidates=args.rerank_candidates,
             rerank_grid=_numbers(args.rerank_grid, "--rerank-grid", float),
+            rerank_mixtures=tuple(m.strip() for m in args.rerank_mixtures.split(",") if m.strip()),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from genrec import Catalog, DataError
 from genrec.evaluation import EvalConfig, run_evaluation
 from genrec.evaluation import rerank as rerank_module
 from genrec.evaluation.baselines import Markov
+from genrec.evaluation.fusion import tune_on_validation
 from genrec.evaluation.metrics import top_k
 from genrec.evaluation.protocol import Protocol
+from genrec.evaluation.rerank import RerankRow, load_rows, mixed_list, save_rows
 from genrec.evaluation.splits import sample_examples, split_dataset
 from genrec.tasks.rank import score_titles
 from test_harness import chain_dataset, tiny_factory  # noqa: F401  (tiny_factory is a fixture)
@@ -58,7 +61,18 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
     run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.0, 0.5, 1.0), **common), out,
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     tuned = json.loads((out / "tuning" / "genrec-rerank+markov.json").read_text())
-    assert [r["prior_weight"] for r in tuned["grid"]] == [0.0, 0.5, 1.0] and len(calls) == 4 + 6
+    tried = [(r["mixture"], r["prior_weight"]) for r in tuned["grid"]]
+    assert tried == [(m, w) for m in ("product", "sum") for w in (0.0, 0.5, 1.0)] and len(calls) == 4 + 6
+
+    # the validation rows' scores are kept: another grid, in a folder they are copied to, scores only the test rows
+    calls.clear()
+    finer = tmp_path / "finer"
+    (finer / "tuning").mkdir(parents=True)
+    shutil.copy(out / "tuning" / "genrec-rerank+markov.rows-20.npz", finer / "tuning")
+    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.25, 0.75), rerank_mixtures=("sum",), **common),
+                   finer, progress=False, recommender_factory=tiny_factory)  # fmt: skip
+    tuned = json.loads((finer / "tuning" / "genrec-rerank+markov.json").read_text())
+    assert [(r["mixture"], r["prior_weight"]) for r in tuned["grid"]] == [("sum", 0.25), ("sum", 0.75)] and len(calls) == 6
 
     # weight 0: the baseline's 12 candidates in the model's order
     out = tmp_path / "w0"
@@ -83,9 +97,104 @@ def test_reranking_settings_are_checked():
         EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, max_per_family=2).check()
     with pytest.raises(DataError, match="genrec-rerank"):
         EvalConfig(dataset="chain", methods=["genrec-rerank+nothing"], k=10).check()
+    with pytest.raises(DataError, match=r"unknown method\(s\) genrec-union\+nothing .*genrec-union\+<baseline>"):
+        EvalConfig(dataset="chain", methods=["genrec-union+nothing"], k=10).check()
+    with pytest.raises(DataError, match="family cap applies to beam search"):
+        EvalConfig(dataset="chain", methods=["genrec-union+itemknn"], k=10, max_per_family=2).check()
+    EvalConfig(dataset="chain", methods=["genrec-union+sasrec"], k=10).check()  # an alias is a baseline too
     with pytest.raises(DataError, match=r"rerank grid weights must be in \[0, 1\], got 0.5, 1.5"):
         EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, rerank_grid=(0.5, 1.5)).check()
     with pytest.raises(DataError, match="prior grid weights must be in .0, 1., got none"):
         EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, prior_grid=()).check()
     with pytest.raises(DataError, match="rerank grid weights must be in .0, 1., got nan"):
         EvalConfig(dataset="chain", methods=["genrec-rerank+markov"], k=10, rerank_grid=(float("nan"),)).check()
+
+
+def test_union_adds_the_beams_titles_to_the_baselines_candidates(tmp_path, tiny_factory):
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    common = dict(dataset="chain", k=10, users=6, seed=1, batch_size=4, tune_users=4, rerank_candidates=10)
+    split = split_dataset(ds, tie_break="file_order", seed=1)
+    markov = Markov(ds.catalog)
+    markov.fit(split)
+    protocol = Protocol.for_run(ds.catalog, 10, 1)
+    rec = tiny_factory(ds.catalog)
+    examples = sample_examples(split.test, 6, 1)
+
+    # weight 1: the baseline's list, whatever the beam added
+    out = tmp_path / "w1"
+    doc = run_evaluation(ds, EvalConfig(methods=["markov", "genrec-union+markov"], rerank_grid=(1.0,), **common), out,
+                         progress=False, recommender_factory=tiny_factory)  # fmt: skip
+    assert lists(out, "genrec-union+markov") == lists(out, "markov")
+    assert "reranks markov's top 10 and its own top 10" in doc["methods"]["genrec-union+markov"]["mode"]
+
+    # weight 0: the model's order of the union, computed here title by title
+    out = tmp_path / "w0"
+    run_evaluation(ds, EvalConfig(methods=["genrec-union+markov"], rerank_grid=(0.0,), **common), out,
+                   progress=False, recommender_factory=tiny_factory)  # fmt: skip
+    added = 0
+    for example, got in zip(examples, lists(out, "genrec-union+markov")):
+        history = list(example.history)
+        scores = np.log(markov.score([history])[0] + 1e-6)
+        candidates = [ds.catalog.ids[p] for p in top_k(scores, protocol.excluded_mask(history), protocol.ties, 10)]
+        beam = [r.item_id for r in rec.recommend(history[-20:], k=10, exclude=history)]
+        union = candidates + [i for i in beam if i not in candidates]
+        added += len(union) - len(candidates)
+        model = score_titles(rec, history[-20:], union, template="next_item", k=10)
+        assert got == [union[i] for i in np.argsort(-model, kind="stable")[:10]]
+    assert added > 0  # the beam did reach beyond the baseline's candidates
+
+
+def test_the_two_mixtures_are_a_product_and_a_sum_of_the_experts():
+    catalog = Catalog.from_records([{"item_id": f"i{n}", "title": f"Title {n}"} for n in range(4)])
+    protocol = Protocol.for_run(catalog, 2, 0)
+    # the model is sure of i2; the prior spreads its mass over i0 and i1, and knows nothing of i2
+    model, prior_full = np.log([0.01, 0.01, 0.9]), np.log([0.5, 0.49, 1e-6])
+    row = RerankRow(np.array([0, 1, 2]), model, prior_full - np.logaddexp.reduce(prior_full), prior_full, 0.0, 3)
+    # a product needs both to agree: at an even share the prior's veto keeps i2 out
+    assert mixed_list(row, 0.5, protocol, "product") == ["i0", "i1"]
+    # a sum lets either vouch: i2 takes half the model's 0.9, more than half of either prior share
+    assert mixed_list(row, 0.5, protocol, "sum") == ["i2", "i0"]
+    for mixture in ("product", "sum"):
+        assert mixed_list(row, 1.0, protocol, mixture) == ["i0", "i1"]
+        assert mixed_list(row, 0.0, protocol, mixture) == ["i2", "i0"]
+
+
+def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(tmp_path):
+    def fake_ndcg(weight, mixture, history):
+        return 0.3 if (weight, mixture) == (0.5, "sum") else 0.1
+
+    def killed_at_weight_one(weight, mixture, history):
+        if weight == 1.0:
+            raise KeyboardInterrupt
+        return fake_ndcg(weight, mixture, history)
+
+    path = tmp_path / "genrec-union+markov.json"
+    with pytest.raises(KeyboardInterrupt):  # killed after its first two settings
+        tune_on_validation(killed_at_weight_one, path, 5, histories=(20,), weights=(0.0, 0.5, 1.0),
+                           aggregations=("product", "sum"), alone={}, weighted=True, setting="mixture")  # fmt: skip
+    assert all("mixture" in json.loads(line) for line in path.with_name(path.stem + ".partial.jsonl").read_text().splitlines())
+    tuned = tune_on_validation(fake_ndcg, path, 5, histories=(20,), weights=(0.0, 0.5, 1.0), aggregations=("product", "sum"),
+                               alone={}, weighted=True, setting="mixture")  # fmt: skip
+    assert (tuned["mixture"], tuned["prior_weight"]) == ("sum", 0.5) and "prior_aggregation" not in tuned
+    assert tuned["valid_NDCG@10_by_mixture"]["sum"] == {"0": 0.1, "0.5": 0.3, "1": 0.1}
+
+    older = tmp_path / "genrec-rerank+markov.json"
+    older.write_text(json.dumps({"max_history": 20, "prior_weight": 1.0, "prior_aggregation": "logsumexp", "valid_rows": 5}))
+    assert tune_on_validation(fake_ndcg, older, 5, histories=(20,), weights=(1.0,), aggregations=("product", "sum"),
+                              weighted=True, setting="mixture")["mixture"] == "product"  # fmt: skip
+
+
+def test_kept_rows_read_back_as_they_were_scored(tmp_path):
+    rows = [
+        RerankRow(np.array([3, 1, 7]), np.array([-1.5, -2.0, -9.0]), np.log([0.5, 0.3, 0.2]), np.log([0.05, 0.03, 0.02]), 1.25, 2),
+        RerankRow(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0), 0.5, 0),
+        RerankRow(np.array([0]), np.array([-0.5]), np.array([0.0]), np.array([-3.0]), 0.75, 1),
+    ]
+    save_rows(tmp_path / "rows.npz", rows)
+    again = load_rows(tmp_path / "rows.npz")
+    assert len(again) == 3
+    for a, b in zip(rows, again):
+        assert (a.seconds, a.proposed) == (b.seconds, b.proposed)
+        for name in ("positions", "model", "prior", "prior_full"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert again[0].positions.dtype == np.int64

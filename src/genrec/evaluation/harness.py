@@ -32,10 +32,10 @@ from ..decoding.prior import AGGREGATIONS
 from ..errors import DataError
 from .baselines import ItemKNN, Markov, Popularity, ScoredMethod
 from .datasets import Dataset, Example
-from .fusion import FUSED_PREFIX, RERANK_PREFIX, is_fused, is_rerank, log_scores, prior_of, tune_on_validation
+from .fusion import FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX, is_fused, is_rerank, is_union, log_scores, prior_of, tune_on_validation
 from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
-from .rerank import RerankRow, mixed_list, score_rows
+from .rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows
 from .report import write_report
 from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
@@ -83,12 +83,14 @@ class EvalConfig:
     # genrec's beam width (a search keeps max(num_beams, k) beams): part of a run's settings, as a
     # wider beam finds titles a narrow one prunes (eval/README.md, "A wider beam")
     num_beams: int = 10
-    rerank_candidates: int = 50  # genrec-rerank+<baseline>: the baseline's top items the model scores
-    # genrec-rerank+<baseline>'s weights. Free to try (a row is scored once for all of them), and
+    rerank_candidates: int = 50  # genrec-rerank+ and genrec-union+<baseline>: the baseline's top items the model scores
+    # genrec-rerank+ and genrec-union+<baseline>'s weights. Free to try (a row is scored once for all of them), and
     # crowded near 1: w mixes the two log-scores in the ratio w / (1 - w), titles' log-probabilities
     # differ by nats while a prior normalised over its top items may differ by a fraction of one
     # (SASRec-CE's best share on products was w = 0.95; ItemKNN's near-ties there gave way even at 0.995)
     rerank_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
+    # how they combine the two scores (rerank.MIXTURES), tried with every weight, as free to try
+    rerank_mixtures: tuple[str, ...] = MIXTURES
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -99,7 +101,8 @@ class EvalConfig:
         if unknown:
             raise DataError(
                 f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)}, "
-                f"and {FUSED_PREFIX}<baseline> or {RERANK_PREFIX}<baseline> for a baseline of {', '.join(SCORED)})"
+                f"and {FUSED_PREFIX}<baseline>, {RERANK_PREFIX}<baseline> or {UNION_PREFIX}<baseline> "
+                f"for a baseline of {', '.join(SCORED)})"
             )
         if not self.methods:
             raise DataError("no methods to evaluate")
@@ -114,6 +117,9 @@ class EvalConfig:
         for option, grid in (("prior grid", self.prior_grid), ("rerank grid", self.rerank_grid)):
             if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
                 raise DataError(f"{option} weights must be in [0, 1], got {', '.join(map(str, grid)) or 'none'}")
+        bad = [m for m in self.rerank_mixtures if m not in MIXTURES]
+        if bad or not self.rerank_mixtures:
+            raise DataError(f"rerank mixtures must be some of {', '.join(MIXTURES)}, got {', '.join(bad) or 'none'}")
         if self.rerank_candidates < self.k:
             raise DataError(f"rerank candidates must be at least k ({self.k}), got {self.rerank_candidates}")
         if self.max_per_family is not None and any(is_rerank(m) for m in self.methods):
@@ -342,7 +348,8 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
     elif overwrite:
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
-        for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json"), *out_dir.glob("tuning/*.partial.jsonl")):
+        for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json"), *out_dir.glob("tuning/*.partial.jsonl"),
+                      *out_dir.glob("tuning/*.npz")):
             stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
 
@@ -433,24 +440,33 @@ def _tune_rerank(
     name: str, rec: Any, valid: Sequence[tuple[int, Example]], prior: ScoredMethod, config: EvalConfig,
     protocol: Protocol, out_dir: Path,
 ) -> dict[str, Any]:
-    """A reranking method's weight (and history length) on the validation rows: each row is scored
-    once per history length, and every weight is read off those scores. Its weight 0 is the model
-    ordering the baseline's candidates, not the model alone, so nothing is shared with ``genrec``."""
+    """A reranking method's weight and mixture (and history length) on the validation rows: each
+    row is scored (and, for a union, decoded) once per history length, and every setting is read
+    off those scores. The scores are kept (``tuning/<name>.rows-<history>.npz``): a rerun with
+    another grid, once ``tuning/<name>.json`` is removed, scores nothing again. Its weight 0 is the
+    model ordering the candidates, not the model alone, so nothing is shared with ``genrec``."""
     scored: dict[int, list[RerankRow]] = {}
 
-    def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
+    def validation_ndcg(weight: float, mixture: str, history: int) -> float:
         if history not in scored:
-            scored[history] = score_rows(
-                rec, valid, prior, protocol=protocol, candidates=config.rerank_candidates, max_history=history,
-                template=config.template, progress=False,
-            )  # fmt: skip
-        credits = [protocol.credit(e.target, mixed_list(r, weight, protocol)) for (_, e), r in zip(valid, scored[history])]
+            kept = out_dir / "tuning" / f"{name}.rows-{history}.npz"
+            if kept.exists():
+                scored[history] = load_rows(kept)
+            else:
+                scored[history] = score_rows(
+                    rec, valid, prior, protocol=protocol, candidates=config.rerank_candidates, max_history=history,
+                    template=config.template, beam=is_union(name), decode_batch_size=config.batch_size, progress=False,
+                )  # fmt: skip
+                save_rows(kept, scored[history])
+        credits = [
+            protocol.credit(e.target, mixed_list(r, weight, protocol, mixture)) for (_, e), r in zip(valid, scored[history])
+        ]
         return float(np.mean([ndcg(c, 10) for c in credits])) if credits else 0.0
 
-    # the aggregation only shapes the beam's per-step prior; a reranked list does not depend on it
+    # the beam's aggregation shapes its per-step prior only; a reranked list depends on the mixture instead
     return tune_on_validation(
         validation_ndcg, out_dir / "tuning" / f"{name}.json", len(valid), histories=config.histories(),
-        weights=config.rerank_grid, aggregations=config.prior_aggregations[:1], alone={}, weighted=True,
+        weights=config.rerank_grid, aggregations=config.rerank_mixtures, alone={}, weighted=True, setting="mixture",
     )  # fmt: skip
 
 
@@ -460,17 +476,20 @@ def evaluate_rerank(
     prior: ScoredMethod,
     *,
     weight: float,
+    mixture: str = "product",
     protocol: Protocol,
     candidates: int,
     max_history: int,
     template: str,
     on_batch: Callable[[list[UserResult]], None],
+    beam: bool = False,
     batch_size: int = 8,
     progress: bool = True,
     name: str = "genrec-rerank",
 ) -> None:
-    """Each row's list: ``prior``'s top ``candidates`` reordered by the mixture at ``weight``
-    (see ``rerank.py``); results are handed over ``batch_size`` rows at a time."""
+    """Each row's list: ``prior``'s top ``candidates`` (with ``beam``, and the model's own top k)
+    reordered by the ``mixture`` at ``weight`` (see ``rerank.py``); results are handed over
+    ``batch_size`` rows at a time."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
@@ -478,11 +497,11 @@ def evaluate_rerank(
         batch = list(examples[start : start + batch_size])
         rows = score_rows(
             rec, batch, prior, protocol=protocol, candidates=candidates, max_history=max_history, template=template,
-            progress=False,
+            beam=beam, decode_batch_size=batch_size, progress=False,
         )  # fmt: skip
         results = []
         for (row, example), scored in zip(batch, rows):
-            items = mixed_list(scored, weight, protocol)
+            items = mixed_list(scored, weight, protocol, mixture)
             result = _result(row, example, items, protocol.credit(example.target, items), n_outputs=len(items))
             result.latency_s = scored.seconds
             results.append(result)
@@ -552,9 +571,9 @@ def run_evaluation(
                 evaluate_scored(fitted[canonical], pending, protocol=protocol, on_batch=store, progress=progress, name=name)
             elif is_rerank(name):
                 evaluate_rerank(
-                    rec, pending, fitted[base], weight=tuned["prior_weight"], protocol=protocol,
+                    rec, pending, fitted[base], weight=tuned["prior_weight"], mixture=tuned["mixture"], protocol=protocol,
                     candidates=config.rerank_candidates, max_history=tuned["max_history"], template=config.template,
-                    on_batch=store, batch_size=config.batch_size, progress=progress, name=name,
+                    on_batch=store, beam=is_union(name), batch_size=config.batch_size, progress=progress, name=name,
                 )  # fmt: skip
             else:
                 rec = rec or _recommender(catalog, config, recommender_factory)
@@ -579,6 +598,7 @@ def run_evaluation(
             summary["model"] = config.model or "SmolLM2-135M-Instruct (default, zero-shot)"
             summary["mode"] = (
                 "free generation + grounding" if name == "genrec-free"
+                else f"the model reranks {base}'s top {config.rerank_candidates} and its own top {config.k}" if is_union(name)
                 else f"the model reranks {base}'s top {config.rerank_candidates}" if is_rerank(name)
                 else "constrained beam search"
             )  # fmt: skip
@@ -588,7 +608,7 @@ def run_evaluation(
             summary["output_vocabulary"] = trained_vocabulary(config.model)  # what Recommender(model=...) decodes with
         if tuned is not None:
             if is_rerank(name):
-                summary["mode"] += " (weight tuned on validation)"
+                summary["mode"] += f", {tuned['mixture']} of the two scores (weight tuned on validation)"
             elif base is not None:
                 summary["mode"] += f", prior {base} (weight tuned on validation)"
             if len(config.histories()) > 1:

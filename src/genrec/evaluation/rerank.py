@@ -8,7 +8,18 @@ of
 the same mixture the fused beam (``genrec+<baseline>``) searches for over the whole catalog. Here
 it is exact on the candidates rather than approximate over everything: at w = 1 the list is the
 baseline's own, at w = 0 the model orders the baseline's candidates. The model's scores do not
-depend on w, so a row is scored once and every weight of the tuning grid is read off those scores.
+depend on w, so a row is scored once and every weight of the tuning grid is read off those scores,
+for both mixtures: that product of the two experts, and their sum
+``log((1 - w) p_model(title) + w p_prior(item))`` (the prior's softmax over the whole catalog), in
+which an item either expert is sure of stays high however little the other gives it.
+
+``genrec-union+<baseline>`` adds the model's own top k titles (constrained beam search, whose
+scores are the same log-probabilities) to the candidates, so the list can hold items the baseline
+ranks below its top ``candidates``. Below those the baseline's order is not trusted: an added item
+counts for the prior as its last candidate does (an unseen pair's similarity of 0 would otherwise
+bury every item only the model finds, and a prior's far tail is mostly such near-zero guesses).
+At w = 1 the list is still the baseline's own (a tie goes to the baseline's candidate); at w = 0
+it is the model's order of the union, so the beam's own list whenever the beam found the model's best.
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..tasks.rank import score_titles
 from .baselines import ScoredMethod
 from .datasets import Example
@@ -27,17 +40,26 @@ from .fusion import log_scores
 from .metrics import top_k
 from .protocol import Protocol
 
-__all__ = ["RerankRow", "score_rows", "mixed_list"]
+__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "save_rows", "load_rows"]
+
+#: how the two scores combine: ``product`` (of experts) adds the log-scores, so an item must
+#: please both; ``sum`` (a mixture of experts) adds the probabilities, so either may vouch for it
+MIXTURES = ("product", "sum")
 
 
 @dataclass(frozen=True)
 class RerankRow:
-    """One row's candidates (catalog positions, the baseline's order) and their two scores."""
+    """One row's candidates (catalog positions: the baseline's, in its order, then any the beam
+    added) and their two scores."""
 
     positions: np.ndarray
     model: np.ndarray  # log p_model(title), the quantity beam search ranks by
     prior: np.ndarray  # the baseline's log-scores normalised over the candidates
+    # the baseline's log-probabilities over the whole catalog (its softmax over the items the row
+    # may recommend): what the ``sum`` mixture adds to the model's, both being distributions there
+    prior_full: np.ndarray
     seconds: float  # this row's scoring time, with its share of the baseline's
+    proposed: int  # how many of ``positions`` the baseline proposed
 
 
 def score_rows(
@@ -49,12 +71,16 @@ def score_rows(
     candidates: int,
     max_history: int,
     template: str,
+    beam: bool = False,
     batch_size: int = 64,
+    decode_batch_size: int = 8,
     progress: bool = True,
     name: str = "rerank",
 ) -> list[RerankRow]:
     """Each row's ``candidates`` best items by ``prior`` (whole history seen, exclusions and tie
-    order of ``protocol``), scored by ``rec``'s model after the last ``max_history`` items."""
+    order of ``protocol``), scored by ``rec``'s model after the last ``max_history`` items;
+    ``beam``: with the model's own top k titles added (decoded ``decode_batch_size`` users at a
+    time), the union's order being the baseline's candidates, then the beam's others."""
     from tqdm.auto import tqdm
 
     catalog = protocol.catalog
@@ -62,27 +88,77 @@ def score_rows(
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
+        histories = [list(e.history) for _, e in batch]
         t0 = time.perf_counter()
-        scores = log_scores(prior, [e.history for _, e in batch])
-        prior_share = (time.perf_counter() - t0) / len(batch)
-        for n, (_, example) in enumerate(batch):
-            t0 = time.perf_counter() - prior_share
-            positions = top_k(scores[n], protocol.excluded_mask(example.history), protocol.ties, candidates)
-            history = list(example.history)[-max_history:]
-            model = score_titles(rec, history, [catalog.ids[p] for p in positions], template=template, k=protocol.k)
+        scores = log_scores(prior, histories)
+        found = (
+            rec.recommend_batch([h[-max_history:] for h in histories], protocol.k, excludes=histories, template=template,
+                                batch_size=decode_batch_size)  # fmt: skip
+            if beam else [[] for _ in batch]
+        )  # fmt: skip
+        shared = (time.perf_counter() - t0) / len(batch)
+        for n, history in enumerate(histories):
+            t0 = time.perf_counter() - shared
+            excluded = protocol.excluded_mask(history)
+            proposed = top_k(scores[n], excluded, protocol.ties, candidates)
+            # the beam's scores are the log-probabilities score_titles computes: its titles are not scored twice
+            by_beam = {p: r.score for r in found[n] if not excluded[p := catalog.position(r.item_id)]}
+            union, known = proposed.tolist(), set(proposed.tolist())
+            union += [p for p in by_beam if p not in known]
+            unscored = [p for p in union if p not in by_beam]
+            scored = dict(zip(unscored, score_titles(
+                rec, history[-max_history:], [catalog.ids[p] for p in unscored], template=template, k=protocol.k
+            )))  # fmt: skip
+            positions = np.asarray(union, dtype=np.int64)
+            model = np.asarray([by_beam[p] if p in by_beam else scored[p] for p in union], dtype=np.float64)
             chosen = scores[n][positions]
+            if len(proposed):  # below its candidates the prior's order is not trusted
+                chosen = np.maximum(chosen, scores[n][proposed].min())
             log_prior = chosen - np.logaddexp.reduce(chosen) if len(chosen) else chosen
-            out.append(RerankRow(positions, model, log_prior, time.perf_counter() - t0))
+            full = scores[n][positions] - np.logaddexp.reduce(scores[n][~excluded]) if len(positions) else chosen
+            out.append(RerankRow(positions, model, log_prior, full, time.perf_counter() - t0, len(proposed)))
             bar.update(1)
     bar.close()
     return out
 
 
-def mixed_list(row: RerankRow, weight: float, protocol: Protocol) -> list[str]:
-    """The row's top-k item IDs by the mixture at ``weight`` (ties by the run's tie order)."""
-    catalog = protocol.catalog
-    mixed = np.full(len(catalog), -np.inf)
-    mixed[row.positions] = (1.0 - weight) * row.model + weight * row.prior if weight < 1.0 else row.prior
-    proposed = np.zeros(len(catalog), dtype=bool)
-    proposed[row.positions] = True
-    return [catalog.ids[p] for p in top_k(mixed, ~proposed, protocol.ties, protocol.k)]
+def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str = "product") -> list[str]:
+    """The row's top-k item IDs by the ``mixture`` at ``weight``; on a tie the baseline's candidates
+    come before the beam's additions, then the run's tie order. ``product``:
+    ``(1 - w) log p_model + w log p_prior(. | candidates)``; ``sum``:
+    ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog."""
+    if weight >= 1.0:
+        mixed = row.prior if mixture == "product" else row.prior_full
+    elif weight <= 0.0:
+        mixed = row.model
+    elif mixture == "product":
+        mixed = (1.0 - weight) * row.model + weight * row.prior
+    else:
+        mixed = np.logaddexp(np.log1p(-weight) + row.model, np.log(weight) + row.prior_full)
+    added = np.arange(len(row.positions)) >= row.proposed
+    order = np.lexsort((protocol.ties[row.positions], added, -mixed))
+    return [protocol.catalog.ids[p] for p in row.positions[order[: protocol.k]]]
+
+
+_ARRAYS = ("positions", "model", "prior", "prior_full")
+
+
+def save_rows(path: Path, rows: Sequence[RerankRow]) -> None:
+    """``rows`` in one ``.npz`` (each array concatenated, with every row's length), written whole
+    or not at all, so another grid or mixture is tried on them later without scoring again."""
+    arrays = {name: np.concatenate([getattr(r, name) for r in rows]) if rows else np.zeros(0) for name in _ARRAYS}
+    with atomic_file(path, suffix=".npz") as tmp:
+        np.savez(tmp, lengths=np.asarray([len(r.positions) for r in rows], dtype=np.int64),
+                 seconds=np.asarray([r.seconds for r in rows]), proposed=np.asarray([r.proposed for r in rows], dtype=np.int64),
+                 **arrays)  # fmt: skip
+
+
+def load_rows(path: Path) -> list[RerankRow]:
+    """The rows ``save_rows`` wrote."""
+    with np.load(path) as saved:
+        data = {name: saved[name] for name in saved.files}
+    bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
+    return [
+        RerankRow(**{name: data[name][a:b] for name in _ARRAYS}, seconds=float(data["seconds"][n]), proposed=int(data["proposed"][n]))
+        for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+    ]
