@@ -442,9 +442,9 @@ def _tune_rerank(
 ) -> dict[str, Any]:
     """A reranking method's weight and mixture (and history length) on the validation rows: each
     row is scored (and, for a union, decoded) once per history length, and every setting is read
-    off those scores. The scores are kept (``tuning/<name>.rows-<history>.npz``): a rerun with
-    another grid, once ``tuning/<name>.json`` is removed, scores nothing again. Its weight 0 is the
-    model ordering the candidates, not the model alone, so nothing is shared with ``genrec``."""
+    off those scores. The scores are kept (``tuning/<name>.rows-<history>.npz``): copied into a new
+    output folder that tries another grid or mixture, they are read, not scored again. Its weight 0
+    is the model ordering the candidates, not the model alone, so nothing is shared with ``genrec``."""
     scored: dict[int, list[RerankRow]] = {}
 
     def validation_ndcg(weight: float, mixture: str, history: int) -> float:
