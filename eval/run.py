@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _numbers(text: str, option: str, kind: type = int) -> tuple:
     try:
         return tuple(kind(part) for part in text.split(",") if part.strip())
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset, data = dataset_from_args(args)
         config = EvalConfig(
             dataset=args.dataset,
-            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            methods=list(_names(args.methods)),
             k=args.k,
             users=args.users,
             seed=args.seed,
@@ -97,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
             data=data,
             tune_users=args.tune_users,
             prior_grid=_numbers(args.prior_grid, "--prior-grid", float),
-            prior_aggregations=tuple(a.strip() for a in args.prior_aggregations.split(",") if a.strip()),
+            prior_aggregations=_names(args.prior_aggregations),
             history_grid=_numbers(args.history_grid, "--history-grid"),
             max_per_family=args.max_per_family,
             dtype=args.dtype,
             num_beams=args.num_beams,
             rerank_candidates=args.rerank_candidates,
             rerank_grid=_numbers(args.rerank_grid, "--rerank-grid", float),
-            rerank_mixtures=tuple(m.strip() for m in args.rerank_mixtures.split(",") if m.strip()),
+            rerank_mixtures=_names(args.rerank_mixtures),
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,

@@ -103,7 +103,8 @@ def score_rows(
             proposed = top_k(scores[n], excluded, protocol.ties, candidates)
             # the beam's scores are the log-probabilities score_titles computes: its titles are not scored twice
             by_beam = {p: r.score for r in found[n] if not excluded[p := catalog.position(r.item_id)]}
-            union, known = proposed.tolist(), set(proposed.tolist())
+            union = proposed.tolist()
+            known = set(union)
             union += [p for p in by_beam if p not in known]
             unscored = [p for p in union if p not in by_beam]
             scored = dict(zip(unscored, score_titles(
