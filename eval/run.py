@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="genrec-rerank+ and genrec-union+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)")
     p.add_argument("--rerank-mixtures", default=",".join(EvalConfig.rerank_mixtures),
                    help="how they combine the two scores, tried with every weight: product (log-scores added), "
-                        "sum (probabilities added) (default: %(default)s)")
+                        "sum (probabilities added), per-token (the product with the model's log-probability per title token) "
+                        "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)

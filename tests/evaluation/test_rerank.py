@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from genrec.evaluation.baselines import Markov
 from genrec.evaluation.fusion import tune_on_validation
 from genrec.evaluation.metrics import top_k
 from genrec.evaluation.protocol import Protocol
-from genrec.evaluation.rerank import RerankRow, load_rows, mixed_list, save_rows
+from genrec.evaluation.rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
 from genrec.evaluation.splits import sample_examples, split_dataset
-from genrec.tasks.rank import score_titles
+from genrec.tasks.rank import score_titles, title_lengths
 from test_harness import chain_dataset, tiny_factory  # noqa: F401  (tiny_factory is a fixture)
 
 
@@ -37,6 +38,12 @@ def test_title_scores_are_what_beam_search_ranks_by(make_rec, template):
     again = score_titles(rec, history, [found[2].title, found[0].item_id], template=template, k=5)
     np.testing.assert_allclose(again, [found[2].score, found[0].score], rtol=0, atol=1e-4)
     assert len(score_titles(rec, history, [], template=template)) == 0
+    # the token counts per-token scores divide by: the tokens the beam writes there, separator included
+    lengths = title_lengths(rec, history, ["i0", "i1", "Up"], template=template, k=5)
+    job = rec.pipeline.prepare(history, template, k=5)
+    index = rec.pipeline.index(job.ctx)
+    assert lengths.tolist() == [len(index.sequence(rec.pipeline.title_number(p))) for p in (0, 1, 7)]
+    assert lengths[1] > lengths[0] >= 2 and len(title_lengths(rec, history, [], template=template)) == 0
 
 
 def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tmp_path, tiny_factory, monkeypatch):
@@ -62,7 +69,7 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     tuned = json.loads((out / "tuning" / "genrec-rerank+markov.json").read_text())
     tried = [(r["mixture"], r["prior_weight"]) for r in tuned["grid"]]
-    assert tried == [(m, w) for m in ("product", "sum") for w in (0.0, 0.5, 1.0)] and len(calls) == 4 + 6
+    assert tried == [(m, w) for m in MIXTURES for w in (0.0, 0.5, 1.0)] and len(calls) == 4 + 6
 
     # the validation rows' scores are kept: another grid, in a folder they are copied to, scores only the test rows
     calls.clear()
@@ -74,9 +81,9 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
     tuned = json.loads((finer / "tuning" / "genrec-rerank+markov.json").read_text())
     assert [(r["mixture"], r["prior_weight"]) for r in tuned["grid"]] == [("sum", 0.25), ("sum", 0.75)] and len(calls) == 6
 
-    # weight 0: the baseline's 12 candidates in the model's order
+    # weight 0 of the product: the baseline's 12 candidates in the model's order
     out = tmp_path / "w0"
-    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.0,), **common), out,
+    run_evaluation(ds, EvalConfig(methods=["genrec-rerank+markov"], rerank_grid=(0.0,), rerank_mixtures=("product",), **common), out,
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     split = split_dataset(ds, tie_break="file_order", seed=1)
     markov = Markov(ds.catalog)
@@ -127,9 +134,9 @@ def test_union_adds_the_beams_titles_to_the_baselines_candidates(tmp_path, tiny_
     assert lists(out, "genrec-union+markov") == lists(out, "markov")
     assert "reranks markov's top 10 and its own top 10" in doc["methods"]["genrec-union+markov"]["mode"]
 
-    # weight 0: the model's order of the union, computed here title by title
+    # weight 0 of the product: the model's order of the union, computed here title by title
     out = tmp_path / "w0"
-    run_evaluation(ds, EvalConfig(methods=["genrec-union+markov"], rerank_grid=(0.0,), **common), out,
+    run_evaluation(ds, EvalConfig(methods=["genrec-union+markov"], rerank_grid=(0.0,), rerank_mixtures=("product",), **common), out,
                    progress=False, recommender_factory=tiny_factory)  # fmt: skip
     added = 0
     for example, got in zip(examples, lists(out, "genrec-union+markov")):
@@ -144,19 +151,29 @@ def test_union_adds_the_beams_titles_to_the_baselines_candidates(tmp_path, tiny_
     assert added > 0  # the beam did reach beyond the baseline's candidates
 
 
-def test_the_two_mixtures_are_a_product_and_a_sum_of_the_experts():
+def test_the_mixtures_are_a_product_a_sum_and_a_per_token_product_of_the_experts():
     catalog = Catalog.from_records([{"item_id": f"i{n}", "title": f"Title {n}"} for n in range(4)])
     protocol = Protocol.for_run(catalog, 2, 0)
     # the model is sure of i2; the prior spreads its mass over i0 and i1, and knows nothing of i2
     model, prior_full = np.log([0.01, 0.01, 0.9]), np.log([0.5, 0.49, 1e-6])
-    row = RerankRow(np.array([0, 1, 2]), model, prior_full - np.logaddexp.reduce(prior_full), prior_full, 0.0, 3)
+    tokens = np.array([2, 2, 3])
+    row = RerankRow(np.array([0, 1, 2]), model, prior_full - np.logaddexp.reduce(prior_full), prior_full, tokens, 0.0, 3)
     # a product needs both to agree: at an even share the prior's veto keeps i2 out
     assert mixed_list(row, 0.5, protocol, "product") == ["i0", "i1"]
     # a sum lets either vouch: i2 takes half the model's 0.9, more than half of either prior share
     assert mixed_list(row, 0.5, protocol, "sum") == ["i2", "i0"]
-    for mixture in ("product", "sum"):
+    for mixture in MIXTURES:
         assert mixed_list(row, 1.0, protocol, mixture) == ["i0", "i1"]
         assert mixed_list(row, 0.0, protocol, mixture) == ["i2", "i0"]
+
+    # a long title's total log-probability is low for its length: per token it is the model's favourite
+    long = RerankRow(np.array([0, 1, 2]), np.array([-4.0, -5.0, -6.0]), np.log([0.34, 0.33, 0.33]), np.log([0.34, 0.33, 0.33]),
+                     np.array([2, 2, 6]), 0.0, 3)  # fmt: skip
+    assert mixed_list(long, 0.0, protocol, "product") == ["i0", "i1"]
+    assert mixed_list(long, 0.0, protocol, "per-token") == ["i2", "i0"]  # -1.0 a token against -2.0 and -2.5
+    # a prior that barely prefers i0 leaves the per-token order; the totals still put the long title last
+    assert mixed_list(long, 0.5, protocol, "per-token") == ["i2", "i0"]
+    assert mixed_list(long, 0.5, protocol, "product") == ["i0", "i1"]
 
 
 def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(tmp_path):
@@ -178,6 +195,14 @@ def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(t
     assert (tuned["mixture"], tuned["prior_weight"]) == ("sum", 0.5) and "prior_aggregation" not in tuned
     assert tuned["valid_NDCG@10_by_mixture"]["sum"] == {"0": 0.1, "0.5": 0.3, "1": 0.1}
 
+    # a reranking method's weight 0 is the model's order of the candidates, per token or not: tried for each mixture
+    per_token_alone = tune_on_validation(
+        lambda weight, mixture, history: 0.4 if (weight, mixture) == (0.0, "per-token") else 0.1, tmp_path / "w0.json", 5,
+        histories=(20,), weights=(0.0, 1.0), aggregations=MIXTURES, alone={}, weighted=True, setting="mixture",
+    )  # fmt: skip
+    assert (per_token_alone["mixture"], per_token_alone["prior_weight"]) == ("per-token", 0.0)
+    assert [r["valid_NDCG@10"] for r in per_token_alone["grid"] if r["prior_weight"] == 0.0] == [0.1, 0.1, 0.4]
+
     older = tmp_path / "genrec-rerank+markov.json"
     older.write_text(json.dumps({"max_history": 20, "prior_weight": 1.0, "prior_aggregation": "logsumexp", "valid_rows": 5}))
     assert tune_on_validation(fake_ndcg, older, 5, histories=(20,), weights=(1.0,), aggregations=("product", "sum"),
@@ -186,15 +211,42 @@ def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(t
 
 def test_kept_rows_read_back_as_they_were_scored(tmp_path):
     rows = [
-        RerankRow(np.array([3, 1, 7]), np.array([-1.5, -2.0, -9.0]), np.log([0.5, 0.3, 0.2]), np.log([0.05, 0.03, 0.02]), 1.25, 2),
-        RerankRow(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0), 0.5, 0),
-        RerankRow(np.array([0]), np.array([-0.5]), np.array([0.0]), np.array([-3.0]), 0.75, 1),
+        RerankRow(np.array([3, 1, 7]), np.array([-1.5, -2.0, -9.0]), np.log([0.5, 0.3, 0.2]), np.log([0.05, 0.03, 0.02]),
+                  np.array([2, 3, 9]), 1.25, 2),  # fmt: skip
+        RerankRow(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), 0.5, 0),
+        RerankRow(np.array([0]), np.array([-0.5]), np.array([0.0]), np.array([-3.0]), np.array([4]), 0.75, 1),
     ]
     save_rows(tmp_path / "rows.npz", rows)
     again = load_rows(tmp_path / "rows.npz")
     assert len(again) == 3
     for a, b in zip(rows, again):
         assert (a.seconds, a.proposed) == (b.seconds, b.proposed)
-        for name in ("positions", "model", "prior", "prior_full"):
+        for name in ("positions", "model", "prior", "prior_full", "tokens"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert again[0].positions.dtype == np.int64
+
+
+def test_rows_kept_without_title_lengths_get_them_without_a_model_pass(tmp_path, tiny_factory, monkeypatch):
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    split = split_dataset(ds, tie_break="file_order", seed=1)
+    markov = Markov(ds.catalog)
+    markov.fit(split)
+    protocol = Protocol.for_run(ds.catalog, 10, 1)
+    rec = tiny_factory(ds.catalog)
+    examples = list(enumerate(sample_examples(split.valid, 4, 1)))
+    rows = score_rows(rec, examples, markov, protocol=protocol, candidates=10, max_history=20, template="next_item", beam=True,
+                      progress=False)  # fmt: skip
+    # as a file from before lengths were kept: no tokens array
+    save_rows(tmp_path / "old.npz", [replace(r, tokens=None) for r in rows])
+    with np.load(tmp_path / "old.npz") as saved:
+        assert "tokens" not in saved.files
+    old = load_rows(tmp_path / "old.npz")
+    assert all(r.tokens is None for r in old)
+    with pytest.raises(ValueError, match="without their title lengths"):
+        mixed_list(old[0], 0.5, protocol, "per-token")
+    assert mixed_list(old[0], 0.5, protocol, "product") == mixed_list(rows[0], 0.5, protocol, "product")
+    monkeypatch.setattr(rerank_module, "score_titles", lambda *a, **kw: pytest.fail("lengths need no model pass"))
+    filled = with_lengths(old, rec, examples, protocol=protocol, max_history=20, template="next_item")
+    for a, b in zip(rows, filled):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        assert len(b.tokens) == len(b.positions) and (b.tokens >= 2).all()

@@ -86,7 +86,7 @@ def tune_on_validation(
     shared through ``alone`` (history -> score) with every other method tuned in the same run (a
     file read back fills it too).
     ``weighted``: the method mixes a prior even when the grid is only weight 0 (a reranking
-    method, whose weight 0 is not the model alone).
+    method, whose weight 0 is not the model alone, and depends on the mixture: per token or not).
     ``setting``: what ``aggregations`` are, as the records name it (``prior_aggregation`` for the
     beam, ``mixture`` for a reranking method).
     Ties go to the smaller weight, then the longer history (on MovieLens, 10 items tied 20 on 50
@@ -112,7 +112,7 @@ def tune_on_validation(
     partial = path.with_name(path.stem + ".partial.jsonl")
     done = _read_partial(partial, valid_rows, setting)
     for (history, _, weight), value in done.items():
-        if weight == 0.0:
+        if weight == 0.0 and not weighted:
             alone.setdefault(history, value)
 
     def score(history: int, aggregation: str, weight: float) -> float:
@@ -130,7 +130,7 @@ def tune_on_validation(
     for history in histories:
         for aggregation in aggregations:
             for weight in weights:
-                if weight == 0.0:
+                if weight == 0.0 and not weighted:
                     if history not in alone:
                         alone[history] = score(history, aggregation, 0.0)
                     scores[history, aggregation, weight] = alone[history]

@@ -35,7 +35,7 @@ from .datasets import Dataset, Example
 from .fusion import FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX, is_fused, is_rerank, is_union, log_scores, prior_of, tune_on_validation
 from .metrics import UserResult, ndcg, popularity_percentiles, summarize, top_k
 from .protocol import PROTOCOL_TEXT, PROTOCOL_VERSION, Protocol, check_credit, cutoffs
-from .rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows
+from .rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
 from .report import write_report
 from .significance import paired_comparison
 from .splits import Split, sample_examples, split_dataset
@@ -451,7 +451,9 @@ def _tune_rerank(
         if history not in scored:
             kept = out_dir / "tuning" / f"{name}.rows-{history}.npz"
             if kept.exists():
-                scored[history] = load_rows(kept)
+                scored[history] = with_lengths(
+                    load_rows(kept), rec, valid, protocol=protocol, max_history=history, template=config.template
+                )  # fmt: skip
             else:
                 scored[history] = score_rows(
                     rec, valid, prior, protocol=protocol, candidates=config.rerank_candidates, max_history=history,

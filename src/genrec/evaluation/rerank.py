@@ -9,9 +9,15 @@ the same mixture the fused beam (``genrec+<baseline>``) searches for over the wh
 it is exact on the candidates rather than approximate over everything: at w = 1 the list is the
 baseline's own, at w = 0 the model orders the baseline's candidates. The model's scores do not
 depend on w, so a row is scored once and every weight of the tuning grid is read off those scores,
-for both mixtures: that product of the two experts, and their sum
+for every mixture: that product of the two experts; their sum
 ``log((1 - w) p_model(title) + w p_prior(item))`` (the prior's softmax over the whole catalog), in
-which an item either expert is sure of stays high however little the other gives it.
+which an item either expert is sure of stays high however little the other gives it; and the
+product with the model's log-probability per title token, ``log p_model(title) / n_tokens``. A
+title's log-probability falls with every token it has, so between candidates it mostly says how
+long their titles are (its spread over a row's candidates is tens of nats, the prior's about one),
+which buries the model's opinion in the product unless w is within a hair of 1; per token it is an
+opinion on a comparable scale. (Beam search still ranks by the total: there the per-token score
+would favour long titles, D3's finding; here the candidates are given, whatever their length.)
 
 ``genrec-union+<baseline>`` adds the model's own top k titles (constrained beam search, whose
 scores are the same log-probabilities) to the candidates, so the list can hold items the baseline
@@ -26,25 +32,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..atomic import atomic_file
-from ..tasks.rank import score_titles
+from ..tasks.rank import score_titles, title_lengths
 from .baselines import ScoredMethod
 from .datasets import Example
 from .fusion import log_scores
 from .metrics import top_k
 from .protocol import Protocol
 
-__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "save_rows", "load_rows"]
+__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "with_lengths", "save_rows", "load_rows"]
 
 #: how the two scores combine: ``product`` (of experts) adds the log-scores, so an item must
-#: please both; ``sum`` (a mixture of experts) adds the probabilities, so either may vouch for it
-MIXTURES = ("product", "sum")
+#: please both; ``sum`` (a mixture of experts) adds the probabilities, so either may vouch for it;
+#: ``per-token`` is the product with the model's log-probability per title token
+MIXTURES = ("product", "sum", "per-token")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class RerankRow:
     # the baseline's log-probabilities over the whole catalog (its softmax over the items the row
     # may recommend): what the ``sum`` mixture adds to the model's, both being distributions there
     prior_full: np.ndarray
+    # how many tokens the model writes for each title there (None: rows kept before lengths were)
+    tokens: np.ndarray | None
     seconds: float  # this row's scoring time, with its share of the baseline's
     proposed: int  # how many of ``positions`` the baseline proposed
 
@@ -112,12 +121,13 @@ def score_rows(
             )))  # fmt: skip
             positions = np.asarray(union, dtype=np.int64)
             model = np.asarray([by_beam[p] if p in by_beam else scored[p] for p in union], dtype=np.float64)
+            tokens = title_lengths(rec, history[-max_history:], [catalog.ids[p] for p in union], template=template, k=protocol.k)
             chosen = scores[n][positions]
             if len(proposed):  # below its candidates the prior's order is not trusted
                 chosen = np.maximum(chosen, scores[n][proposed].min())
             log_prior = chosen - np.logaddexp.reduce(chosen) if len(chosen) else chosen
             full = scores[n][positions] - np.logaddexp.reduce(scores[n][~excluded]) if len(positions) else chosen
-            out.append(RerankRow(positions, model, log_prior, full, time.perf_counter() - t0, len(proposed)))
+            out.append(RerankRow(positions, model, log_prior, full, tokens, time.perf_counter() - t0, len(proposed)))
             bar.update(1)
     bar.close()
     return out
@@ -127,13 +137,17 @@ def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str =
     """The row's top-k item IDs by the ``mixture`` at ``weight``; on a tie the baseline's candidates
     come before the beam's additions, then the run's tie order. ``product``:
     ``(1 - w) log p_model + w log p_prior(. | candidates)``; ``sum``:
-    ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog."""
+    ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog;
+    ``per-token``: ``(1 - w) log p_model / n_tokens + w log p_prior(. | candidates)``."""
+    if mixture == "per-token" and row.tokens is None:
+        raise ValueError("these rows were kept without their title lengths: add them with with_lengths")
+    model = row.model / row.tokens if mixture == "per-token" else row.model
     if weight >= 1.0:
-        mixed = row.prior if mixture == "product" else row.prior_full
+        mixed = row.prior_full if mixture == "sum" else row.prior
     elif weight <= 0.0:
-        mixed = row.model
-    elif mixture == "product":
-        mixed = (1.0 - weight) * row.model + weight * row.prior
+        mixed = model
+    elif mixture != "sum":
+        mixed = (1.0 - weight) * model + weight * row.prior
     else:
         mixed = np.logaddexp(np.log1p(-weight) + row.model, np.log(weight) + row.prior_full)
     added = np.arange(len(row.positions)) >= row.proposed
@@ -141,13 +155,31 @@ def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str =
     return [protocol.catalog.ids[p] for p in row.positions[order[: protocol.k]]]
 
 
-_ARRAYS = ("positions", "model", "prior", "prior_full")
+def with_lengths(
+    rows: Sequence[RerankRow], rec: Any, examples: Sequence[tuple[int, Example]], *, protocol: Protocol, max_history: int,
+    template: str,
+) -> list[RerankRow]:
+    """``rows`` (scored for ``examples`` by ``score_rows`` with these settings) with their titles'
+    token counts, for rows kept without them: counting needs no model pass."""
+    ids = protocol.catalog.ids
+    return [
+        row if row.tokens is not None else replace(row, tokens=title_lengths(
+            rec, list(e.history)[-max_history:], [ids[p] for p in row.positions], template=template, k=protocol.k
+        ))  # fmt: skip
+        for (_, e), row in zip(examples, rows)
+    ]
+
+
+_ARRAYS = ("positions", "model", "prior", "prior_full", "tokens")
 
 
 def save_rows(path: Path, rows: Sequence[RerankRow]) -> None:
     """``rows`` in one ``.npz`` (each array concatenated, with every row's length), written whole
     or not at all, so another grid or mixture is tried on them later without scoring again."""
-    arrays = {name: np.concatenate([getattr(r, name) for r in rows]) if rows else np.zeros(0) for name in _ARRAYS}
+    arrays = {
+        name: np.concatenate([getattr(r, name) for r in rows]) if rows else np.zeros(0)
+        for name in _ARRAYS if all(getattr(r, name) is not None for r in rows)
+    }
     with atomic_file(path, suffix=".npz") as tmp:
         np.savez(tmp, lengths=np.asarray([len(r.positions) for r in rows], dtype=np.int64),
                  seconds=np.asarray([r.seconds for r in rows]), proposed=np.asarray([r.proposed for r in rows], dtype=np.int64),
@@ -160,6 +192,7 @@ def load_rows(path: Path) -> list[RerankRow]:
         data = {name: saved[name] for name in saved.files}
     bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
     return [
-        RerankRow(**{name: data[name][a:b] for name in _ARRAYS}, seconds=float(data["seconds"][n]), proposed=int(data["proposed"][n]))
+        RerankRow(**{name: data[name][a:b] if name in data else None for name in _ARRAYS}, seconds=float(data["seconds"][n]),
+                  proposed=int(data["proposed"][n]))  # fmt: skip
         for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
     ]

@@ -13,7 +13,7 @@ from .host import TaskHost, output_vocabulary
 from .prior import Prior, resolve_prior
 from .results import Recommendation, Recommendations
 
-__all__ = ["rank", "score_titles"]
+__all__ = ["rank", "score_titles", "title_lengths"]
 
 
 def rank(
@@ -59,6 +59,16 @@ def rank(
     return Recommendations(recs, history_used=len(history_positions), prompt_text=prompt_text)
 
 
+def _title_sequences(host: TaskHost, history: Sequence[Any], items: Sequence[Any], template: str, k: int, request: str | None):
+    """The recommendation prompt ``recommend(history, k)`` decodes from, its title index, and each
+    item's title as the tokens beam search writes there (closing separator included)."""
+    pipeline = host.pipeline
+    positions = pipeline.resolve(items, "candidates")
+    job = pipeline.prepare(history, template, request=request, k=k)
+    index = pipeline.index(job.ctx) if positions else None
+    return job, index, [index.sequence(pipeline.title_number(p)) for p in positions] if index else []
+
+
 def score_titles(
     host: TaskHost,
     history: Sequence[Any],
@@ -72,13 +82,24 @@ def score_titles(
     answer to ``template``'s recommendation prompt, the prompt being exactly the one
     ``recommend(history, k)`` decodes from: what constrained beam search ranks titles by (length
     penalty 0), computed for given items in one batched pass instead of searched for."""
-    pipeline = host.pipeline
-    positions = pipeline.resolve(items, "candidates")
-    job = pipeline.prepare(history, template, request=request, k=k)
-    if not positions:
+    job, index, sequences = _title_sequences(host, history, items, template, k, request)
+    if not sequences:
         return np.zeros(0)
-    index = pipeline.index(job.ctx)
-    sequences = [index.sequence(pipeline.title_number(p)) for p in positions]
     return np.asarray(
         score_continuations(host.lm.model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
     )
+
+
+def title_lengths(
+    host: TaskHost,
+    history: Sequence[Any],
+    items: Sequence[Any],
+    *,
+    template: str = "next_item",
+    k: int = 10,
+    request: str | None = None,
+) -> np.ndarray:
+    """How many tokens the model writes for each item's title after that same prompt (the title
+    is tokenised in its context, so the count can differ from the title's own tokenisation): what
+    ``length_normalize`` divides ``score_titles``'s log-probabilities by. No model pass."""
+    return np.asarray([len(seq) for seq in _title_sequences(host, history, items, template, k, request)[2]], dtype=np.int64)
