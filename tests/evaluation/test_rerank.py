@@ -174,6 +174,8 @@ def test_the_mixtures_are_a_product_a_sum_and_a_per_token_product_of_the_experts
     # a prior that barely prefers i0 leaves the per-token order; the totals still put the long title last
     assert mixed_list(long, 0.5, protocol, "per-token") == ["i2", "i0"]
     assert mixed_list(long, 0.5, protocol, "product") == ["i0", "i1"]
+    with pytest.raises(ValueError, match="unknown mixture 'mean': one of product, sum, per-token"):
+        mixed_list(long, 0.5, protocol, "mean")
 
 
 def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(tmp_path):

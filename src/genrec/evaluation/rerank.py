@@ -139,6 +139,8 @@ def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str =
     ``(1 - w) log p_model + w log p_prior(. | candidates)``; ``sum``:
     ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog;
     ``per-token``: ``(1 - w) log p_model / n_tokens + w log p_prior(. | candidates)``."""
+    if mixture not in MIXTURES:
+        raise ValueError(f"unknown mixture {mixture!r}: one of {', '.join(MIXTURES)}")
     if mixture == "per-token" and row.tokens is None:
         raise ValueError("these rows were kept without their title lengths: add them with with_lengths")
     model = row.model / row.tokens if mixture == "per-token" else row.model

@@ -59,7 +59,9 @@ def rank(
     return Recommendations(recs, history_used=len(history_positions), prompt_text=prompt_text)
 
 
-def _title_sequences(host: TaskHost, history: Sequence[Any], items: Sequence[Any], template: str, k: int, request: str | None):
+def _title_sequences(
+    host: TaskHost, history: Sequence[Any], items: Sequence[Any], template: str, k: int, request: str | None
+) -> tuple[Any, Any, list[list[int]]]:
     """The recommendation prompt ``recommend(history, k)`` decodes from, its title index, and each
     item's title as the tokens beam search writes there (closing separator included)."""
     pipeline = host.pipeline
@@ -100,6 +102,7 @@ def title_lengths(
     request: str | None = None,
 ) -> np.ndarray:
     """How many tokens the model writes for each item's title after that same prompt (the title
-    is tokenised in its context, so the count can differ from the title's own tokenisation): what
-    ``length_normalize`` divides ``score_titles``'s log-probabilities by. No model pass."""
+    is tokenised in its context, so the count can differ from the title's own tokenisation): the
+    divisor that makes ``score_titles``'s log-probabilities per token, as ``rank(length_normalize=True)``
+    does for its own prompt. No model pass."""
     return np.asarray([len(seq) for seq in _title_sequences(host, history, items, template, k, request)[2]], dtype=np.int64)
