@@ -84,3 +84,19 @@ def test_cache_root_prefers_argument_then_env(tmp_path, monkeypatch):
     monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "env"))
     assert model_mod.cache_root() == tmp_path / "env"
     assert model_mod.cache_root(tmp_path / "arg") == tmp_path / "arg"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_asked_for_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog, native):
+    import torch
+
+    monkeypatch.setattr(model_mod, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="genrec.model"):
+        assert model_mod.pick_dtype(cpu, "bfloat16") == torch.bfloat16
+        assert model_mod.pick_dtype(cpu, "float32") == torch.float32 and model_mod.pick_dtype(cpu) == torch.float32
+    warned = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
+    if native:
+        assert warned == []
+    else:  # once, for the bfloat16 asked for; float32 and the default say nothing
+        assert len(warned) == 1 and "slower than float32" in warned[0]

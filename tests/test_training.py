@@ -527,9 +527,18 @@ def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(training_mod, "_cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(training_mod, "cpu_has_bf16", lambda: native)
     assert training_mod._mixed_precision("auto") == ("bf16" if native else "no")
     assert training_mod._mixed_precision("no") == "no" and training_mod._mixed_precision("fp16") == "fp16"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_asked_for_on_a_cpu_without_it_is_kept_but_warned_about(monkeypatch, caplog, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training_mod, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="genrec.training.trainer"):
+        assert training_mod._mixed_precision("bf16") == "bf16"
+    assert any("emulated" in r.getMessage() for r in caplog.records) is not native
 
 
 def test_one_process_trains_at_two_precisions(tiny_model_dir, tmp_path):

@@ -151,6 +151,19 @@ def test_union_adds_the_beams_titles_to_the_baselines_candidates(tmp_path, tiny_
     assert added > 0  # the beam did reach beyond the baseline's candidates
 
 
+def test_the_validation_pass_shows_its_progress(tmp_path, tiny_factory, capsys):
+    # on a real catalog the tuning scores (or decodes) hundreds of rows for most of an hour: it must not look hung
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    common = dict(dataset="chain", k=10, users=4, seed=1, batch_size=4, tune_users=4, rerank_candidates=12)
+    config = EvalConfig(methods=["genrec-union+markov", "genrec+markov"], rerank_grid=(0.5,), prior_grid=(0.5,), **common)
+    run_evaluation(ds, config, tmp_path / "out", recommender_factory=tiny_factory)
+    shown = capsys.readouterr().err
+    assert "genrec-union+markov validation (history 20): 100%" in shown
+    assert "genrec+markov validation (w=0.5, logsumexp, history 20): 100%" in shown
+    run_evaluation(ds, config, tmp_path / "quiet", progress=False, recommender_factory=tiny_factory)
+    assert "validation" not in capsys.readouterr().err
+
+
 def test_the_mixtures_are_a_product_a_sum_and_a_per_token_product_of_the_experts():
     catalog = Catalog.from_records([{"item_id": f"i{n}", "title": f"Title {n}"} for n in range(4)])
     protocol = Protocol.for_run(catalog, 2, 0)

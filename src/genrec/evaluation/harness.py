@@ -299,11 +299,13 @@ def evaluate_genrec(
     bar.close()
 
 
-def genrec_ndcg(rec: Any, examples: Sequence[tuple[int, Example]], **decoding: Any) -> float:
+def genrec_ndcg(
+    rec: Any, examples: Sequence[tuple[int, Example]], *, progress: bool = False, name: str = "validation", **decoding: Any
+) -> float:
     """Mean NDCG@10 of ``rec``'s lists on ``examples`` (validation rows: the harness's tuning and
     training's checkpoint selection); ``decoding`` is what ``evaluate_genrec`` takes beside them."""
     found: list[UserResult] = []
-    evaluate_genrec(rec, examples, on_batch=found.extend, progress=False, **decoding)
+    evaluate_genrec(rec, examples, on_batch=found.extend, progress=progress, name=name, **decoding)
     return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
 
 
@@ -414,19 +416,21 @@ def _tune(
     *,
     workers: int,
     ray_address: str | None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """A genrec method's decoding settings (prior weight and aggregation when it has a prior,
     history length when the run gives several) chosen by NDCG@10 on the validation rows."""
     constrained = name != "genrec-free"
     if is_rerank(name):
         assert prior is not None
-        return _tune_rerank(name, rec, valid, prior, config, protocol, out_dir)
+        return _tune_rerank(name, rec, valid, prior, config, protocol, out_dir, progress=progress)
 
     def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
         return genrec_ndcg(
             rec, valid, protocol=protocol, constrained=constrained, max_history=history, template=config.template,
             batch_size=config.batch_size, prior=prior, prior_weight=weight, prior_aggregation=aggregation,
             workers=workers, ray_address=ray_address, model=config.model, dtype=config.dtype,
+            progress=progress, name=f"{name} validation (w={weight}, {aggregation}, history {history})",
         )  # fmt: skip
 
     return tune_on_validation(
@@ -438,7 +442,7 @@ def _tune(
 
 def _tune_rerank(
     name: str, rec: Any, valid: Sequence[tuple[int, Example]], prior: ScoredMethod, config: EvalConfig,
-    protocol: Protocol, out_dir: Path,
+    protocol: Protocol, out_dir: Path, *, progress: bool = True,
 ) -> dict[str, Any]:
     """A reranking method's weight and mixture (and history length) on the validation rows: each
     row is scored (and, for a union, decoded) once per history length, and every setting is read
@@ -457,7 +461,8 @@ def _tune_rerank(
             else:
                 scored[history] = score_rows(
                     rec, valid, prior, protocol=protocol, candidates=config.rerank_candidates, max_history=history,
-                    template=config.template, beam=is_union(name), decode_batch_size=config.batch_size, progress=False,
+                    template=config.template, beam=is_union(name), decode_batch_size=config.batch_size,
+                    progress=progress, name=f"{name} validation (history {history})",
                 )  # fmt: skip
                 save_rows(kept, scored[history])
         credits = [
@@ -566,7 +571,8 @@ def run_evaluation(
             rec = rec or _recommender(catalog, config, recommender_factory)
             valid = valid or list(enumerate(sample_examples(split.valid, config.tune_users, config.seed)))
             tuned = _tune(
-                name, rec, valid, fitted.get(base), config, protocol, out_dir, alone, workers=workers, ray_address=ray_address
+                name, rec, valid, fitted.get(base), config, protocol, out_dir, alone, workers=workers, ray_address=ray_address,
+                progress=progress,
             )
         if pending:
             if canonical in SCORED:

@@ -51,7 +51,7 @@ from ..decoding.vocabulary import OUTPUT_VOCABULARIES, catalog_head
 from ..errors import DataError, require
 from ..evaluation.datasets import Dataset, Example
 from ..evaluation.splits import Split, sample_examples, split_dataset
-from ..model import DEFAULT_MODEL_NAME
+from ..model import DEFAULT_MODEL_NAME, cpu_has_bf16
 from ..recommender import TRAINING_RECORD, Recommender
 from .layers import drop_layers, freeze_lower_layers, parse_layers
 from .schedule import check_schedule, lr_factor
@@ -261,19 +261,17 @@ def _clean_tmp(work: Path) -> None:
 
 
 # ---------------------------------------------------------------------- training
-def _cpu_has_bf16() -> bool:
-    """Native bf16 matrix instructions (AVX512-BF16 or AMX). Only there does bf16 autocast pay
-    off on a CPU (1.6x the fp32 targets/s in eval/README.md); elsewhere it is emulated."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-lived torch.cpu probes
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
 def _mixed_precision(setting: str) -> str:
+    if setting == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
+        log.warning(
+            "bf16 autocast on this CPU (no AVX512-BF16 or AMX) is emulated and slower than fp32: "
+            "--mixed-precision auto picks fp32 here"
+        )
     if setting != "auto":
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if _cpu_has_bf16() else "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
 def _load_trainable(config: TrainConfig, dataset: Dataset) -> Recommender:
