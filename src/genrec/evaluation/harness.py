@@ -416,7 +416,7 @@ def _tune(
     *,
     workers: int,
     ray_address: str | None,
-    progress: bool = True,
+    progress: bool,
 ) -> dict[str, Any]:
     """A genrec method's decoding settings (prior weight and aggregation when it has a prior,
     history length when the run gives several) chosen by NDCG@10 on the validation rows."""
@@ -442,7 +442,7 @@ def _tune(
 
 def _tune_rerank(
     name: str, rec: Any, valid: Sequence[tuple[int, Example]], prior: ScoredMethod, config: EvalConfig,
-    protocol: Protocol, out_dir: Path, *, progress: bool = True,
+    protocol: Protocol, out_dir: Path, *, progress: bool,
 ) -> dict[str, Any]:
     """A reranking method's weight and mixture (and history length) on the validation rows: each
     row is scored (and, for a union, decoded) once per history length, and every setting is read
