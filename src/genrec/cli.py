@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-layers", type=int, default=0,
                    help="keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
     p.add_argument("--teacher", choices=TEACHERS,
-                   help="distil from this baseline too: its distribution over each title's next tokens (see eval/README.md)")
+                   help="distil from this baseline too: its distribution over each title's next tokens (see eval/notes/2026-12-01-movielens-cpu-recipes.md)")
     p.add_argument("--teacher-weight", type=float, default=0.5, help="the teacher's share of a branching token's loss")
     p.add_argument("--teacher-top", type=int, default=64, help="the teacher's heaviest tokens kept per position")
     length = p.add_mutually_exclusive_group()

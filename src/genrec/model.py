@@ -224,7 +224,7 @@ def pick_device(device: str | None = None) -> Any:
 
 def cpu_has_bf16() -> bool:
     """Native bf16 matrix instructions (AVX512-BF16 or AMX). Only there does bf16 pay off on a CPU
-    (training's autocast: 1.6x the fp32 targets/s in eval/README.md); elsewhere it is emulated."""
+    (training's autocast: 1.6x the fp32 targets/s in eval/notes/2026-11-29-training-speed.md); elsewhere it is emulated."""
     import torch
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-lived torch.cpu probes

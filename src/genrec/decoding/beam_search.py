@@ -73,7 +73,7 @@ class Hypothesis:
 #: the forced tokens ride along almost free and save whole calls. A call feeding more rows than
 #: this (several users decoded together) is compute-bound and is needed at nearly every step
 #: anyway, so chains fed ahead for beams that are later pruned cost more than they save
-#: (eval/README.md, "Forced-chain lookahead"); such calls feed one token per beam.
+#: (eval/notes/2026-11-28-decoding-speed.md); such calls feed one token per beam.
 LOOKAHEAD_MAX_ROWS = 16
 
 

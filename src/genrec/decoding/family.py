@@ -3,7 +3,7 @@
 Product catalogs hold families of variants (the same filament in 25 colours, one title apart in
 its last words). A model that likes the family fills the list with them, and the beam with their
 shared prefix: one target colour can earn at most one of those slots (D3's homogeneity problem;
-eval/README.md measures it on Amazon Scientific). The cap keeps a family's best ``limit`` titles.
+eval/notes/2026-12-03-products-training.md measures it on Amazon Scientific). The cap keeps a family's best ``limit`` titles.
 Three rules keep its variants from taking the beam: at each step only a family's best ``limit``
 extensions compete for the beam as usual, the rest are held back and get only the places no other
 candidate fills; an extension that can no longer make its family's best ``limit`` dies; and a list

@@ -24,7 +24,7 @@ __all__ = ["load_or_build_index", "index_key", "available_memory", "check_memory
 
 log = logging.getLogger(__name__)
 
-# peak memory of an index build per title, measured at 1M synthetic titles (eval/README.md: 446 MB)
+# peak memory of an index build per title, measured at 1M synthetic titles (eval/notes/2026-11-28-decoding-speed.md)
 # plus headroom for longer titles
 BUILD_BYTES_PER_TITLE = 600
 

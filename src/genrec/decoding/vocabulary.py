@@ -6,7 +6,7 @@ close a title included): every other token is impossible. Constrained decoding o
 such tokens, so a model trained this way spends nothing on telling titles from the rest of the
 language; and its output layer is a matrix product with those rows of the output embeddings only
 (2,945 of SmolLM2's 49,152 on MovieLens): 1.51x the training targets/s of the full vocabulary on
-a 2-core CPU, at the same quality (eval/README.md, "A catalog output vocabulary").
+a 2-core CPU, at the same quality (eval/notes/2026-12-01-movielens-cpu-recipes.md).
 
 A model must be decoded with the vocabulary it was trained with: log-probabilities normalised
 over another set rank beams differently. ``genrec.json`` records it, and ``Recommender`` follows it.

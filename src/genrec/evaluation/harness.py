@@ -81,7 +81,7 @@ class EvalConfig:
     # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
     dtype: str | None = None
     # genrec's beam width (a search keeps max(num_beams, k) beams): part of a run's settings, as a
-    # wider beam finds titles a narrow one prunes (eval/README.md, "A wider beam")
+    # wider beam finds titles a narrow one prunes (eval/notes/2026-12-02-wider-beam.md)
     num_beams: int = 10
     rerank_candidates: int = 50  # genrec-rerank+ and genrec-union+<baseline>: the baseline's top items the model scores
     # genrec-rerank+ and genrec-union+<baseline>'s weights. Free to try (a row is scored once for all of them), and

@@ -169,7 +169,7 @@ class TokenBudgetBatches:
     an order drawn from (seed, epoch), so a resumed run sees the same batches.
 
     ``group_by_length`` fills each batch with sequences of similar length: on product titles a
-    random batch of 8 is 41% padding (eval/README.md), all of it computed and back-propagated.
+    random batch of 8 is 41% padding (eval/notes/2026-11-29-training-speed.md), all of it computed and back-propagated.
     The token budget bounds a step's memory, which the row count alone does not: attention and
     the vocabulary projection grow with the padded width.
     ``phases`` (one number per sequence) orders an epoch: a batch holds one phase, and the phases

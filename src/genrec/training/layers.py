@@ -38,7 +38,7 @@ def freeze_lower_layers(model: Any, n: int) -> None:
     """Keep the input embeddings (and an LM head tied to them) and the ``n`` lowest decoder layers
     as they are. Backpropagation then stops at layer ``n``: no gradient is computed below it, so a
     step costs the forward pass plus the backward pass of the upper layers only (measured in
-    eval/README.md), and the optimizer holds state for the trained weights alone."""
+    eval/notes/2026-12-01-movielens-cpu-recipes.md), and the optimizer holds state for the trained weights alone."""
     layers = decoder_layers(model)
     if n >= len(layers):
         raise DataError(f"freeze_layers={n} leaves nothing to train: the model has {len(layers)} layers")

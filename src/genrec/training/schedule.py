@@ -3,7 +3,7 @@
 ``linear``: one warm-up, then a linear decay to zero at the last step (transformers' linear
 schedule with warm-up). ``restarts``: every epoch its own warm-up and linear decay to zero, the
 peak multiplied by ``restart_decay`` at each new epoch. The second is the schedule of the best
-CPU recipe on MovieLens (eval/README.md): an epoch at 3e-4, then one at 1.5e-4 and one at
+CPU recipe on MovieLens (eval/notes/2026-12-03-movielens-epochs-and-the-hour.md): an epoch at 3e-4, then one at 1.5e-4 and one at
 7.5e-5, each trained as a run of its own; a run with ``restarts`` keeps its optimizer's moments
 across epochs, which the chain of runs did not. As one run, two epochs over each user's three
 most recent windows are the MovieLens recipe that fits about an hour.
