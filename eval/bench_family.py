@@ -19,7 +19,7 @@ from collections import Counter
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genrec.cli import add_dataset_arguments, dataset_from_args
+    from genrec.data.arguments import add_dataset_arguments, dataset_from_args
     from genrec.errors import GenrecError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, dataset) -> list[dict]:
     from genrec import Recommender
     from genrec.decoding import DEFAULT_FAMILY_SHARE, check_family_cap
-    from genrec.evaluation.splits import sample_examples, split_dataset
+    from genrec.data.splits import sample_examples, split_dataset
     from genrec.recommender import trained_template
 
     check_family_cap(args.max_per_family)

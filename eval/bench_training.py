@@ -35,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from genrec.cli import add_dataset_arguments, dataset_from_args
+from genrec.data.arguments import add_dataset_arguments, dataset_from_args
 from genrec.decoding import OUTPUT_VOCABULARIES
 from genrec.errors import DataError, GenrecError
 from genrec.text import TITLE_YEARS

@@ -16,11 +16,11 @@ import logging
 import os
 import sys
 
-from genrec.cli import add_dataset_arguments, dataset_from_args
+from genrec.data.arguments import add_dataset_arguments, dataset_from_args
 from genrec.errors import DataError, GenrecError
 from genrec.evaluation import METHODS, EvalConfig, results_table, run_evaluation
 from genrec.evaluation.fusion import describe_tuning
-from genrec.evaluation.harness import DTYPES
+from genrec.evaluation.config import DTYPES
 from genrec.recommender import trained_template
 
 
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how they combine the two scores, tried with every weight: product (log-scores added), "
                         "sum (probabilities added), per-token (the product with the model's log-probability per title token) "
                         "(default: %(default)s)")
+    p.add_argument("--reuse", metavar="DIR",
+                   help="take the fitted SASRecs and validation tuning of the run in DIR (every setting but "
+                        "--methods and --users must match) instead of computing them again")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = run_evaluation(
             dataset, config, args.out, progress=not args.quiet, overwrite=args.overwrite, workers=args.workers,
-            ray_address=args.ray_address,
+            ray_address=args.ray_address, reuse=args.reuse,
         )  # fmt: skip
     except GenrecError as exc:
         print(f"eval/run.py: error: {exc}", file=sys.stderr)

@@ -16,9 +16,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genrec import Recommender
-from genrec.cli import add_dataset_arguments, dataset_from_args
+from genrec.data.arguments import add_dataset_arguments, dataset_from_args
 from genrec.evaluation import load_results
-from genrec.evaluation.splits import split_dataset
+from genrec.data.splits import split_dataset
 from genrec.tasks.rank import score_titles
 
 

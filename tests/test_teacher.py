@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from genrec import Recommender
-from genrec.evaluation.baselines import Markov
-from genrec.evaluation.fusion import log_scores
-from genrec.evaluation.splits import leave_one_out
+from genrec.baselines.scored import Markov
+from genrec.baselines.fit import log_scores
+from genrec.data.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, collate
 from genrec.training.teacher import soft_targets, title_runs

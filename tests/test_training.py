@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM
 
 from genrec import Catalog, DataError, Recommender
 from genrec.training import trainer as training_mod
-from genrec.evaluation.datasets import Dataset
-from genrec.evaluation.splits import leave_one_out
+from genrec.data.datasets import Dataset
+from genrec.data.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, TokenBudgetBatches, window_phases
 from genrec.training.schedule import lr_factor
@@ -678,7 +678,7 @@ def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, mon
     """Encoding renders every prefix of every window (106 s for all MovieLens 100K windows), so a
     resumed or repeated run reads it back: the same sequences, without rendering; another mode or
     template is another entry; a damaged file is encoded again."""
-    from genrec.evaluation.splits import split_dataset
+    from genrec.data.splits import split_dataset
 
     ds = split_dataset_with_unique_holdouts()
     split = split_dataset(ds)

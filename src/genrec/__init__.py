@@ -8,6 +8,7 @@
 from .catalog import Catalog, LoadReport
 from .errors import (
     CatalogError,
+    ConfigError,
     DataError,
     GenrecError,
     IndexCacheError,
@@ -48,6 +49,7 @@ __all__ = [
     "DataError",
     "PriorError",
     "VocabularyError",
+    "ConfigError",
 ]
 
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "PriorError",
     "VocabularyError",
+    "ConfigError",
 ]
 
 
@@ -83,6 +84,10 @@ class PriorError(GenrecError, ValueError):
     """A collaborative prior of the wrong shape, with NaN or infinite scores, or a weight outside [0, 1]."""
 
 
-
 class VocabularyError(GenrecError, ValueError):
     """An output vocabulary that is unknown, empty, or lacks a token the model is asked to write."""
+
+
+class ConfigError(GenrecError, ValueError):
+    """A setting or argument that no run could use: an unknown name, a value out of its range, or
+    settings that contradict each other (names the setting)."""

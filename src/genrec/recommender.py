@@ -17,7 +17,7 @@ from .catalog import Catalog
 from .decoding import (
     DEFAULT_FAMILY_SHARE, OUTPUT_VOCABULARIES, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
 )  # fmt: skip
-from .errors import CatalogError
+from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
@@ -105,7 +105,7 @@ class Recommender:
                 _check_training_record(Path(model), self.catalog)
         else:
             if tokenizer is None:
-                raise ValueError("pass tokenizer= together with a loaded model")
+                raise ConfigError("pass tokenizer= together with a loaded model")
             lm_device = next(model.parameters()).device
             self.lm = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=type(model).__name__, device=lm_device)
         self.tokenizer = self.lm.tokenizer

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from .errors import ConfigError
 
 __all__ = [
     "ARTICLES",
@@ -83,7 +84,7 @@ def with_years(titles: list[str], years: str = "always") -> list[str]:
     Titles without a year at the end stay as they are.
     """
     if years not in TITLE_YEARS:
-        raise ValueError(f"title years must be one of {', '.join(TITLE_YEARS)}, got {years!r}")
+        raise ConfigError(f"title years must be one of {', '.join(TITLE_YEARS)}, got {years!r}")
     if years == "always":
         return list(titles)
     parts = [split_year(t) for t in titles]
@@ -113,7 +114,7 @@ def short_titles(titles: list[str], min_words: int) -> list[str]:
     space, as the model writes titles (``generation_title``).
     """
     if isinstance(min_words, bool) or not isinstance(min_words, int) or min_words < 1:
-        raise ValueError(f"title words must be a whole number of at least 1, got {min_words!r}")
+        raise ConfigError(f"title words must be a whole number of at least 1, got {min_words!r}")
     words = [title.split() for title in titles]
     full = [normalize_title(" ".join(w)) for w in words]
     cut = [min(min_words, len(w)) for w in words]

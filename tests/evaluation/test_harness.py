@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from genrec import Catalog, DataError, Recommender
-from genrec.evaluation.baselines import ItemKNN, Markov, Popularity
-from genrec.evaluation.datasets import (
+from genrec.baselines.scored import ItemKNN, Markov, Popularity
+from genrec.data.datasets import (
     download_movielens,
     load_d3csv,
     load_dataset,
@@ -23,9 +23,9 @@ from genrec.evaluation.datasets import (
 )
 from genrec.evaluation import EvalConfig, load_results, run_evaluation
 from genrec.evaluation.fusion import describe_tuning, tune_on_validation
-from genrec.evaluation.metrics import full_rank, hit_rate
-from genrec.evaluation.sasrec import SASRec, SASRecConfig
-from genrec.evaluation.splits import leave_one_out, sample_examples
+from genrec.ranking.metrics import full_rank, hit_rate
+from genrec.baselines.sasrec import SASRec, SASRecConfig
+from genrec.data.splits import leave_one_out, sample_examples
 
 from conftest import REPO
 
@@ -171,7 +171,7 @@ def test_leave_one_out_tie_rules(tmp_path):
 
 
 def test_sample_examples_is_seeded():
-    from genrec.evaluation.datasets import Example
+    from genrec.data.datasets import Example
 
     examples = [Example(str(i), (), "x") for i in range(100)]
     a, b = sample_examples(examples, 10, 1), sample_examples(examples, 10, 1)
@@ -193,7 +193,7 @@ def chain_dataset(n_users=40, n_items=30, length=12, seed=0, titles=None):
             rows.append({"user_id": f"u{u}", "item_id": f"m{(start + t) % n_items}", "timestamp": t})
     frame = pd.DataFrame(rows)
     frame["row"] = range(1, len(frame) + 1)
-    from genrec.evaluation.datasets import Dataset
+    from genrec.data.datasets import Dataset
 
     return Dataset(name="chain", catalog=catalog, interactions=frame)
 
@@ -316,6 +316,35 @@ def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_f
         EvalConfig(dataset="chain", methods=["genrec+nothing"]).check()
     with pytest.raises(DataError, match="prior aggregations must be some of logsumexp, max, got mean"):
         EvalConfig(dataset="chain", methods=["genrec+markov"], prior_aggregations=("logsumexp", "mean")).check()
+
+
+def test_reuse_takes_another_runs_tuning_and_gives_a_fresh_runs_numbers(tmp_path, tiny_factory, monkeypatch):
+    """``reuse``: a run over other test users takes the tuning of a run with the same settings
+    (tuning sees validation rows only), decodes no validation row, and scores what a fresh run
+    scores; a run with another setting that decides the numbers is refused by name."""
+    import genrec.evaluation.methods as methods
+
+    ds = chain_dataset(n_users=12, n_items=20, length=8)
+    config = EvalConfig(dataset="chain", methods=["genrec+markov"], k=10, users=4, seed=1,
+                        batch_size=4, tune_users=5, prior_grid=(0.0, 1.0))  # fmt: skip
+    run_evaluation(ds, config, tmp_path / "first", progress=False, recommender_factory=tiny_factory)
+    more = EvalConfig(**{**config.__dict__, "users": 7})
+    fresh = run_evaluation(ds, more, tmp_path / "fresh", progress=False, recommender_factory=tiny_factory)
+    validation_decodes = []
+    ndcg = methods.genrec_ndcg
+    monkeypatch.setattr(methods, "genrec_ndcg", lambda *a, **kw: validation_decodes.append(1) or ndcg(*a, **kw))
+    reused = run_evaluation(ds, more, tmp_path / "reused", progress=False, recommender_factory=tiny_factory,
+                            reuse=tmp_path / "first")  # fmt: skip
+    assert validation_decodes == []
+    assert reused["n_users"] == 7
+    timing = {"latency_p50_s", "latency_p95_s", "users_per_s"}
+    got, want = ({k: v for k, v in doc["methods"]["genrec+markov"].items() if k not in timing} for doc in (reused, fresh))
+    assert got == want and "NDCG@10" in got and "tuned" in got
+    with pytest.raises(DataError, match=r"other settings \(k\)"):
+        run_evaluation(ds, EvalConfig(**{**more.__dict__, "k": 12}), tmp_path / "k12", progress=False,
+                       recommender_factory=tiny_factory, reuse=tmp_path / "first")  # fmt: skip
+    with pytest.raises(DataError, match="no run there"):
+        run_evaluation(ds, more, tmp_path / "other", progress=False, reuse=tmp_path / "nothing")
 
 
 def test_tuning_tries_every_weight_with_every_aggregation(tmp_path, tiny_factory):
@@ -512,12 +541,12 @@ def test_dtype_is_the_runs_and_reaches_the_model(tmp_path, tiny_model_dir):
     checked before any work."""
     import torch
 
-    from genrec.evaluation.harness import _recommender
+    from genrec.evaluation.methods import build_recommender
 
     ds = chain_dataset(n_users=8, length=5)
     config = EvalConfig(dataset="chain", methods=["genrec"], k=10, users=3, seed=1, batch_size=3,
                         model=str(tiny_model_dir), dtype="bfloat16")  # fmt: skip
-    assert _recommender(ds.catalog, config, None).lm.model.dtype == torch.bfloat16
+    assert build_recommender(ds.catalog, config).lm.model.dtype == torch.bfloat16
     run_evaluation(ds, config, tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "run_config.json").read_text())["dtype"] == "bfloat16"
     with pytest.raises(DataError, match="other settings"):

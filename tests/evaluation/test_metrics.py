@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrec.evaluation.metrics import (
+from genrec.ranking.metrics import (
     UserResult,
     full_rank,
     hit_rate,

@@ -9,10 +9,10 @@ import pytest
 
 from genrec import Catalog, DataError, Recommender
 from genrec.evaluation import EvalConfig, run_evaluation
-from genrec.evaluation.datasets import Dataset, Example
-from genrec.evaluation.metrics import rank_in_list
-from genrec.evaluation.protocol import Protocol, check_credit
-from genrec.evaluation.metrics import UserResult
+from genrec.data.datasets import Dataset, Example
+from genrec.ranking.metrics import rank_in_list
+from genrec.ranking.protocol import Protocol, check_credit
+from genrec.ranking.metrics import UserResult
 
 
 def catalog_of(titles: list[str]) -> Catalog:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from genrec import DataError
-from genrec.cli import add_dataset_arguments, dataset_from_args
-from genrec.evaluation.datasets import load_dataset
-from genrec.evaluation.recbole import load_recbole, split_item_text
-from genrec.evaluation.splits import split_dataset
+from genrec.data.arguments import add_dataset_arguments, dataset_from_args
+from genrec.data.datasets import load_dataset
+from genrec.data.recbole import load_recbole, split_item_text
+from genrec.data.splits import split_dataset
 
 from conftest import REPO
 

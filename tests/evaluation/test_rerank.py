@@ -12,12 +12,12 @@ import pytest
 from genrec import Catalog, DataError
 from genrec.evaluation import EvalConfig, run_evaluation
 from genrec.evaluation import rerank as rerank_module
-from genrec.evaluation.baselines import Markov
+from genrec.baselines.scored import Markov
 from genrec.evaluation.fusion import tune_on_validation
-from genrec.evaluation.metrics import top_k
-from genrec.evaluation.protocol import Protocol
+from genrec.ranking.metrics import top_k
+from genrec.ranking.protocol import Protocol
 from genrec.evaluation.rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
-from genrec.evaluation.splits import sample_examples, split_dataset
+from genrec.data.splits import sample_examples, split_dataset
 from genrec.tasks.rank import score_titles, title_lengths
 from test_harness import chain_dataset, tiny_factory  # noqa: F401  (tiny_factory is a fixture)
 

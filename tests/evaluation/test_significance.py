@@ -9,8 +9,8 @@ import pytest
 
 from genrec.errors import DataError
 from genrec.evaluation import paired_comparison
-from genrec.evaluation.harness import _append
-from genrec.evaluation.metrics import UserResult, ndcg
+from genrec.evaluation.results_io import append_results as _append
+from genrec.ranking.metrics import UserResult, ndcg
 from genrec.evaluation.significance import metric_values
 
 from conftest import REPO

@@ -55,6 +55,7 @@ from .index import TitleIndex
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
 from .vocabulary import OutputVocabulary, head_logits
+from ..errors import ConfigError
 
 __all__ = ["Hypothesis", "beam_search"]
 
@@ -188,16 +189,16 @@ def beam_search(
     ``decode_s``.
     """
     if num_beams < 1 or num_return < 1:
-        raise ValueError("num_beams and num_return must be at least 1")
+        raise ConfigError("num_beams and num_return must be at least 1")
     if num_return > num_beams:
-        raise ValueError(f"num_return ({num_return}) cannot exceed num_beams ({num_beams})")
+        raise ConfigError(f"num_return ({num_return}) cannot exceed num_beams ({num_beams})")
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
-        raise ValueError("empty prompt")
+        raise ConfigError("empty prompt")
     check_family_cap(max_per_family, family_share)
     if vocabulary is not None and index is None:
-        raise ValueError("an output vocabulary restricts constrained search only; free text needs the whole vocabulary")
+        raise ConfigError("an output vocabulary restricts constrained search only; free text needs the whole vocabulary")
     device = next(model.parameters()).device
     constraint = None
     if index is not None:
@@ -206,7 +207,7 @@ def beam_search(
             return [[] for _ in prompts]
         max_steps = index.max_depth
     elif max_new_tokens is None:
-        raise ValueError("unconstrained beam search needs max_new_tokens")
+        raise ConfigError("unconstrained beam search needs max_new_tokens")
     else:
         max_steps = max_new_tokens
     settings = _Settings(

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from .index import TitleIndex
+from ..errors import ConfigError
 
 __all__ = ["TitlePrior", "AGGREGATIONS"]
 
@@ -46,7 +47,7 @@ class TitlePrior:
 
     def __init__(self, index: TitleIndex, title_scores: torch.Tensor, *, weight: float, aggregation: str = "logsumexp"):
         if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.weight = float(weight)
         self.aggregation = aggregation
         device = title_scores.device

@@ -10,6 +10,7 @@ from transformers import DynamicCache
 
 from .attention import cache_argument
 from .vocabulary import OutputVocabulary
+from ..errors import ConfigError
 
 __all__ = ["score_continuations"]
 
@@ -33,7 +34,7 @@ def score_continuations(
     if not continuations:
         return []
     if any(len(c) == 0 for c in continuations):
-        raise ValueError("empty continuation")
+        raise ConfigError("empty continuation")
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     cache_arg = cache_argument(model)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import DataError
-from .baselines import ScoredMethod
+from ..baselines.scored import ScoredMethod
 
 __all__ = ["FUSED_PREFIX", "RERANK_PREFIX", "UNION_PREFIX", "is_fused", "is_rerank", "is_union", "prior_of", "log_scores", "tune_on_validation", "describe_tuning"]
 
@@ -33,7 +33,6 @@ FUSED_PREFIX = "genrec+"
 RERANK_PREFIX = "genrec-rerank+"
 UNION_PREFIX = "genrec-union+"
 _PREFIXES = (FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX)
-_FLOOR = 1e-6  # a count or similarity of 0 is unlikely, not impossible
 # what a tuning file written before its second setting was tuned tried: the default
 _UNTUNED = {"prior_aggregation": "logsumexp", "mixture": "product"}
 
@@ -56,14 +55,6 @@ def is_union(name: str) -> bool:
 def prior_of(name: str) -> str:
     """The baseline a fused method uses as its prior."""
     return name[len(next(p for p in _PREFIXES if name.startswith(p))) :]
-
-
-def log_scores(method: ScoredMethod, histories: Sequence[Sequence[str]]) -> np.ndarray:
-    """The baseline's scores for these histories as log-scores, one row per history."""
-    scores = np.asarray(method.score([list(h) for h in histories]), dtype=np.float64)
-    if getattr(method, "scores_are_logits", False):
-        return scores
-    return np.log(np.maximum(scores, 0.0) + _FLOOR)
 
 
 def tune_on_validation(

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..atomic import atomic_file, atomic_write_text
 from .fusion import describe_tuning
-from .metrics import UserResult, ndcg
+from ..ranking.metrics import UserResult, ndcg
 from .significance import PairedComparison
 
 __all__ = ["results_table", "write_report"]

@@ -31,7 +31,7 @@ it is the model's order of the union, so the beam's own list whenever the beam f
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,14 +39,16 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_file
+from ..baselines.fit import log_scores
+from ..baselines.scored import ScoredMethod
+from ..data.datasets import Example
+from ..ranking.metrics import UserResult, top_k
+from ..ranking.protocol import Protocol
+from ..ranking.rows import row_result
 from ..tasks.rank import score_titles, title_lengths
-from .baselines import ScoredMethod
-from .datasets import Example
-from .fusion import log_scores
-from .metrics import top_k
-from .protocol import Protocol
+from ..errors import ConfigError
 
-__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "with_lengths", "save_rows", "load_rows"]
+__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "with_lengths", "save_rows", "load_rows", "evaluate_rerank"]
 
 #: how the two scores combine: ``product`` (of experts) adds the log-scores, so an item must
 #: please both; ``sum`` (a mixture of experts) adds the probabilities, so either may vouch for it;
@@ -140,9 +142,9 @@ def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str =
     ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog;
     ``per-token``: ``(1 - w) log p_model / n_tokens + w log p_prior(. | candidates)``."""
     if mixture not in MIXTURES:
-        raise ValueError(f"unknown mixture {mixture!r}: one of {', '.join(MIXTURES)}")
+        raise ConfigError(f"unknown mixture {mixture!r}: one of {', '.join(MIXTURES)}")
     if mixture == "per-token" and row.tokens is None:
-        raise ValueError("these rows were kept without their title lengths: add them with with_lengths")
+        raise ConfigError("these rows were kept without their title lengths: add them with with_lengths")
     model = row.model / row.tokens if mixture == "per-token" else row.model
     if weight >= 1.0:
         mixed = row.prior_full if mixture == "sum" else row.prior
@@ -198,3 +200,43 @@ def load_rows(path: Path) -> list[RerankRow]:
                   proposed=int(data["proposed"][n]))  # fmt: skip
         for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
     ]
+
+
+def evaluate_rerank(
+    rec: Any,
+    examples: Sequence[tuple[int, Example]],
+    prior: ScoredMethod,
+    *,
+    weight: float,
+    mixture: str = "product",
+    protocol: Protocol,
+    candidates: int,
+    max_history: int,
+    template: str,
+    on_batch: Callable[[list[UserResult]], None],
+    beam: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+    name: str = "genrec-rerank",
+) -> None:
+    """Each row's list: ``prior``'s top ``candidates`` (with ``beam``, and the model's own top k)
+    reordered by the ``mixture`` at ``weight`` (see ``rerank.py``); results are handed over
+    ``batch_size`` rows at a time."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
+    for start in range(0, len(examples), batch_size):
+        batch = list(examples[start : start + batch_size])
+        rows = score_rows(
+            rec, batch, prior, protocol=protocol, candidates=candidates, max_history=max_history, template=template,
+            beam=beam, decode_batch_size=batch_size, progress=False,
+        )  # fmt: skip
+        results = []
+        for (row, example), scored in zip(batch, rows):
+            items = mixed_list(scored, weight, protocol, mixture)
+            result = row_result(row, example, items, protocol.credit(example.target, items), n_outputs=len(items))
+            result.latency_s = scored.seconds
+            results.append(result)
+        on_batch(results)
+        bar.update(len(batch))
+    bar.close()

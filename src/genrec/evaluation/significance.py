@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .metrics import UserResult, hit_rate, mrr, ndcg
+from ..ranking.metrics import UserResult, hit_rate, mrr, ndcg
 
 __all__ = ["PairedComparison", "paired_comparison", "metric_values"]
 

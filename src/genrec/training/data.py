@@ -33,8 +33,8 @@ import torch
 
 from ..atomic import atomic_file
 from ..errors import DataError
-from ..evaluation.datasets import Example
-from ..evaluation.splits import Split
+from ..data.datasets import Example
+from ..data.splits import Split
 from ..tasks import PromptPipeline
 
 __all__ = [

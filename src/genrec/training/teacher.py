@@ -29,12 +29,11 @@ import numpy as np
 
 from ..decoding.index import TitleIndex
 from ..decoding.prior import TitlePrior
+from ..baselines.fit import SCORED, fit_scored, log_scores
+from ..baselines.scored import ScoredMethod
+from ..data.datasets import Dataset
+from ..data.splits import Split
 from ..errors import DataError
-from ..evaluation.baselines import ScoredMethod
-from ..evaluation.datasets import Dataset
-from ..evaluation.fusion import log_scores
-from ..evaluation.harness import SCORED, EvalConfig, fit_scored
-from ..evaluation.splits import Split
 from ..tasks import PromptPipeline
 from .data import IGNORE, Encoded, Soft, Window
 
@@ -55,8 +54,7 @@ def check_teacher(name: str | None, weight: float, top: int) -> None:
 def fit_teacher(name: str, dataset: Dataset, split: Split, *, seed: int, work: Path, progress: bool) -> ScoredMethod:
     """The baseline ``name`` fitted as the harness fits it; a SASRec's weights are kept in
     ``work``, so a resumed run distils from the same teacher."""
-    config = EvalConfig(dataset=dataset.name, methods=[name], seed=seed)
-    return fit_scored(name, dataset.catalog, split, config, work, progress)
+    return fit_scored(name, dataset.catalog, split, seed=seed, saved_dir=work, progress=progress)
 
 
 @dataclass(frozen=True)

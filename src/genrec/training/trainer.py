@@ -49,8 +49,8 @@ from ..atomic import atomic_dir, atomic_file, clean_stale
 from ..decoding import OutputVocabulary, tokenizer_fingerprint
 from ..decoding.vocabulary import OUTPUT_VOCABULARIES, catalog_head
 from ..errors import DataError, require
-from ..evaluation.datasets import Dataset, Example
-from ..evaluation.splits import Split, sample_examples, split_dataset
+from ..data.datasets import Dataset, Example
+from ..data.splits import Split, sample_examples, split_dataset
 from ..model import DEFAULT_MODEL_NAME, cpu_has_bf16
 from ..recommender import TRAINING_RECORD, Recommender
 from .layers import drop_layers, freeze_lower_layers, parse_layers
@@ -540,8 +540,8 @@ def _validate(model: Any, rec: Recommender, rows: list[tuple[int, Example]], con
     run's mixed precision: accelerate's autocast wraps the forward pass). A fresh Recommender
     around the same weights: the training one's prompt-prefix cache holds keys and values computed
     by earlier weights."""
-    from ..evaluation.harness import genrec_ndcg
-    from ..evaluation.protocol import Protocol
+    from ..ranking.protocol import Protocol
+    from ..ranking.rows import genrec_ndcg
 
     scorer = Recommender(
         rec.catalog, model=model, tokenizer=rec.tokenizer, cache_dir=rec.cache_dir, output_vocabulary=config.output_vocabulary

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..catalog import Catalog
-from .datasets import Example
-from .metrics import ndcg, rank_in_list, top_k
-from .splits import Split
+from ..data.datasets import Example
+from ..data.splits import Split
+from ..ranking.metrics import ndcg, rank_in_list, top_k
 
 __all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "validation_ndcg"]
 

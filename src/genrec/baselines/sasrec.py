@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ..catalog import Catalog
-from .baselines import ScoredMethod, validation_ndcg
-from .datasets import Example
-from .splits import Split
+from ..data.datasets import Example
+from ..data.splits import Split
+from .scored import ScoredMethod, validation_ndcg
+from ..errors import ConfigError
 
 __all__ = ["SASRecConfig", "SASRecModel", "SASRec"]
 
@@ -51,7 +52,7 @@ class SASRecConfig:
             return cls(**{"loss": "ce", "hidden": 64, "dropout": 0.5, "eval_every": 2, **overrides})  # type: ignore[arg-type]
         if loss == "bce":
             return cls(**{"loss": "bce", **overrides})  # type: ignore[arg-type]
-        raise ValueError(f"unknown SASRec loss {loss!r} (bce or ce)")
+        raise ConfigError(f"unknown SASRec loss {loss!r} (bce or ce)")
 
 
 class SASRecModel(nn.Module):
@@ -227,7 +228,7 @@ class SASRec(ScoredMethod):
     @torch.inference_mode()
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         if self.model is None:
-            raise RuntimeError("SASRec is not trained: call fit() first")
+            raise ConfigError("SASRec is not trained: call fit() first, or load_state()")
         self.model.eval()
         out = []
         for start in range(0, len(histories), 256):

@@ -1,0 +1,343 @@
+"""The harness's methods, one class per kind, and the registry that names them.
+
+Every kind answers four questions for ``run_evaluation``: what it fits (``fit``), what it chooses
+on validation rows (``tune``), how it ranks the test rows (``evaluate``) and what the report says
+about it (``describe``). Adding a method is one class and one line of ``REGISTRY``.
+
+- ``ScoredBaseline``: pop, markov, itemknn, sasrec-bce, sasrec-ce (and the alias sasrec);
+- ``GenrecBeam``: genrec (constrained beam search) and genrec-free (free text, grounded);
+- ``GenrecPrior``: genrec+<baseline>, the baseline as a prior inside the beam;
+- ``GenrecRerank``: genrec-rerank+<baseline>, the model reranking the baseline's top candidates;
+- ``GenrecUnion``: genrec-union+<baseline>, the same over those and the beam's own titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..baselines.fit import SCORED, fit_scored
+from ..baselines.scored import ScoredMethod
+from ..catalog import Catalog
+from ..data.datasets import Example
+from ..data.splits import Split, sample_examples
+from ..errors import DataError
+from ..ranking.metrics import UserResult, ndcg
+from ..ranking.protocol import Protocol
+from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
+from .config import ALIASES, METHODS, EvalConfig
+from .fusion import FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX, tune_on_validation
+from .rerank import RerankRow, evaluate_rerank, load_rows, mixed_list, save_rows, score_rows, with_lengths
+
+__all__ = ["RunContext", "build_recommender", "Method", "ScoredBaseline", "GenrecBeam", "GenrecPrior", "GenrecRerank", "GenrecUnion",
+           "REGISTRY", "method_for", "check_names"]  # fmt: skip
+
+Rows = list[tuple[int, Example]]
+Store = Callable[[list[UserResult]], None]
+
+
+@dataclass
+class RunContext:
+    """What the methods of one run share: the split, the protocol, the fitted baselines, one
+    Recommender, the seeded validation rows, and the model alone's validation score per history
+    length (decoded once for every genrec method)."""
+
+    catalog: Catalog
+    split: Split
+    config: EvalConfig
+    protocol: Protocol
+    out_dir: Path
+    progress: bool
+    workers: int = 1
+    ray_address: str | None = None
+    recommender_factory: Callable[[Catalog], Any] | None = None
+    fitted: dict[str, ScoredMethod] = field(default_factory=dict)
+    alone: dict[int, float] = field(default_factory=dict)
+    _rec: Any = None
+    _valid: Rows | None = None
+
+    def baseline(self, name: str) -> ScoredMethod:
+        """Baseline ``name`` (an alias resolved), fitted once per run; SASRec's weights kept in the folder."""
+        name = ALIASES.get(name, name)
+        if name not in self.fitted:
+            self.fitted[name] = fit_scored(
+                name, self.catalog, self.split, seed=self.config.seed, sasrec_epochs=self.config.sasrec_epochs,
+                saved_dir=self.out_dir, progress=self.progress,
+            )  # fmt: skip
+        return self.fitted[name]
+
+    def recommender(self) -> Any:
+        if self._rec is None:
+            self._rec = build_recommender(self.catalog, self.config, self.recommender_factory)
+        return self._rec
+
+    def valid(self) -> Rows:
+        """The seeded validation rows every genrec method tunes on."""
+        if self._valid is None:
+            self._valid = list(enumerate(sample_examples(self.split.valid, self.config.tune_users, self.config.seed)))
+        return self._valid
+
+    def decoding(self) -> dict[str, Any]:
+        """What every genrec decode of this run takes besides its rows, history and prior."""
+        config = self.config
+        return dict(
+            protocol=self.protocol, template=config.template, batch_size=config.batch_size, workers=self.workers,
+            ray_address=self.ray_address, model=config.model, dtype=config.dtype,
+        )  # fmt: skip
+
+
+def build_recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[Catalog], Any] | None = None) -> Any:
+    """The Recommender a run's genrec methods decode with, set as the run's settings say."""
+    if factory is not None:
+        rec = factory(catalog)
+        rec.max_per_family = config.max_per_family  # the run's settings decide its numbers
+        rec.num_beams = config.num_beams
+        return rec
+    from ..recommender import Recommender  # lazily: the facade loads models
+
+    return Recommender(catalog, model=config.model, dtype=config.dtype, num_beams=config.num_beams, max_per_family=config.max_per_family)
+
+
+class Method:
+    """One method of a run, named as the user named it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        """Whether ``name`` is a method of this kind."""
+        return False
+
+    def fit(self, ctx: RunContext) -> None:
+        """Fit what the method needs from the training part (nothing by default)."""
+
+    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
+        """Settings chosen on validation rows (None: nothing to choose)."""
+        return None
+
+    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
+        raise NotImplementedError
+
+    def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
+        """What the report says about the method besides its metrics."""
+        return {}
+
+
+class ScoredBaseline(Method):
+    """A baseline that scores the full catalog (``baselines/``)."""
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return ALIASES.get(name, name) in SCORED
+
+    def fit(self, ctx: RunContext) -> None:
+        ctx.baseline(self.name)
+
+    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
+        evaluate_scored(ctx.baseline(self.name), rows, protocol=ctx.protocol, on_batch=store, progress=ctx.progress, name=self.name)
+
+    def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
+        method, canonical = ctx.baseline(self.name), ALIASES.get(self.name, self.name)
+        described: dict[str, Any] = {"alias_of": canonical} if canonical != self.name else {}
+        described["fit_s"] = round(method.fit_s, 2)
+        if method.tuned:
+            described["tuned"] = method.tuned
+        return described
+
+
+class GenrecBeam(Method):
+    """The language model alone: constrained beam search (``genrec``), or free text grounded
+    onto the catalog (``genrec-free``). Tuned only when the run tries several history lengths."""
+
+    mode = "constrained beam search"
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return name in ("genrec", "genrec-free")
+
+    @property
+    def constrained(self) -> bool:
+        return self.name != "genrec-free"
+
+    def prior(self, ctx: RunContext) -> ScoredMethod | None:
+        return None
+
+    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
+        if len(ctx.config.histories()) == 1:
+            return None
+        return self._tune_beam(ctx, weights=(0.0,))
+
+    def _tune_beam(self, ctx: RunContext, weights: tuple[float, ...]) -> dict[str, Any]:
+        """Prior weight and aggregation (with a prior) and history length, by validation NDCG@10."""
+        rec, valid, prior = ctx.recommender(), ctx.valid(), self.prior(ctx)
+
+        def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
+            return genrec_ndcg(
+                rec, valid, constrained=self.constrained, max_history=history, prior=prior, prior_weight=weight,
+                prior_aggregation=aggregation, progress=ctx.progress,
+                name=f"{self.name} validation (w={weight}, {aggregation}, history {history})", **ctx.decoding(),
+            )  # fmt: skip
+
+        return tune_on_validation(
+            validation_ndcg, ctx.out_dir / "tuning" / f"{self.name}.json", len(valid), histories=ctx.config.histories(),
+            weights=weights, aggregations=ctx.config.prior_aggregations,
+            alone=ctx.alone if self.constrained else {},  # free generation is another decode than the beam's
+        )  # fmt: skip
+
+    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
+        tuned = tuned or {}
+        evaluate_genrec(
+            ctx.recommender(), rows, constrained=self.constrained,
+            max_history=tuned.get("max_history", ctx.config.max_history), on_batch=store, progress=ctx.progress,
+            name=self.name, prior=self.prior(ctx), prior_weight=tuned.get("prior_weight", 0.0),
+            prior_aggregation=tuned.get("prior_aggregation"), **ctx.decoding(),
+        )  # fmt: skip
+
+    def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
+        from ..recommender import trained_vocabulary  # lazily: the facade loads models
+
+        config = ctx.config
+        mode = "free generation + grounding" if self.name == "genrec-free" else self.mode_text(config)
+        if tuned is not None:
+            mode += self.tuned_text(tuned)
+            if len(config.histories()) > 1:
+                mode += f", last {tuned['max_history']} history items (tuned on validation)"
+        described = {
+            "model": config.model or "SmolLM2-135M-Instruct (default, zero-shot)",
+            "mode": mode,
+            "template": config.template,
+            "output_vocabulary": trained_vocabulary(config.model),  # what Recommender(model=...) decodes with
+        }
+        if tuned is not None:
+            described["tuned"] = tuned
+        return described
+
+    def mode_text(self, config: EvalConfig) -> str:
+        return self.mode
+
+    def tuned_text(self, tuned: dict[str, Any]) -> str:
+        return ""
+
+
+class GenrecPrior(GenrecBeam):
+    """``genrec+<baseline>``: the baseline's scores as a prior inside the beam, weight (and
+    aggregation, and history length) tuned on validation."""
+
+    prefix = FUSED_PREFIX
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return name.startswith(cls.prefix) and ScoredBaseline.accepts(name[len(cls.prefix) :])
+
+    @property
+    def base(self) -> str:
+        base = self.name[len(self.prefix) :]
+        return ALIASES.get(base, base)
+
+    def fit(self, ctx: RunContext) -> None:
+        ctx.baseline(self.base)
+
+    def prior(self, ctx: RunContext) -> ScoredMethod | None:
+        return ctx.baseline(self.base)
+
+    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
+        return self._tune_beam(ctx, weights=ctx.config.prior_grid)
+
+    def tuned_text(self, tuned: dict[str, Any]) -> str:
+        return f", prior {self.base} (weight tuned on validation)"
+
+
+class GenrecRerank(GenrecPrior):
+    """``genrec-rerank+<baseline>``: the model scores the baseline's top candidates exactly and
+    the two scores are mixed (weight and mixture tuned on validation)."""
+
+    prefix = RERANK_PREFIX
+    beam = False  # the union also decodes the model's own top k
+
+    def mode_text(self, config: EvalConfig) -> str:
+        return f"the model reranks {self.base}'s top {config.rerank_candidates}"
+
+    def tuned_text(self, tuned: dict[str, Any]) -> str:
+        return f", {tuned['mixture']} of the two scores (weight tuned on validation)"
+
+    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
+        """Each validation row is scored (and, for a union, decoded) once per history length, and
+        every setting is read off those scores. The scores are kept
+        (``tuning/<name>.rows-<history>.npz``): copied into a new output folder that tries another
+        grid or mixture, they are read, not scored again. Weight 0 is the model ordering the
+        candidates, not the model alone, so nothing is shared with ``genrec``."""
+        rec, valid, prior, config = ctx.recommender(), ctx.valid(), ctx.baseline(self.base), ctx.config
+        scored: dict[int, list[RerankRow]] = {}
+
+        def validation_ndcg(weight: float, mixture: str, history: int) -> float:
+            if history not in scored:
+                kept = ctx.out_dir / "tuning" / f"{self.name}.rows-{history}.npz"
+                if kept.exists():
+                    rows = load_rows(kept)
+                    scored[history] = with_lengths(rows, rec, valid, protocol=ctx.protocol, max_history=history, template=config.template)
+                else:
+                    scored[history] = score_rows(
+                        rec, valid, prior, protocol=ctx.protocol, candidates=config.rerank_candidates, max_history=history,
+                        template=config.template, beam=self.beam, decode_batch_size=config.batch_size,
+                        progress=ctx.progress, name=f"{self.name} validation (history {history})",
+                    )  # fmt: skip
+                    save_rows(kept, scored[history])
+            credits = [
+                ctx.protocol.credit(e.target, mixed_list(r, weight, ctx.protocol, mixture))
+                for (_, e), r in zip(valid, scored[history])
+            ]
+            return float(np.mean([ndcg(c, 10) for c in credits])) if credits else 0.0
+
+        # the beam's aggregation shapes its per-step prior only; a reranked list depends on the mixture instead
+        return tune_on_validation(
+            validation_ndcg, ctx.out_dir / "tuning" / f"{self.name}.json", len(valid), histories=config.histories(),
+            weights=config.rerank_grid, aggregations=config.rerank_mixtures, alone={}, weighted=True, setting="mixture",
+        )  # fmt: skip
+
+    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
+        assert tuned is not None
+        config = ctx.config
+        evaluate_rerank(
+            ctx.recommender(), rows, ctx.baseline(self.base), weight=tuned["prior_weight"], mixture=tuned["mixture"],
+            protocol=ctx.protocol, candidates=config.rerank_candidates, max_history=tuned["max_history"],
+            template=config.template, on_batch=store, beam=self.beam, batch_size=config.batch_size,
+            progress=ctx.progress, name=self.name,
+        )  # fmt: skip
+
+
+class GenrecUnion(GenrecRerank):
+    """``genrec-union+<baseline>``: the rerank over the baseline's candidates and the beam's own top k."""
+
+    prefix = UNION_PREFIX
+    beam = True
+
+    def mode_text(self, config: EvalConfig) -> str:
+        return f"the model reranks {self.base}'s top {config.rerank_candidates} and its own top {config.k}"
+
+
+#: every kind of method, asked in order whether it takes a name
+REGISTRY: tuple[type[Method], ...] = (ScoredBaseline, GenrecBeam, GenrecRerank, GenrecUnion, GenrecPrior)
+
+
+def method_for(name: str) -> Method:
+    for kind in REGISTRY:
+        if kind.accepts(name):
+            return kind(name)
+    check_names([name])
+    raise AssertionError("unreachable: check_names refuses what no kind accepts")
+
+
+def check_names(names: list[str]) -> None:
+    """A DataError naming every method no kind of the registry takes."""
+    unknown = [n for n in names if not any(kind.accepts(n) for kind in REGISTRY)]
+    if unknown:
+        raise DataError(
+            f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)}, "
+            f"and {FUSED_PREFIX}<baseline>, {RERANK_PREFIX}<baseline> or {UNION_PREFIX}<baseline> "
+            f"for a baseline of {', '.join(SCORED)})"
+        )
