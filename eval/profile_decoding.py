@@ -13,11 +13,9 @@ users in one batch.
 from __future__ import annotations
 
 import argparse
-import importlib
 import random
 import sys
 import time
-from typing import Any
 
 from synthetic import product_titles, synthetic_titles, vocabulary_words
 
@@ -37,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from genrec import Catalog, Recommender
     from genrec.decoding import beam_search
-
-    search = importlib.import_module("genrec.decoding.beam_search")
+    from genrec.decoding.search_types import ModelCall
     rec = Recommender(Catalog.demo(), model=args.model)  # for the tokenizer; rebuilt on the catalog below
     if args.real_catalog:
         catalog = Catalog.from_file(args.real_catalog, sep=args.sep, encoding=args.encoding, header=not args.no_header)
@@ -50,21 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [rec.pipeline.prepare(rng.sample(catalog.ids, 5), "next_item") for _ in range(args.users)]
     index = rec.pipeline.index(jobs[0].ctx)
 
-    calls: list[dict[str, Any]] = []
-    feed, chains = search._feed, search._chains
-
-    def traced_feed(model, cache, state, settings):
-        need = ((state.slots[:, :, -1] < 0) & (state.scores > search.NEG_INF)).view(-1)
-        rows = need.nonzero().view(-1)
-        tokens = int((1 + chains(state, settings, rows)[1]).sum()) if len(rows) else 0
-        keys = cache.layers[0].keys.shape[2]
-        started = time.perf_counter()
-        made = feed(model, cache, state, settings)
-        if made:
-            calls.append({"users": len(set((rows // settings.beams).tolist())), "active": len(state.active), "rows": len(rows),
-                          "tokens": tokens, "width": cache.layers[0].keys.shape[2] - keys, "keys": keys,
-                          "s": time.perf_counter() - started})  # fmt: skip
-        return made
+    calls: list[ModelCall] = []
 
     def run(lookahead: bool) -> tuple[float, dict]:
         calls.clear()
@@ -72,23 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         beam_search(rec.lm.model, [j.prompt_ids for j in jobs], num_beams=10, num_return=10, index=index,
                     banned_titles=[j.banned_titles for j in jobs], pad_token_id=rec.pad_token_id, stats=stats,
-                    lookahead=lookahead)  # fmt: skip
+                    lookahead=lookahead, on_model_call=calls.append)  # fmt: skip
         return time.perf_counter() - started, stats
 
-    search._feed = traced_feed
     run(True)  # warm-up: prompt-prefix cache
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
     for lookahead in (True, False):
         total, stats = run(lookahead)
-        model_s = sum(c["s"] for c in calls)
+        model_s = sum(c.seconds for c in calls)
         print(f"\nlookahead {'on' if lookahead else 'off'}: {total:.2f} s = prefill {stats['prefill_s']:.2f} s + model calls "
               f"{model_s:.2f} s ({len(calls)} calls, {stats['steps']} steps) + masks and bookkeeping "
-              f"{total - stats['prefill_s'] - model_s:.2f} s; tokens fed {sum(c['tokens'] for c in calls)}, "
-              f"padded to {sum(c['users'] * c['width'] for c in calls)}")  # fmt: skip
+              f"{total - stats['prefill_s'] - model_s:.2f} s; tokens fed {sum(c.tokens for c in calls)}, "
+              f"padded to {sum(c.users * c.width for c in calls)}")  # fmt: skip
         print("| call | users run / active | beam rows | tokens fed | width | keys before | s |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c in enumerate(calls, 1):
-            print(f"| {n} | {c['users']} / {c['active']} | {c['rows']} | {c['tokens']} | {c['width']} | {c['keys']} | {c['s']:.3f} |")
+            print(f"| {n} | {c.users} / {c.active} | {c.rows} | {c.tokens} | {c.width} | {c.keys} | {c.seconds:.3f} |")
     return 0
 
 

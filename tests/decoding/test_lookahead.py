@@ -53,7 +53,7 @@ def chains_in_every_call(monkeypatch):
     so that the packing of several users' chains is exercised."""
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("genrec.decoding.beam_search"), "LOOKAHEAD_MAX_ROWS", 10_000)
+    monkeypatch.setattr(importlib.import_module("genrec.decoding.lookahead"), "LOOKAHEAD_MAX_ROWS", 10_000)
 
 
 @pytest.mark.parametrize("titles", [long_titles(60), random_titles(200, seed=5)], ids=["long", "random200"])
@@ -120,3 +120,23 @@ def test_recommender_lookahead_switch_changes_nothing(make_rec):
         a, b = on.recommend(history, k=5), off.recommend(history, k=5)
         assert [r.item_id for r in a] == [r.item_id for r in b]
         assert [r.score for r in a] == pytest.approx([r.score for r in b], rel=2e-6, abs=1e-4)
+
+
+def test_the_step_hook_sees_every_model_call(make_rec, tiny_model):
+    """``on_model_call`` receives each call after the prefill, as the profile tabulates them: with
+    lookahead fewer calls, each feeding its beams' last tokens and their chains; without, one
+    token per live beam. The hook changes nothing about the search."""
+    rec = make_rec(catalog_of(long_titles(40)))
+    for lookahead in (True, False):
+        plain, _, _ = _search(rec, tiny_model, [[rec.catalog.ids[0]]], lookahead)
+        calls = []
+        hyps, stats, _ = _search(rec, tiny_model, [[rec.catalog.ids[0]]], lookahead, on_model_call=calls.append)
+        assert hyps == plain
+        assert len(calls) == stats["model_calls"] - 1  # the prefill is not a step's call
+        assert all(c.users == 1 and c.active == 1 and 1 <= c.rows <= 6 and c.seconds >= 0 for c in calls)
+        prompt = len(rec.pipeline.prepare([rec.catalog.ids[0]], "next_item").prompt_ids)
+        assert calls and calls[0].keys == prompt and all(c.keys >= prompt for c in calls)  # the prompt, then beams
+        if lookahead:
+            assert sum(c.tokens for c in calls) > sum(c.rows for c in calls)  # chains rode along
+        else:
+            assert all(c.tokens == c.rows == c.width for c in calls)

@@ -9,15 +9,15 @@ title index (``TitleConstraint``), so the cost of the constraint does not grow w
 Lookahead: most title tokens are not decisions (a trie node with one child). When a beam's last
 token leads into such a chain, the chain is fed in the same model call as that token, and the
 log-probability of every forced token and the full row where the chain ends are kept
-(``_Ahead``). The steps that walk the chain take their log-probabilities from there; the model is
+(``Ahead``). The steps that walk the chain take their log-probabilities from there; the model is
 called at a step only when some live beam has just taken a token whose logits are not known. The
 search stays step-synchronous, so candidates, order and scores are those of calling the model
 every step.
 
 One step, in the order ``beam_search`` runs them:
 
-- ``_feed``: the model on every live beam whose last token is not in the cache (plus its chain);
-- ``_step_logp``: each beam's next-token log-probabilities, from its last call;
+- ``feed`` (``lookahead.py``): the model on every live beam whose last token is not in the cache (plus its chain);
+- ``step_logp``: each beam's next-token log-probabilities, from its last call;
 - ``_mask``: tokens that continue no allowed title set to -inf (constrained search), and the
   allowed ones mixed with a collaborative prior when there is one (``TitlePrior``); under a
   family cap (``FamilyCap``), those that can no longer make their family's best titles are set to
@@ -27,8 +27,8 @@ One step, in the order ``beam_search`` runs them:
 - ``_finish``: candidates that complete a title (or end free text) become hypotheses;
 - ``_select``: the best ``beams`` unfinished candidates become the next step's beams (spare ones
   only for places no other candidate fills: one family cannot crowd out the rest of the beam);
-- ``_drop_done``: users whose top ``num_return`` can no longer change leave the batch;
-- ``_compact``: the cache keys of pruned beams are dropped once they are half the generated keys.
+- ``drop_done`` (``kv_rows.py``, as ``compact``): users whose top ``num_return`` can no longer change leave the batch;
+- ``compact``: the cache keys of pruned beams are dropped once they are half the generated keys.
 
 Search semantics follow transformers' beam search (the same candidates are kept at every step, so
 the two agree on the same model and prompt), with two differences that matter for
@@ -40,109 +40,25 @@ length penalty 0 the search stops as soon as the k best finished titles can no l
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
-from .attention import cache_argument, left_pad, tree_mask
+from ..errors import ConfigError
+from .attention import cache_argument, left_pad
 from .constraint import NEG_INF, TitleConstraint
 from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
 from .index import TitleIndex
+from .kv_rows import compact, drop_done
+from .lookahead import feed, step_logp
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
-from .vocabulary import OutputVocabulary, head_logits
-from ..errors import ConfigError
+from .search_types import CANDIDATE_FIELDS, Ahead, Candidates, Hypothesis, ModelCall, SearchSettings, SearchState
+from .vocabulary import OutputVocabulary
 
-__all__ = ["Hypothesis", "beam_search"]
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    """A finished beam: its tokens (end marker included), score and, when constrained, its trie leaf."""
-
-    tokens: tuple[int, ...]
-    score: float
-    node: int = -1
-    finished: bool = True
-
-
-#: Lookahead pays while a model call is memory-bound (a handful of beam rows: one user's beams):
-#: the forced tokens ride along almost free and save whole calls. A call feeding more rows than
-#: this (several users decoded together) is compute-bound and is needed at nearly every step
-#: anyway, so chains fed ahead for beams that are later pruned cost more than they save
-#: (eval/notes/2026-11-28-decoding-speed.md); such calls feed one token per beam.
-LOOKAHEAD_MAX_ROWS = 16
-
-
-@dataclass(frozen=True)
-class _Settings:
-    """What stays fixed during one search."""
-
-    beams: int
-    num_return: int
-    max_steps: int
-    length_penalty: float
-    pad_token_id: int
-    constraint: TitleConstraint | None
-    prior: TitlePrior | None
-    eos: torch.Tensor | None
-    cache_arg: str
-    mask_dtype: torch.dtype
-    lookahead: bool
-    vocabulary: OutputVocabulary | None
-
-
-@dataclass
-class _Ahead:
-    """Per beam row, what its last model call computed for the steps to come: the forced tokens
-    it was fed ahead (a chain of single-child trie nodes), each one's log-probability, the cache
-    slot each sits in, and the full next-token row where the chain ends."""
-
-    tokens: torch.Tensor  # [rows, width] forced tokens, in order (-1: none)
-    logp: torch.Tensor  # [rows, width] log-probability of each forced token
-    slots: torch.Tensor  # [rows, width] cache slot of each (-1: not fed: a title's end marker)
-    length: torch.Tensor  # [rows] forced tokens known
-    taken: torch.Tensor  # [rows] of those, how many the beam has taken
-    row: torch.Tensor  # [rows, vocab] log-probabilities after the last fed token
-
-    def select(self, rows: torch.Tensor) -> _Ahead:
-        return _Ahead(*(t[rows] for t in (self.tokens, self.logp, self.slots, self.length, self.taken, self.row)))
-
-
-@dataclass
-class _State:
-    """The live beams of the users still decoding (one row per user, ``beams`` per row)."""
-
-    active: torch.Tensor  # original user number of each row
-    scores: torch.Tensor  # [users, beams] running log-probabilities (-inf: no beam)
-    generated: torch.Tensor  # [users, beams, step] tokens so far
-    slots: torch.Tensor  # [users, beams, step] where each token's key sits among the generated keys (-1: not fed yet)
-    prompt_keep: torch.Tensor  # [users, prompt] real (not padding) prompt positions
-    first_position: torch.Tensor  # [users] position id of the first generated token
-    nodes: torch.Tensor | None  # [users * beams] trie node of each beam (constrained)
-    last_token: torch.Tensor | None  # [users, beams] the token each beam took last
-    ahead: _Ahead
-    n_keys: int = 0  # generated-key slots in the cache (the same count for every user)
-    step: int = 0
-
-
-@dataclass
-class _Candidates:
-    """The best (beam, token) extensions of one step, ``2 * beams`` per user, best first (then,
-    under a family cap, the best ``beams`` of the held-back ones: ``spare``)."""
-
-    scores: torch.Tensor
-    beam_of: torch.Tensor
-    token: torch.Tensor
-    parent_row: torch.Tensor
-    valid: torch.Tensor
-    child: torch.Tensor
-    is_final: torch.Tensor
-    spare: torch.Tensor | None = None
+__all__ = ["Hypothesis", "SearchSettings", "ModelCall", "beam_search"]
 
 
 @torch.inference_mode()
@@ -165,6 +81,7 @@ def beam_search(
     max_per_family: int | None = None,
     family_share: float = DEFAULT_FAMILY_SHARE,
     vocabulary: OutputVocabulary | None = None,
+    on_model_call: Callable[[ModelCall], None] | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -187,6 +104,9 @@ def beam_search(
     ``stats``, when given, receives ``steps`` (decoding steps run), ``model_calls`` (prefill
     included), ``compactions`` (times the keys of pruned beams were dropped), ``prefill_s`` and
     ``decode_s``.
+    ``on_model_call`` (a step hook), when given, is called with every model call after the prefill
+    (``ModelCall``: users, beam rows and tokens fed, padded width, keys, seconds): what
+    ``eval/profile_decoding.py`` tabulates.
     """
     if num_beams < 1 or num_return < 1:
         raise ConfigError("num_beams and num_return must be at least 1")
@@ -210,7 +130,7 @@ def beam_search(
         raise ConfigError("unconstrained beam search needs max_new_tokens")
     else:
         max_steps = max_new_tokens
-    settings = _Settings(
+    settings = SearchSettings(
         beams=num_beams,
         num_return=num_return,
         max_steps=max_steps,
@@ -238,8 +158,12 @@ def beam_search(
     for step in range(max_steps):
         state.step, steps = step, step + 1
         if step > 0:
-            calls += _feed(model, cache, state, settings)
-        logp, spare = _mask(_step_logp(state), state, settings, cap, finished)
+            call = feed(model, cache, state, settings)
+            if call is not None:
+                calls += 1
+                if on_model_call is not None:
+                    on_model_call(call)
+        logp, spare = _mask(step_logp(state), state, settings, cap, finished)
         candidates = _score(logp, state, settings, spare)
         _finish(candidates, state, settings, finished)
         _select(candidates, state, settings, finished)
@@ -247,8 +171,8 @@ def beam_search(
         if bool(done.all()):
             break
         if bool(done.any()):
-            _drop_done(state, cache, done)
-        compactions += _compact(state, cache)
+            drop_done(state, cache, done)
+        compactions += compact(state, cache)
 
     if stats is not None:
         stats.update(steps=steps, model_calls=calls, compactions=compactions, prefill_s=prefilled - started, decode_s=time.perf_counter() - prefilled)
@@ -263,10 +187,10 @@ def _prefill(
     model: Any,
     cache: DynamicCache,
     prompts: Sequence[Sequence[int]],
-    settings: _Settings,
+    settings: SearchSettings,
     prefix_cache: PrefixCache | None,
     device: Any,
-) -> _State:
+) -> SearchState:
     """Run every prompt once (after the shared prefix, when cached); the initial state: one live
     beam per user, whose first step's log-probabilities are known."""
     n_users, beams = len(prompts), settings.beams
@@ -298,7 +222,7 @@ def _prefill(
         nodes = nodes.view(-1)
     rows = n_users * beams
     width = max(1, settings.max_steps)
-    ahead = _Ahead(
+    ahead = Ahead(
         tokens=torch.full((rows, width), -1, dtype=torch.long, device=device),
         logp=torch.zeros((rows, width), device=device),
         slots=torch.full((rows, width), -1, dtype=torch.long, device=device),
@@ -306,7 +230,7 @@ def _prefill(
         taken=torch.zeros(rows, dtype=torch.long, device=device),
         row=logp,
     )
-    return _State(
+    return SearchState(
         active=torch.arange(n_users, device=device),
         scores=scores,
         generated=torch.zeros((n_users, beams, 0), dtype=torch.long, device=device),
@@ -319,159 +243,8 @@ def _prefill(
     )
 
 
-def _chains(state: _State, settings: _Settings, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forced tokens after each of ``rows``' nodes (``[rows, m]``, -1 padded) and how many of
-    them to feed: all but a last one that ends a title (its logits are never needed)."""
-    device = rows.device
-    if not settings.lookahead or len(rows) > max(settings.beams, LOOKAHEAD_MAX_ROWS):
-        none = torch.zeros(len(rows), dtype=torch.long, device=device)
-        return torch.zeros((len(rows), 0), dtype=torch.long, device=device), none
-    arrays = settings.constraint.arrays
-    node = state.nodes[rows]
-    length = arrays["forced"][node].long()
-    longest = int(length.max()) if len(rows) else 0
-    tokens = torch.full((len(rows), longest), -1, dtype=torch.long, device=device)
-    fed = length.clone()
-    for i in range(longest):
-        going = i < length
-        child = arrays["first_child"][node].long()
-        node = torch.where(going, child, node)
-        tokens[:, i] = torch.where(going, arrays["token"][child].long(), tokens[:, i])
-        ends_title = going & (i == length - 1) & (arrays["n_children"][node] == 0)
-        fed = torch.where(ends_title, fed - 1, fed)
-    return tokens, fed
-
-
-def _feed(model: Any, cache: DynamicCache, state: _State, settings: _Settings) -> int:
-    """Run the model on every live beam whose last token is not in the cache yet, followed by its
-    forced chain (lookahead); store what it computes in ``state.ahead``. Returns the calls made
-    (0 when every live beam is served from earlier lookahead)."""
-    n_active, beams = len(state.active), settings.beams
-    device = state.scores.device
-    need = ((state.slots[:, :, -1] < 0) & (state.scores > NEG_INF)).view(-1)
-    rows = need.nonzero().view(-1)
-    if len(rows) == 0:
-        return 0
-    chain, fed = _chains(state, settings, rows)
-    span = 1 + fed  # queries per fed beam: its last token, then the fed part of its chain
-    user = rows // beams
-    # pack each user's queries side by side: beam rows in order, each its span
-    ends = torch.zeros(n_active, dtype=torch.long, device=device).index_add_(0, user, span)
-    width = int(ends.max())
-    start_in_user = torch.cumsum(span, 0) - span - (torch.cumsum(ends, 0) - ends)[user]
-    n_queries = int(span.sum())
-    query_row = torch.repeat_interleave(torch.arange(len(rows), device=device), span)  # index into rows
-    offset = torch.arange(n_queries, device=device) - torch.repeat_interleave(torch.cumsum(span, 0) - span, span)
-    column = start_in_user[query_row] + offset
-    # only the users with something to feed are run: the others' rows would be all padding
-    callers = torch.unique(user)
-    run_all = len(callers) == n_active or any(type(layer) is not DynamicLayer for layer in cache.layers)
-    if run_all:
-        callers = torch.arange(n_active, device=device)
-    local = torch.full((n_active,), -1, dtype=torch.long, device=device)
-    local[callers] = torch.arange(len(callers), device=device)
-    q_user = local[user[query_row]]  # the query's row in this call
-    tokens = torch.cat([state.last_token.view(-1)[rows].unsqueeze(1), chain.clamp(min=0)], dim=1)
-    input_ids = torch.full((len(callers), width), settings.pad_token_id, dtype=torch.long, device=device)
-    input_ids[q_user, column] = tokens[query_row, offset]
-    first_position = state.first_position[callers]
-    positions = first_position.view(-1, 1).expand(len(callers), width).clone()
-    positions[q_user, column] = first_position[q_user] + state.step - 1 + offset
-    flat_slots = state.slots.view(n_active * beams, -1)
-    earlier = flat_slots[rows[query_row], :-1]  # all fed: only a beam's last token waits
-    mask = tree_mask(
-        state.prompt_keep[callers], earlier, q_user, column, start_in_user[query_row], state.n_keys, width, settings.mask_dtype
-    )
-    call_cache = cache if run_all else _rows_of(cache, callers, model.config)
-    decoder = model.base_model
-    out = decoder(
-        input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **{settings.cache_arg: call_cache}
-    )
-    if not run_all:
-        _append_rows(cache, call_cache, callers, width)
-    hidden = out.last_hidden_state[q_user, column]  # [queries, hidden], in rows order
-    base_slot = state.n_keys + start_in_user  # slot of each fed beam's last token
-    state.n_keys += width
-    flat_slots[rows, -1] = base_slot
-    _store_ahead(model, state, settings.vocabulary, rows, chain, fed, hidden, query_row, offset, base_slot)
-    return 1
-
-
-def _rows_of(cache: DynamicCache, users: torch.Tensor, config: Any) -> DynamicCache:
-    """A cache holding only ``users``' rows of ``cache`` (a copy)."""
-    part = DynamicCache(config=config)
-    for layer_idx, layer in enumerate(cache.layers):
-        part.update(layer.keys[users], layer.values[users], layer_idx)
-    return part
-
-
-def _append_rows(cache: DynamicCache, part: DynamicCache, users: torch.Tensor, width: int) -> None:
-    """Append the ``width`` keys a call on ``users``' rows added to ``part`` to every row of
-    ``cache``: the other users get masked placeholders in those slots, which no query ever sees."""
-    for layer, part_layer in zip(cache.layers, part.layers):
-        for name in ("keys", "values"):
-            full, added = getattr(layer, name), getattr(part_layer, name)[:, :, -width:]
-            grown = full.new_zeros((full.shape[0], full.shape[1], width, full.shape[3]))
-            grown[users] = added
-            setattr(layer, name, torch.cat([full, grown], dim=2))
-
-
-def _store_ahead(
-    model: Any, state: _State, vocabulary: OutputVocabulary | None, rows: torch.Tensor, chain: torch.Tensor, fed: torch.Tensor, hidden: torch.Tensor,
-    query_row: torch.Tensor, offset: torch.Tensor, base_slot: torch.Tensor,
-) -> None:  # fmt: skip
-    """From the fed beams' hidden states: each forced token's log-probability (only its logit and
-    the normaliser: no full row is kept for a forced step) and the full row after the last fed
-    token. The LM head runs in chunks, so long chains never hold every position's logits at once;
-    with an output ``vocabulary`` it computes that vocabulary's columns only."""
-    ahead = state.ahead
-    n_chain = chain.shape[1]
-    ahead.tokens[rows] = -1
-    ahead.slots[rows] = -1
-    if n_chain:
-        ahead.tokens[rows, :n_chain] = chain
-        fed_slots = base_slot.view(-1, 1) + 1 + torch.arange(n_chain, device=rows.device).view(1, -1)
-        ahead.slots[rows, :n_chain] = torch.where(torch.arange(n_chain, device=rows.device).view(1, -1) < fed.view(-1, 1), fed_slots, -1)
-    ahead.length[rows] = (chain >= 0).sum(dim=1)
-    ahead.taken[rows] = 0
-    is_last = offset == fed[query_row]  # the query whose full row is kept
-    next_token = torch.full_like(offset, -1)
-    forced_query = offset < ahead.length[rows][query_row]
-    next_token[forced_query] = chain[query_row[forced_query], offset[forced_query]]
-    chunk = 1024
-    for lo in range(0, len(hidden), chunk):
-        logits = head_logits(model, hidden[lo : lo + chunk], vocabulary)
-        norm = torch.logsumexp(logits, dim=-1)
-        q = slice(lo, lo + len(logits))
-        forced = forced_query[q].nonzero().view(-1)
-        if len(forced):
-            column = next_token[q][forced]
-            if vocabulary is not None:
-                column = vocabulary.slots_of(column)
-            values = logits[forced, column] - norm[forced]
-            ahead.logp[rows[query_row[q][forced]], offset[q][forced]] = values
-        last = is_last[q].nonzero().view(-1)
-        if len(last):
-            row = logits[last] - norm[last].unsqueeze(1)
-            ahead.row[rows[query_row[q][last]]] = vocabulary.spread(row) if vocabulary is not None else row
-
-
-def _step_logp(state: _State) -> torch.Tensor:
-    """Each beam's next-token log-probabilities: one forced entry while it is on a chain fed
-    ahead, else the full row its last call computed."""
-    ahead = state.ahead
-    on_chain = (ahead.taken < ahead.length).nonzero().view(-1)
-    if len(on_chain) == 0:
-        return ahead.row
-    logp = ahead.row.clone()
-    logp[on_chain] = NEG_INF
-    at = ahead.taken[on_chain]
-    logp[on_chain, ahead.tokens[on_chain, at]] = ahead.logp[on_chain, at]
-    return logp
-
-
 def _mask(
-    logp: torch.Tensor, state: _State, settings: _Settings, cap: FamilyCap | None, finished: list[list[Hypothesis]]
+    logp: torch.Tensor, state: SearchState, settings: SearchSettings, cap: FamilyCap | None, finished: list[list[Hypothesis]]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The step's scores of every (beam, token), and under a family cap the held-back ones apart."""
     if settings.constraint is None:
@@ -493,20 +266,17 @@ def _mask(
     return settings.constraint.keep(logp, row, token, kept), settings.constraint.keep(logp, row[held], token[held], mixed[held])
 
 
-def _score(logp: torch.Tensor, state: _State, settings: _Settings, spare: torch.Tensor | None = None) -> _Candidates:
+def _score(logp: torch.Tensor, state: SearchState, settings: SearchSettings, spare: torch.Tensor | None = None) -> Candidates:
     main = _top(logp, state, settings, 2 * settings.beams)
     if spare is None:
         return main
     extra = _top(spare, state, settings, settings.beams)
-    joined = [torch.cat([getattr(main, name), getattr(extra, name)], dim=1) for name in _CANDIDATE_FIELDS]
+    joined = [torch.cat([getattr(main, name), getattr(extra, name)], dim=1) for name in CANDIDATE_FIELDS]
     flags = torch.zeros_like(main.valid)
-    return _Candidates(*joined, spare=torch.cat([flags, torch.ones_like(extra.valid)], dim=1))
+    return Candidates(*joined, spare=torch.cat([flags, torch.ones_like(extra.valid)], dim=1))
 
 
-_CANDIDATE_FIELDS = ("scores", "beam_of", "token", "parent_row", "valid", "child", "is_final")
-
-
-def _top(logp: torch.Tensor, state: _State, settings: _Settings, n: int) -> _Candidates:
+def _top(logp: torch.Tensor, state: SearchState, settings: SearchSettings, n: int) -> Candidates:
     """The best ``n`` (beam, token) extensions per user of ``logp``, best first."""
     n_active, beams = len(state.active), settings.beams
     vocab = logp.shape[-1]
@@ -524,10 +294,10 @@ def _top(logp: torch.Tensor, state: _State, settings: _Settings, n: int) -> _Can
     else:
         child = torch.full_like(token, -1)
         is_final = torch.isin(token, settings.eos) & valid if len(settings.eos) else torch.zeros_like(valid)
-    return _Candidates(top_scores, beam_of, token, parent_row, valid, child, is_final)
+    return Candidates(top_scores, beam_of, token, parent_row, valid, child, is_final)
 
 
-def _finish(candidates: _Candidates, state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> None:
+def _finish(candidates: Candidates, state: SearchState, settings: SearchSettings, finished: list[list[Hypothesis]]) -> None:
     """Record the candidates that complete a title; like transformers, only those ranked within
     the first ``beams`` may finish (and any spare one: a held-back variant can still close a list)."""
     rank = torch.arange(candidates.scores.shape[1], device=candidates.scores.device).view(1, -1)
@@ -544,7 +314,7 @@ def _finish(candidates: _Candidates, state: _State, settings: _Settings, finishe
         finished[user].append(Hypothesis(tokens=tokens, score=float(candidates.scores[u, j]) / penalty, node=node))
 
 
-def _select(candidates: _Candidates, state: _State, settings: _Settings, finished: list[list[Hypothesis]]) -> None:
+def _select(candidates: Candidates, state: SearchState, settings: SearchSettings, finished: list[list[Hypothesis]]) -> None:
     """The best ``beams`` unfinished candidates become the beams; each inherits its parent's
     tokens, their cache slots and its lookahead. Free text that reached the length limit is returned unfinished, as
     transformers does."""
@@ -588,7 +358,7 @@ def _select(candidates: _Candidates, state: _State, settings: _Settings, finishe
             )
 
 
-def _users_done(state: _State, settings: _Settings, finished: list[list[Hypothesis]], cap: FamilyCap | None) -> torch.Tensor:
+def _users_done(state: SearchState, settings: SearchSettings, finished: list[list[Hypothesis]], cap: FamilyCap | None) -> torch.Tensor:
     """Which active users can stop: no live beam left, the best live beam cannot beat the
     ``num_return``-th finished one of the list (exact when length_penalty is 0), or the length limit."""
     best_running = state.scores.max(dim=1).values.tolist()  # (under a family cap, spare beams come last whatever their score)
@@ -609,61 +379,3 @@ def _users_done(state: _State, settings: _Settings, finished: list[list[Hypothes
             current = best_running[u] / float(state.step + 1) ** settings.length_penalty
             done.append(len(scores) >= n and current <= scores[n - 1])
     return torch.tensor(done, device=state.scores.device)
-
-
-def _drop_done(state: _State, cache: DynamicCache, done: torch.Tensor) -> None:
-    """Remove finished users' rows from the state and the cache."""
-    keep = (~done).nonzero().view(-1)
-    cache.batch_select_indices(keep)
-    state.active = state.active[keep]
-    state.scores = state.scores[keep]
-    state.generated = state.generated[keep]
-    state.slots = state.slots[keep]
-    beams = state.scores.shape[1]
-    state.ahead = state.ahead.select((keep.view(-1, 1) * beams + torch.arange(beams, device=keep.device)).view(-1))
-    state.prompt_keep = state.prompt_keep[keep]
-    state.first_position = state.first_position[keep]
-    state.last_token = state.last_token[keep]
-    if state.nodes is not None:
-        state.nodes = state.nodes.view(-1, beams)[keep].reshape(-1)
-
-
-def _compact(state: _State, cache: DynamicCache) -> bool:
-    """Drop the generated keys no live beam can reach any more (those of pruned beams and of
-    padding), once they are at least half of the generated keys: attention then reads only what
-    counts, and the slots are renumbered. Masked keys add nothing to attention, so nothing changes."""
-    n_active, beams, _ = state.slots.shape
-    if state.n_keys == 0 or any(type(layer) is not DynamicLayer for layer in cache.layers):
-        return False  # (sliding-window layers, a DynamicLayer subclass, keep their own window: left alone)
-    alive = (state.scores > NEG_INF).view(-1, 1)
-    refs = torch.cat([state.slots.view(n_active * beams, -1), state.ahead.slots], dim=1)
-    refs = torch.where(alive & (refs >= 0), refs, torch.full_like(refs, -1))
-    row_user = (torch.arange(n_active * beams, device=refs.device) // beams).view(-1, 1).expand_as(refs)
-    used = torch.zeros((n_active, state.n_keys), dtype=torch.bool, device=refs.device)
-    valid = refs >= 0
-    used[row_user[valid], refs[valid]] = True
-    keep = int(used.sum(dim=1).max())
-    if 2 * keep > state.n_keys:
-        return False
-    # each user's reachable slots first, in their order (then unreachable ones, up to a common count)
-    order = torch.argsort((~used).to(torch.int8), dim=1, stable=True)[:, :keep]
-    new_of_old = torch.full((n_active, state.n_keys), -1, dtype=torch.long, device=refs.device)
-    new_of_old.scatter_(1, order, torch.arange(keep, device=refs.device).expand(n_active, -1))
-
-    def renumber(slots: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        return torch.where(slots >= 0, new_of_old[users, slots.clamp(min=0)], slots)
-
-    state.slots = renumber(state.slots, torch.arange(n_active, device=refs.device).view(-1, 1, 1).expand_as(state.slots))
-    state.ahead.slots = renumber(state.ahead.slots, row_user[:, : state.ahead.slots.shape[1]])
-    prompt_len = state.prompt_keep.shape[1]
-    for layer in cache.layers:
-        layer.keys, layer.values = (_gather_keys(t, order, prompt_len) for t in (layer.keys, layer.values))
-    state.n_keys = keep
-    return True
-
-
-def _gather_keys(tensor: torch.Tensor, order: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """``[users, heads, prompt + generated, dim]`` keeping the prompt and the generated keys in ``order``."""
-    users, heads, _, dim = tensor.shape
-    index = order.view(users, 1, -1, 1).expand(-1, heads, -1, dim)
-    return torch.cat([tensor[:, :, :prompt_len], tensor[:, :, prompt_len:].gather(2, index)], dim=2)

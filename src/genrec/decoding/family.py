@@ -24,7 +24,7 @@ from ..errors import LimitError
 from .index import TitleIndex
 
 if TYPE_CHECKING:
-    from .beam_search import Hypothesis
+    from .search_types import Hypothesis
 
 __all__ = ["FamilyCap", "check_family_cap", "DEFAULT_FAMILY_SHARE"]
 
