@@ -17,7 +17,8 @@ from genrec.data.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, collate
 from genrec.training.teacher import soft_targets, title_runs
-from genrec.training.trainer import _loss, _output_vocabulary
+from genrec.training.loss import loss_of as _loss
+from genrec.training.prepare import training_vocabulary as _output_vocabulary
 
 from test_training import config, split_dataset_with_unique_holdouts
 

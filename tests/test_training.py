@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from genrec import Catalog, DataError, Recommender
+from genrec.training import prepare as prepare_mod
 from genrec.training import trainer as training_mod
+from genrec.training.loss import loss_of
 from genrec.data.datasets import Dataset
 from genrec.data.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
@@ -132,7 +134,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkey
     train(ds, straight, cfg, progress=False)
     assert json.loads((straight / "genrec.json").read_text())["config"]["window_order"] == order
 
-    real_loss = training_mod._loss
+    real_loss = loss_of
     calls = {"n": 0}
 
     def dies_at_step_5(model, batch, *rest):
@@ -141,7 +143,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkey
             raise KeyboardInterrupt  # stands in for a kill after the step-4 checkpoint
         return real_loss(model, batch, *rest)
 
-    monkeypatch.setattr(training_mod, "_loss", dies_at_step_5)
+    monkeypatch.setattr(training_mod, "loss_of", dies_at_step_5)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train(ds, out, cfg, progress=False)
@@ -150,7 +152,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model_dir, tmp_path, monkey
     assert not out.exists()
     with pytest.raises(DataError, match="--resume"):
         train(ds, out, cfg, progress=False)
-    monkeypatch.setattr(training_mod, "_loss", real_loss)
+    monkeypatch.setattr(training_mod, "loss_of", real_loss)
     result = train(ds, out, cfg, resume=True, progress=False)
     assert result.steps == 6
     if valid_users:  # the scores before the kill came back from the checkpoint
@@ -174,7 +176,7 @@ def test_validation_scores_every_checkpoint_and_keeps_the_best(tiny_model_dir, t
 
     # scripted scores: step 4 is best, so the final model is step 4's weights, not the last ones
     scripted = iter([0.1, 0.3, 0.2])
-    monkeypatch.setattr(training_mod, "_validate", lambda *args: next(scripted))
+    monkeypatch.setattr(training_mod, "validate", lambda *args: next(scripted))
     monkeypatch.setenv("GENREC_KEEP_CHECKPOINTS", "1")
     out = tmp_path / "scripted"
     result = train(ds, out, config(tiny_model_dir, valid_users=4, keep_checkpoints=3), progress=False)
@@ -191,7 +193,7 @@ def test_validation_scores_every_checkpoint_and_keeps_the_best(tiny_model_dir, t
 
 def _killed_at_batch(n, ds, out, cfg, monkeypatch):
     """A run of ``cfg`` killed at its n-th batch (after the checkpoints before it)."""
-    real_loss = training_mod._loss
+    real_loss = loss_of
     calls = {"n": 0}
 
     def dies(model, batch, *rest):
@@ -200,10 +202,10 @@ def _killed_at_batch(n, ds, out, cfg, monkeypatch):
             raise KeyboardInterrupt
         return real_loss(model, batch, *rest)
 
-    monkeypatch.setattr(training_mod, "_loss", dies)
+    monkeypatch.setattr(training_mod, "loss_of", dies)
     with pytest.raises(KeyboardInterrupt):
         train(ds, out, cfg, progress=False)
-    monkeypatch.setattr(training_mod, "_loss", real_loss)
+    monkeypatch.setattr(training_mod, "loss_of", real_loss)
 
 
 def _written_before(work, setting):
@@ -527,17 +529,17 @@ def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(training_mod, "cpu_has_bf16", lambda: native)
-    assert training_mod._mixed_precision("auto") == ("bf16" if native else "no")
-    assert training_mod._mixed_precision("no") == "no" and training_mod._mixed_precision("fp16") == "fp16"
+    monkeypatch.setattr(prepare_mod, "cpu_has_bf16", lambda: native)
+    assert prepare_mod.mixed_precision("auto") == ("bf16" if native else "no")
+    assert prepare_mod.mixed_precision("no") == "no" and prepare_mod.mixed_precision("fp16") == "fp16"
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_asked_for_on_a_cpu_without_it_is_kept_but_warned_about(monkeypatch, caplog, native):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(training_mod, "cpu_has_bf16", lambda: native)
-    with caplog.at_level("WARNING", logger="genrec.training.trainer"):
-        assert training_mod._mixed_precision("bf16") == "bf16"
+    monkeypatch.setattr(prepare_mod, "cpu_has_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="genrec.training.prepare"):
+        assert prepare_mod.mixed_precision("bf16") == "bf16"
     assert any("emulated" in r.getMessage() for r in caplog.records) is not native
 
 
@@ -653,7 +655,7 @@ def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tm
     """One NaN gradient would turn every weight into NaN for the rest of the run (seen on a GPU);
     the step is skipped, recorded in the log and counted in genrec.json, and training goes on."""
     ds = split_dataset_with_unique_holdouts()
-    real_loss = training_mod._loss
+    real_loss = loss_of
     calls = {"n": 0}
 
     def nan_at_step_3(model, batch, *rest):
@@ -661,7 +663,7 @@ def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tm
         loss = real_loss(model, batch, *rest)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(training_mod, "_loss", nan_at_step_3)
+    monkeypatch.setattr(training_mod, "loss_of", nan_at_step_3)
     out = tmp_path / "guarded"
     train(ds, out, config(tiny_model_dir, mixed_precision="no"), progress=False)
     assert all(torch.isfinite(w).all() for w in load_file(out / "model.safetensors").values())
@@ -669,7 +671,7 @@ def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tm
     assert [h["step"] for h in json.loads((out / "train_log.json").read_text()) if h.get("skipped")] == [3]
 
     calls["n"] = 0  # the same run without the check: the weights are lost
-    monkeypatch.setattr(training_mod, "_gradient_finite", lambda *args: True)
+    monkeypatch.setattr(training_mod, "gradient_finite", lambda *args: True)
     train(ds, tmp_path / "unguarded", config(tiny_model_dir, mixed_precision="no"), progress=False)
     assert not all(torch.isfinite(w).all() for w in load_file(tmp_path / "unguarded" / "model.safetensors").values())
 
@@ -684,7 +686,7 @@ def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, mon
     split = split_dataset(ds)
     rec = Recommender(ds.catalog, model=str(tiny_model_dir), cache_dir=tmp_path / "cache")
     cfg = config(tiny_model_dir, mode="all-positions")
-    first = training_mod._encode(rec, split, cfg)
+    first = prepare_mod.encode(rec, split, cfg)
     files = list((tmp_path / "cache" / "training").glob("*.npz"))
     assert len(files) == 1 and first[1] and first[2] == 0
 
@@ -693,9 +695,9 @@ def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, mon
 
     with monkeypatch.context() as m:
         m.setattr(rec.pipeline, "render", no_rendering)
-        assert training_mod._encode(rec, split, cfg) == first
-    per_window = training_mod._encode(rec, split, config(tiny_model_dir, mode="per-window"))
+        assert prepare_mod.encode(rec, split, cfg) == first
+    per_window = prepare_mod.encode(rec, split, config(tiny_model_dir, mode="per-window"))
     assert len(list((tmp_path / "cache" / "training").glob("*.npz"))) == 2
     assert per_window != first
     files[0].write_bytes(b"not an npz")
-    assert training_mod._encode(rec, split, cfg) == first
+    assert prepare_mod.encode(rec, split, cfg) == first

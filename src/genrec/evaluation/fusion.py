@@ -21,13 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..atomic import atomic_write_text
 from ..errors import DataError
-from ..baselines.scored import ScoredMethod
 
-__all__ = ["FUSED_PREFIX", "RERANK_PREFIX", "UNION_PREFIX", "is_fused", "is_rerank", "is_union", "prior_of", "log_scores", "tune_on_validation", "describe_tuning"]
+__all__ = ["FUSED_PREFIX", "RERANK_PREFIX", "UNION_PREFIX", "is_fused", "is_rerank", "is_union", "prior_of", "tune_on_validation", "describe_tuning"]
 
 FUSED_PREFIX = "genrec+"
 RERANK_PREFIX = "genrec-rerank+"
