@@ -10,13 +10,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .decoding.vocabulary import OUTPUT_VOCABULARIES
 from .errors import DataError, GenrecError, LimitError
 from .data.arguments import add_dataset_arguments, dataset_from_args
-from .training.data import MODES, WINDOW_ORDERS
-from .training.schedule import SCHEDULES
-from .training.teacher import TEACHERS
-from .training.trainer import PRECISIONS
+from .options import add_options, options_from_args
+from .training.config import TrainConfig
 
 __all__ = ["main", "build_parser", "DEMO_HISTORY"]
 
@@ -114,50 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="the model directory to write")
-    p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters (needs genrec[lora]); merged at the end")
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--drop-layers", metavar="LAYERS",
-                   help="remove these decoder layers before training, e.g. 14-28 (0-based, ranges inclusive): "
-                        "a shallower model, faster to train and to decode")
-    p.add_argument("--freeze-layers", type=int, default=0,
-                   help="keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
-    p.add_argument("--teacher", choices=TEACHERS,
-                   help="distil from this baseline too: its distribution over each title's next tokens (see eval/notes/2026-12-01-movielens-cpu-recipes.md)")
-    p.add_argument("--teacher-weight", type=float, default=0.5, help="the teacher's share of a branching token's loss")
-    p.add_argument("--teacher-top", type=int, default=64, help="the teacher's heaviest tokens kept per position")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, default=1.0)
-    length.add_argument("--max-steps", type=int, help="optimizer steps (instead of --epochs)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 3e-4 LoRA)")
-    p.add_argument("--lr-schedule", default="linear", choices=SCHEDULES,
-                   help="linear: one warm-up and decay to zero over the run (default); restarts: one per epoch, "
-                        "each epoch's peak --restart-decay times the last one's")  # fmt: skip
-    p.add_argument("--restart-decay", type=float, default=0.5, help="with --lr-schedule restarts (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="at most this many sequences per batch")
-    p.add_argument("--max-batch-tokens", type=int, default=4096,
-                   help="and at most this many padded tokens per batch, which bounds a step's memory (0: no limit)")
-    p.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
-                   help="batch sequences in random order, not with others of similar length (more padding)")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-history", type=int, default=10, help="history items in each training prompt")
-    p.add_argument("--samples-per-user", type=int, default=4, help="most recent windows per user (0: all)")
-    p.add_argument("--window-order", default="shuffled", choices=WINDOW_ORDERS,
-                   help="batches in a random order (default), or each user's older windows first and the most recent last")  # fmt: skip
-    p.add_argument("--mode", default="all-positions", choices=MODES,
-                   help="loss on every title of a window in one pass (default), or on its last one only")  # fmt: skip
-    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N optimizer steps")
-    p.add_argument("--valid-users", type=int, default=0,
-                   help="score every checkpoint on N seeded validation rows (NDCG@10) and keep the best (default 0: the last)")  # fmt: skip
-    p.add_argument("--template", help="default: sequence (all-positions), next_item (per-window)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tie-break", default="file_order", choices=["file_order", "item_id", "random"])
-    p.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)")
-    p.add_argument("--output-vocabulary", default="catalog", choices=OUTPUT_VOCABULARIES,
-                   help="catalog: the softmax over the tokens of the catalog's titles only (faster; decoded the same way); "
-                        "full: over the model's whole vocabulary")
+    add_options(p, TrainConfig)
 
     p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")
     _add_catalog_options(p)
@@ -329,12 +284,12 @@ def _cmd_mcp(args: argparse.Namespace, rec: Any) -> int:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import DecodeSettings, RecommenderSpec, read_users, run_batch
+    from .batch import DecodeSettings, RecommenderSpec, batch_prior, file_sha, read_users, run_batch
     from .recommender import trained_template
 
     catalog = _load_catalog(args)
     users = read_users(args.histories, sep=args.histories_sep)
-    prior, prior_kind = _batch_prior(args, catalog, users)
+    prior, prior_kind = batch_prior(args.prior, catalog, users)
     spec = RecommenderSpec(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
         prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
@@ -343,48 +298,13 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         k=args.k, batch_size=args.batch_size, max_history=args.max_history,
         template=args.template or trained_template(args.model) or "next_item",
     )  # fmt: skip
-    inputs = {"histories": os.path.abspath(args.histories), "histories_sha": _file_sha(args.histories), "prior_kind": prior_kind}
+    inputs = {"histories": os.path.abspath(args.histories), "histories_sha": file_sha(args.histories), "prior_kind": prior_kind}
     summary = run_batch(
         spec, users, args.out, settings, part_size=args.part_size, fmt=args.format, workers=args.workers,
         ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, inputs=inputs, overwrite=args.overwrite,
     )  # fmt: skip
     print(summary)
     return 0
-
-
-def _batch_prior(args: argparse.Namespace, catalog: Any, users: list) -> tuple[Any, str | None]:
-    """``--prior``: popularity counted in the histories file itself, or an array from a .npy file."""
-    import numpy as np
-
-    if not args.prior:
-        return None, None
-    if args.prior == "pop":
-        counts = np.zeros(len(catalog))
-        for user in users:
-            for item in user.history:
-                if item in catalog:
-                    counts[catalog.position(item)] += 1
-        return np.log1p(counts), "pop"
-    from .tasks.prior import prior_scores
-
-    try:
-        prior = np.load(args.prior, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"--prior {args.prior}: not 'pop' and not a readable .npy array ({exc})") from None
-    if prior.ndim != 1:
-        raise DataError(f"--prior {args.prior} has shape {prior.shape}; expected ({len(catalog)},): one log-score per catalog item")
-    prior_scores(prior, [[]], len(catalog))  # shape and finiteness, as a PriorError naming the problem
-    return prior, f"file:{_file_sha(args.prior)}"
-
-
-def _file_sha(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def _cmd_serve(args: argparse.Namespace, rec: Any) -> int:
@@ -406,21 +326,10 @@ _TASKS = {"rank": _cmd_rank, "explain": _cmd_explain, "chat": _cmd_chat, "mcp": 
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import TrainConfig, train
+    from .training import train
 
     dataset, data = dataset_from_args(args)
-    config = TrainConfig(
-        model=args.model, lora=args.lora, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, drop_layers=args.drop_layers,
-        freeze_layers=args.freeze_layers, epochs=args.epochs,
-        max_steps=args.max_steps, learning_rate=args.lr, lr_schedule=args.lr_schedule, restart_decay=args.restart_decay,
-        batch_size=args.batch_size, grad_accum=args.grad_accum,
-        max_batch_tokens=args.max_batch_tokens or None, group_by_length=args.group_by_length,
-        max_history=args.max_history, samples_per_user=args.samples_per_user or None, save_every=args.save_every,
-        valid_users=args.valid_users, window_order=args.window_order, teacher=args.teacher,
-        teacher_weight=args.teacher_weight, teacher_top=args.teacher_top,
-        seed=args.seed, mode=args.mode, template=args.template, tie_break=args.tie_break, mixed_precision=args.mixed_precision,
-        output_vocabulary=args.output_vocabulary, dataset=args.dataset, data=data,
-    )  # fmt: skip
+    config = options_from_args(TrainConfig, args, lora_alpha=2 * args.lora_r, dataset=args.dataset, data=data)
     result = train(dataset, args.out, config, resume=args.resume)
     print(f"wrote {result.out_dir}: {result.steps} steps, {result.samples_seen} sequences, {result.targets_seen} "
           f"next-item targets ({result.targets_per_s:.2f}/s), final loss {result.final_loss:.3f}")  # fmt: skip

@@ -2,6 +2,7 @@
 resumable part files (see ``parts`` for the folder layout)."""
 
 from .inputs import UserJob, read_users
+from .prior import batch_prior, file_sha
 from .job import BatchSummary, decode_parts, fingerprint, run_batch
 from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec, decode_part
 
@@ -17,4 +18,6 @@ __all__ = [
     "run_batch",
     "BatchSummary",
     "fingerprint",
+    "batch_prior",
+    "file_sha",
 ]

@@ -9,7 +9,9 @@ from typing import Any
 from ..baselines.fit import SASREC_EPOCHS, SCORED
 from ..decoding import check_family_cap
 from ..decoding.prior import AGGREGATIONS
+from ..data.splits import TIE_BREAKS
 from ..errors import DataError
+from ..options import option
 from ..ranking.protocol import PROTOCOL_VERSION
 from .fusion import is_rerank
 from .rerank import MIXTURES
@@ -25,41 +27,58 @@ DTYPES = (None, "float32", "bfloat16", "float16")
 
 @dataclass
 class EvalConfig:
-    """Everything that decides a run's numbers; a resumed run must match it exactly."""
+    """Everything that decides a run's numbers; a resumed run must match it exactly. Each
+    ``option`` field is also an option of ``eval/run.py`` (``options.py``)."""
 
     dataset: str
     methods: list[str]
-    k: int = 20
-    users: int | None = None
-    seed: int = 0
-    tie_break: str = "file_order"
-    max_history: int = 20
-    model: str | None = None
-    template: str = "next_item"
-    batch_size: int = 8
-    sasrec_epochs: int = SASREC_EPOCHS
+    k: int = option(20, "list length, at least 10 (metrics at the cut-offs 1, 5, 10, 20 up to k)", flag="-k")
+    users: int | None = option(None, "evaluate a random sample of this many users")
+    seed: int = option(0, "user sample, tie order and SASRec seed")
+    tie_break: str = option("file_order", "how events at the same time are ordered in the split", choices=TIE_BREAKS)
+    max_history: int = option(20, "history items shown in prompts")
+    model: str | None = option(None, "model for genrec methods (default: the embedded SmolLM2-135M-Instruct)")
+    template: str = "next_item"  # eval/run.py: the one a fine-tuned model was trained with, by default
+    batch_size: int = option(8, "users decoded together by genrec")
+    sasrec_epochs: int = option(SASREC_EPOCHS, "the most a SASRec trains (validation stops it earlier)")
     data: dict[str, str] = field(default_factory=dict)
     protocol: int = PROTOCOL_VERSION
-    prior_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
-    tune_users: int = 100  # validation rows the prior weight is tuned on (seeded sample)
-    prior_aggregations: tuple[str, ...] = ("logsumexp",)  # tried on validation with every weight
-    # history lengths shown to genrec methods, tuned on validation; empty: max_history, untuned
-    history_grid: tuple[int, ...] = ()
-    max_per_family: int | None = None  # genrec lists: at most this many variants of one product
-    # genrec's weights (float32, bfloat16, float16); None: the Recommender's default, which is
-    # float32 on a CPU and bf16 on a GPU (float32 there decodes as a CPU run does)
-    dtype: str | None = None
-    # genrec's beam width (a search keeps max(num_beams, k) beams): part of a run's settings, as a
-    # wider beam finds titles a narrow one prunes (eval/notes/2026-12-02-wider-beam.md)
-    num_beams: int = 10
-    rerank_candidates: int = 50  # genrec-rerank+ and genrec-union+<baseline>: the baseline's top items the model scores
-    # genrec-rerank+ and genrec-union+<baseline>'s weights. Free to try (a row is scored once for all of them), and
-    # crowded near 1: w mixes the two log-scores in the ratio w / (1 - w), titles' log-probabilities
-    # differ by nats while a prior normalised over its top items may differ by a fraction of one
-    # (SASRec-CE's best share on products was w = 0.95; ItemKNN's near-ties there gave way even at 0.995)
-    rerank_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0)
-    # how they combine the two scores (rerank.MIXTURES), tried with every weight, as free to try
-    rerank_mixtures: tuple[str, ...] = MIXTURES
+    prior_grid: tuple[float, ...] = option(
+        (0.0, 0.25, 0.5, 0.75, 0.9, 1.0), "genrec+<baseline>'s prior weights tried on validation (a beam search each)"
+    )  # fmt: skip
+    tune_users: int = option(100, "validation rows (a seeded sample) that tune genrec methods' weights and settings")
+    prior_aggregations: tuple[str, ...] = option(
+        ("logsumexp",), "how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
+        "logsumexp, max, or both (logsumexp,max)",
+    )  # fmt: skip
+    history_grid: tuple[int, ...] = option(
+        (), "history lengths shown to genrec methods, tried on validation (e.g. 5,10,20; default: --max-history only)"
+    )  # fmt: skip
+    max_per_family: int | None = option(
+        None, "genrec lists hold at most N variants of one product (titles sharing half their tokens; default: no cap)"
+    )  # fmt: skip
+    # float32 on a CPU and bf16 on a GPU by default (float32 there decodes as a CPU run does)
+    dtype: str | None = option(
+        None, "genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)",
+        choices=[d for d in DTYPES if d],
+    )  # fmt: skip
+    # part of a run's settings, as a wider beam finds titles a narrow one prunes (eval/notes/2026-12-02-wider-beam.md)
+    num_beams: int = option(10, "genrec's beam width; a search keeps max(this, k) beams (default: %(default)s)")
+    rerank_candidates: int = option(
+        50, "genrec-rerank+ and genrec-union+<baseline>: how many of the baseline's top items the model scores"
+    )  # fmt: skip
+    # free to try (a row is scored once for all of them), and crowded near 1: w mixes the two
+    # log-scores in the ratio w / (1 - w), titles' log-probabilities differ by nats while a prior
+    # normalised over its top items may differ by a fraction of one (SASRec-CE's best share on
+    # products was w = 0.95; ItemKNN's near-ties there gave way even at 0.995)
+    rerank_grid: tuple[float, ...] = option(
+        (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0),
+        "genrec-rerank+ and genrec-union+<baseline>'s weights tried on validation (one scoring pass for all; default: %(default)s)",
+    )  # fmt: skip
+    rerank_mixtures: tuple[str, ...] = option(
+        MIXTURES, "how they combine the two scores, tried with every weight: product (log-scores added), sum "
+        "(probabilities added), per-token (the product with the model's log-probability per title token) (default: %(default)s)",
+    )  # fmt: skip
 
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
@@ -79,9 +98,9 @@ class EvalConfig:
         if any(h < 1 for h in (self.max_history, *self.history_grid)):
             raise DataError(f"history lengths must be at least 1, got {', '.join(map(str, (self.max_history, *self.history_grid)))}")
         check_family_cap(self.max_per_family)
-        for option, grid in (("prior grid", self.prior_grid), ("rerank grid", self.rerank_grid)):
+        for setting, grid in (("prior grid", self.prior_grid), ("rerank grid", self.rerank_grid)):
             if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
-                raise DataError(f"{option} weights must be in [0, 1], got {', '.join(map(str, grid)) or 'none'}")
+                raise DataError(f"{setting} weights must be in [0, 1], got {', '.join(map(str, grid)) or 'none'}")
         bad = [m for m in self.rerank_mixtures if m not in MIXTURES]
         if bad or not self.rerank_mixtures:
             raise DataError(f"rerank mixtures must be some of {', '.join(MIXTURES)}, got {', '.join(bad) or 'none'}")

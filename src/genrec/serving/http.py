@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from ..errors import GenrecError, UnknownItemError, require
 from ..limits import Limits
 from ..tasks.recommend import default_template
-from .tools import RESULTS, TOOLS, argument_bounds
+from .tools import RESULTS, TOOLS, argument_bounds, package_version
 
 __all__ = ["ServeConfig", "create_app", "serve"]
 
@@ -52,11 +52,11 @@ def request_model(name: str, limits: Limits) -> Any:
     bounds as its function-calling definition; unknown fields are refused."""
     from pydantic import ConfigDict, Field, create_model
 
-    from .tools import _docs
+    from .tools import tool_docs
 
     func = TOOLS[name]
     hints = typing.get_type_hints(func)
-    _, param_docs = _docs(func)
+    _, param_docs = tool_docs(func)
     ranges, lengths, items = argument_bounds(limits)
     fields: dict[str, Any] = {}
     for pname, param in list(inspect.signature(func).parameters.items())[1:]:
@@ -287,7 +287,7 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
     app = FastAPI(
         title="genrec",
         description=f"Recommendations from the catalog {rec.catalog.name!r} ({len(rec.catalog)} items) by {rec.lm.name}.",
-        version=_version(),
+        version=package_version(),
         lifespan=lifespan,
     )
 
@@ -360,12 +360,6 @@ def _add_tool_route(app: Any, name: str, func: Any, model: Any, rec: Any, execut
         return await asyncio.get_running_loop().run_in_executor(executor, lambda: func(rec, **args))
 
     app.post(f"/{name}", response_model=RESULTS[name], summary=summary, name=name, dependencies=[Depends(check_key)])(endpoint)
-
-
-def _version() -> str:
-    from .mcp_server import _version as version
-
-    return version()
 
 
 def serve(rec: Any, config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from ..errors import require
-from .tools import TOOLS, ToolError, call_tool, tool_definitions
+from .tools import TOOLS, ToolError, call_tool, package_version, tool_definitions
 
 __all__ = ["build_server", "serve_stdio"]
 
@@ -58,7 +58,7 @@ def build_server(rec: Any):
 
     return Server(
         "genrec",
-        version=_version(),
+        version=package_version(),
         instructions=(
             f"Recommends items from the catalog {rec.catalog.name!r} ({len(rec.catalog)} {rec.catalog.kind}s). "
             f"Tools: {', '.join(TOOLS)}. Items are referred to by item ID or title."
@@ -70,15 +70,6 @@ def build_server(rec: Any):
 
 def _error(types: Any, message: str) -> Any:
     return types.CallToolResult(content=[types.TextContent(text=message)], is_error=True)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("genrec")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def serve_stdio(rec: Any) -> None:

@@ -25,7 +25,7 @@ from ..grounding import Match
 from ..limits import Limits
 from ..tasks.results import ChatResponse, Explanation, Recommendation
 
-__all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "RESULTS", "Message", "argument_bounds"]
+__all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "RESULTS", "Message", "argument_bounds", "tool_docs", "package_version"]
 
 MAX_ARGUMENT_CHARS = 100_000
 
@@ -164,7 +164,8 @@ def _schema(annotation: Any, name: str, limits: Limits) -> dict[str, Any]:
     raise TypeError(f"no JSON schema for {annotation!r} ({name})")
 
 
-def _docs(func: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+def tool_docs(func: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """A task's one-line summary and its arguments' descriptions, from its docstring."""
     doc = inspect.getdoc(func) or ""
     summary, _, rest = doc.partition("\n\n")
     params = {m.group(1): " ".join(m.group(2).split()) for m in re.finditer(r"^\s*(\w+): (.+?)(?=^\s*\w+: |\Z)", rest.partition("Args:")[2], re.M | re.S)}
@@ -175,7 +176,7 @@ def definition(func: Callable[..., Any], limits: Limits = Limits()) -> dict[str,
     """The function-calling definition of one tool, from its signature and docstring; the
     bounds on its arguments come from ``limits`` (the Recommender's)."""
     hints = typing.get_type_hints(func)
-    summary, param_docs = _docs(func)
+    summary, param_docs = tool_docs(func)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for name, param in list(inspect.signature(func).parameters.items())[1:]:  # skip the Recommender
@@ -225,3 +226,13 @@ def call_tool(rec: Any, name: str, arguments: Any) -> Any:
         return TOOLS[name](rec, **arguments)
     except GenrecError as exc:
         raise ToolError(f"{name}: {exc}") from exc
+
+
+def package_version() -> str:
+    """genrec's installed version, as the MCP server and the HTTP service announce it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genrec")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.splits import TIE_BREAKS
 from ..decoding.vocabulary import OUTPUT_VOCABULARIES
 from ..errors import DataError
-from .data import MODES, check_window_order
+from ..options import option
+from .data import MODES, WINDOW_ORDERS, check_window_order
 from .layers import parse_layers
-from .schedule import check_schedule
-from .teacher import check_teacher
+from .schedule import SCHEDULES, check_schedule
+from .teacher import TEACHERS, check_teacher
 
 __all__ = ["TrainConfig", "TrainResult", "PRECISIONS", "LEGACY_SETTINGS"]
 
@@ -22,47 +24,70 @@ LEGACY_SETTINGS = {"output_vocabulary": "full"}
 
 @dataclass
 class TrainConfig:
-    """How to fine-tune. ``epochs`` may be fractional; ``max_steps`` (optimizer steps) wins when set."""
+    """How to fine-tune. ``epochs`` may be fractional; ``max_steps`` (optimizer steps) wins when set.
+    Each ``option`` field is also an option of ``genrec train`` (``options.py``)."""
 
-    model: str | None = None
-    lora: bool = False
-    lora_r: int = 16
+    model: str | None = option(None, "base model (default: the embedded SmolLM2-135M-Instruct)")
+    lora: bool = option(False, "train LoRA adapters (needs genrec[lora]); merged at the end")
+    lora_r: int = option(16, "LoRA rank (its alpha is twice the rank)")
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     # decoder layers removed before training ("14-28"): a shallower model, faster to train and to decode
-    drop_layers: str | None = None
-    freeze_layers: int = 0  # full fine-tuning of the upper layers only: the embeddings and the N lowest layers stay
-    epochs: float = 1.0
-    max_steps: int | None = None
-    learning_rate: float | None = None  # default: 5e-5 full, 3e-4 LoRA
+    drop_layers: str | None = option(
+        None, "remove these decoder layers before training, e.g. 14-28 (0-based, ranges inclusive): a shallower model, "
+        "faster to train and to decode", metavar="LAYERS",
+    )  # fmt: skip
+    # full fine-tuning of the upper layers only: the embeddings and the N lowest layers stay
+    freeze_layers: int = option(0, "keep the embeddings and the N lowest layers as they are and train the rest (faster steps)")
+    epochs: float = option(1.0, "passes over the training windows (may be fractional)", group="length")
+    max_steps: int | None = option(None, "optimizer steps (instead of --epochs)", group="length")
+    learning_rate: float | None = option(None, "learning rate (default 5e-5 full, 3e-4 LoRA)", flag="--lr")
     warmup_ratio: float = 0.05
     # "linear": one warm-up and decay over the run; "restarts": one per epoch, the peak times
     # restart_decay at each new epoch (schedule.py)
-    lr_schedule: str = "linear"
-    restart_decay: float = 0.5
+    lr_schedule: str = option(
+        "linear", "linear: one warm-up and decay to zero over the run (default); restarts: one per epoch, each epoch's "
+        "peak --restart-decay times the last one's", choices=SCHEDULES,
+    )  # fmt: skip
+    restart_decay: float = option(0.5, "with --lr-schedule restarts (default: %(default)s)")
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    batch_size: int = 8  # at most this many sequences per batch...
-    max_batch_tokens: int | None = 4096  # ...and at most this many padded tokens (None: no limit)
-    group_by_length: bool = True  # batch sequences of similar length together (less padding)
-    grad_accum: int = 1
-    max_history: int = 10
-    samples_per_user: int | None = 4  # most recent windows per user (None: all)
-    window_order: str = "shuffled"  # or "recent-last": each user's older windows first (data.WINDOW_ORDERS)
-    mode: str = "all-positions"  # or "per-window": see data.py
-    save_every: int = 50
+    batch_size: int = option(8, "at most this many sequences per batch")
+    max_batch_tokens: int | None = option(
+        4096, "and at most this many padded tokens per batch, which bounds a step's memory (0: no limit)", zero_is_none=True
+    )  # fmt: skip
+    group_by_length: bool = option(True, "batch sequences in random order, not with others of similar length (more padding)")
+    grad_accum: int = option(1, "batches per optimizer step")
+    max_history: int = option(10, "history items in each training prompt")
+    samples_per_user: int | None = option(4, "most recent windows per user (0: all)", zero_is_none=True)
+    window_order: str = option(
+        "shuffled", "batches in a random order (default), or each user's older windows first and the most recent last",
+        choices=WINDOW_ORDERS,
+    )  # fmt: skip
+    mode: str = option(
+        "all-positions", "loss on every title of a window in one pass (default), or on its last one only (data.py)", choices=MODES
+    )  # fmt: skip
+    save_every: int = option(50, "checkpoint every N optimizer steps")
     keep_checkpoints: int = 2
-    valid_users: int = 0  # score each checkpoint on this many validation rows and keep the best (0: the last)
-    teacher: str | None = None  # a baseline to distil from (teacher.TEACHERS); None: the true next items alone
-    teacher_weight: float = 0.5  # share of the teacher's soft targets in a branching token's loss
-    teacher_top: int = 64  # the teacher's heaviest allowed tokens kept per position
-    seed: int = 0
-    template: str | None = None  # default: "sequence" for all-positions, "next_item" per window
-    tie_break: str = "file_order"
-    mixed_precision: str = "auto"  # auto: bf16 where the CPU or GPU has it natively, else fp16 on GPU / fp32 on CPU
-    # "catalog": the softmax over the tokens the catalog's titles are written with (decoding.vocabulary);
-    # "full": over the model's whole vocabulary
-    output_vocabulary: str = "catalog"
+    valid_users: int = option(
+        0, "score every checkpoint on N seeded validation rows (NDCG@10) and keep the best (default 0: the last)"
+    )  # fmt: skip
+    teacher: str | None = option(
+        None, "distil from this baseline too: its distribution over each title's next tokens "
+        "(see eval/notes/2026-12-01-movielens-cpu-recipes.md)", choices=TEACHERS,
+    )  # fmt: skip
+    teacher_weight: float = option(0.5, "the teacher's share of a branching token's loss")
+    teacher_top: int = option(64, "the teacher's heaviest tokens kept per position")
+    seed: int = option(0, "windows, batches and initialisation")
+    template: str | None = option(None, "default: sequence (all-positions), next_item (per-window)")
+    tie_break: str = option("file_order", "how events at the same time are ordered in the split", choices=TIE_BREAKS)
+    mixed_precision: str = option(
+        "auto", "auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)", choices=PRECISIONS
+    )  # fmt: skip
+    output_vocabulary: str = option(
+        "catalog", "catalog: the softmax over the tokens of the catalog's titles only (faster; decoded the same way); "
+        "full: over the model's whole vocabulary", choices=OUTPUT_VOCABULARIES,
+    )  # fmt: skip
     dataset: str = ""
     data: dict[str, str] = field(default_factory=dict)
 
