@@ -25,6 +25,7 @@ from .grounding import Match, Mention
 from .limits import Limits
 from .recommender import Recommender
 from .tasks import ChatResponse, Explanation, Recommendation, Recommendations
+from .tasks.prior import Prior
 
 __all__ = [
     "Recommender",
@@ -36,6 +37,7 @@ __all__ = [
     "Match",
     "Mention",
     "Limits",
+    "Prior",
     "LoadReport",
     "GenrecError",
     "CatalogError",

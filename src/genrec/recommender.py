@@ -10,6 +10,7 @@ import json
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
 from .tasks.chat import chat
 from .tasks.explain import explain
-from .tasks.prior import Prior, check_aggregation, check_weight
+from .tasks.prior import Prior, PriorScores
 from .tasks.rank import rank
 from .tasks.recommend import default_template, recommend_batch
 
@@ -85,7 +86,7 @@ class Recommender:
         grounding_threshold: float = DEFAULT_THRESHOLD,
         free_text_slack: int = 16,
         limits: Limits = Limits(),
-        prior: Prior | None = None,
+        prior: PriorScores | Prior | None = None,
         prior_weight: float = 0.0,
         prior_aggregation: str = "logsumexp",
         max_per_family: int | None = None,
@@ -116,9 +117,7 @@ class Recommender:
         self.batch_size = batch_size
         self.grounding_threshold = grounding_threshold
         self.free_text_slack = free_text_slack
-        self.prior = prior
-        self.prior_weight = check_weight(prior_weight)
-        self.prior_aggregation = check_aggregation(prior_aggregation)
+        self.default_prior = Prior(weight=prior_weight, aggregation=prior_aggregation).override(prior)
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -157,6 +156,31 @@ class Recommender:
     def limits(self, value: Limits) -> None:
         self.pipeline.limits = value
 
+    # the default prior's parts, as attributes (each assignment checked as the constructor checks it)
+    @property
+    def prior(self) -> PriorScores | None:
+        return self.default_prior.scores
+
+    @prior.setter
+    def prior(self, scores: PriorScores | None) -> None:
+        self.default_prior = replace(self.default_prior, scores=scores)
+
+    @property
+    def prior_weight(self) -> float:
+        return self.default_prior.weight
+
+    @prior_weight.setter
+    def prior_weight(self, weight: float) -> None:
+        self.default_prior = replace(self.default_prior, weight=weight)
+
+    @property
+    def prior_aggregation(self) -> str:
+        return self.default_prior.aggregation
+
+    @prior_aggregation.setter
+    def prior_aggregation(self, aggregation: str) -> None:
+        self.default_prior = replace(self.default_prior, aggregation=aggregation)
+
     # ------------------------------------------------------------------ tasks
     def recommend(
         self,
@@ -169,7 +193,7 @@ class Recommender:
         exclude_history: bool = True,
         template: str | None = None,
         num_beams: int | None = None,
-        prior: Prior | None = None,
+        prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
         prior_aggregation: str | None = None,
     ) -> Recommendations:
@@ -185,7 +209,7 @@ class Recommender:
         histories), mixed into every decoding step with ``prior_weight`` in [0, 1] (0: the model
         alone; 1: the prior decides, the model spells titles); ``prior_aggregation`` (``logsumexp``
         or ``max``) is how a title prefix gathers the scores of the titles under it. Defaults: the
-        Recommender's."""
+        Recommender's. A whole ``Prior(scores, weight, aggregation)`` may be given as ``prior``."""
         return self.recommend_batch(
             [history],
             k,
@@ -195,9 +219,7 @@ class Recommender:
             exclude_history=exclude_history,
             template=template or default_template(history, request),
             num_beams=num_beams,
-            prior=prior,
-            prior_weight=prior_weight,
-            prior_aggregation=prior_aggregation,
+            prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
         )[0]
 
     def recommend_batch(
@@ -213,7 +235,7 @@ class Recommender:
         num_beams: int | None = None,
         batch_size: int | None = None,
         progress: bool = False,
-        prior: Prior | None = None,
+        prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
         prior_aggregation: str | None = None,
     ) -> list[Recommendations]:
@@ -222,8 +244,7 @@ class Recommender:
         return recommend_batch(
             self, histories, k, requests=requests, excludes=excludes, constrained=constrained,
             exclude_history=exclude_history, template=template, num_beams=num_beams,
-            batch_size=batch_size, progress=progress, prior=prior, prior_weight=prior_weight,
-            prior_aggregation=prior_aggregation,
+            batch_size=batch_size, progress=progress, prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
         )  # fmt: skip
 
     def rank(
@@ -234,7 +255,7 @@ class Recommender:
         request: str | None = None,
         length_normalize: bool = False,
         template: str = "rank",
-        prior: Prior | None = None,
+        prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
     ) -> Recommendations:
         """``candidates`` (IDs or titles) best first, each scored by the log-probability of the
@@ -247,7 +268,7 @@ class Recommender:
         """
         return rank(
             self, history, candidates, request=request, length_normalize=length_normalize, template=template,
-            prior=prior, prior_weight=prior_weight,
+            prior=self.default_prior.override(prior, prior_weight),
         )  # fmt: skip
 
     def explain(
@@ -278,14 +299,16 @@ class Recommender:
         *,
         exclude: Sequence[Any] = (),
         template: str = "chat",
-        prior: Prior | None = None,
+        prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
+        prior_aggregation: str | None = None,
     ) -> ChatResponse:
         """Recommend from a conversation: ``messages`` are ``{"role", "content"}`` turns (system,
         user, assistant), as chat assistants hold them. Items named in the conversation are never
         recommended again; those the user liked inform the prompt, those turned down ("not X",
         "I hated X") are listed as such. Returns the reply and the items, every one a catalog item."""
-        return chat(self, messages, k, exclude=exclude, template=template, prior=prior, prior_weight=prior_weight)
+        prior = self.default_prior.override(prior, prior_weight, prior_aggregation)
+        return chat(self, messages, k, exclude=exclude, template=template, prior=prior)
 
     # ------------------------------------------------------------------ grounding and lookup
     def ground(self, text: str, *, limit: int = 5, threshold: float | None = None) -> list[Match]:

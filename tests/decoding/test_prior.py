@@ -183,3 +183,37 @@ def test_a_prior_moves_to_the_models_device(rec, monkeypatch):
     monkeypatch.setattr(TitlePrior, "to", lambda self, device: moves.append(torch.device(device)) or real_to(self, device))
     rec.recommend(["i1"], k=3, prior=random_prior(len(rec.catalog)), prior_weight=0.5)
     assert moves == [next(rec.lm.model.parameters()).device]
+
+
+def test_one_prior_value_from_the_facade_to_every_task(make_rec):
+    """A prior is one value (scores, weight, aggregation), checked once where it is made: given
+    whole or as loose arguments, to recommend, rank and chat alike, with the Recommender's default
+    filling what a call leaves out; its parts stay readable and settable as attributes."""
+    from genrec import Prior
+
+    catalog = catalog_of(TITLES)
+    scores = random_prior(len(catalog), 3)
+    loose = make_rec(catalog).recommend(["i1"], k=5, prior=scores, prior_weight=0.6, prior_aggregation="max")
+    whole = make_rec(catalog).recommend(["i1"], k=5, prior=Prior(scores, 0.6, "max"))
+    default = make_rec(catalog, prior=Prior(scores, 0.6, "max")).recommend(["i1"], k=5)
+    assert [r.item_id for r in loose] == [r.item_id for r in whole] == [r.item_id for r in default]
+    assert [r.score for r in loose] == pytest.approx([r.score for r in default], abs=1e-5)
+    rec = make_rec(catalog, prior=scores, prior_weight=0.6)
+    assert (rec.prior is scores, rec.prior_weight, rec.prior_aggregation) == (True, 0.6, "logsumexp")
+    assert rec.default_prior.override(weight=0.2) == Prior(scores, 0.2, "logsumexp")  # the call's weight, the default's rest
+    assert rec.default_prior.override(Prior(None, 0.9)).active is False  # a whole value replaces the default
+    rec.prior_aggregation = "max"
+    assert rec.default_prior == Prior(scores, 0.6, "max")
+    with pytest.raises(PriorError, match="from 0 to 1"):
+        rec.prior_weight = 2
+    with pytest.raises(PriorError, match="got 'mean'"):
+        Prior(scores, 0.5, "mean")
+    # rank mixes the same weight exactly; chat takes the aggregation too
+    ranked = rec.rank(["i1"], ["i2", "i3", "i4"], prior=Prior(scores, 1.0))
+    positions = [catalog.position(i) for i in ("i2", "i3", "i4")]
+    log_prior = scores[positions] - np.logaddexp.reduce(scores[positions])
+    assert [r.score for r in ranked] == pytest.approx(sorted(log_prior, reverse=True), abs=1e-5)
+    talk = [{"role": "user", "content": "I liked " + catalog.title_of("i1")}]
+    assert [r.item_id for r in rec.chat(talk, k=3, prior_weight=1.0).items] == [
+        r.item_id for r in rec.chat(talk, k=3, prior=Prior(scores, 1.0, "max")).items
+    ]

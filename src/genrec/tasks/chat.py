@@ -11,7 +11,7 @@ from typing import Any
 from ..grounding import Match
 from .explain import unique_matches
 from .host import TaskHost
-from .prior import Prior, resolve_prior
+from .prior import Prior
 from .recommend import decode_constrained
 from .results import ChatResponse
 
@@ -53,7 +53,6 @@ def chat(
     exclude: Sequence[Any] = (),
     template: str = "chat",
     prior: Prior | None = None,
-    prior_weight: float | None = None,
 ) -> ChatResponse:
     """The reply and the ``k`` items it recommends, every one a catalog item; a prior sees the
     items the user liked as the history."""
@@ -72,8 +71,9 @@ def chat(
         k=k,
         extra=extra,
     )
-    scores, weight = resolve_prior(host, [job.history_positions], prior, prior_weight)
-    recs = decode_constrained(host, [job], k, beams, prior_scores=scores, prior_weight=weight)[0]
+    prior = prior if prior is not None else host.default_prior
+    rows = prior.item_scores(host.catalog, [job.history_positions])
+    recs = decode_constrained(host, [job], k, beams, prior=prior, prior_rows=rows)[0]
     items = [host.catalog.item(r.item_id) for r in recs]
     reply = host.prompts.render_block(template, "reply", items=items, kind=host.catalog.kind, k=k)
     return ChatResponse(reply, list(recs), mentioned, rejected)

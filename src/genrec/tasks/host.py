@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..catalog import Catalog
 from ..decoding import OutputVocabulary, PrefixCache, TitleIndex
@@ -10,6 +10,7 @@ from ..limits import Limits
 from ..model import LoadedModel
 from ..prompts import PromptLibrary
 from .pipeline import PromptPipeline
+from .prior import Prior
 
 __all__ = ["TaskHost", "output_vocabulary"]
 
@@ -32,9 +33,7 @@ class TaskHost(Protocol):
     free_text_slack: int
     end_ids: tuple[int, ...]
     pad_token_id: int
-    prior: Any  # the default collaborative prior (None: the model alone)
-    prior_weight: float
-    prior_aggregation: str
+    default_prior: Prior  # what a call without a prior of its own mixes in (no scores: the model alone)
     output_vocabulary: str  # "full" or "catalog" (decoding.vocabulary)
 
     def prefix_cache(self, template: str) -> PrefixCache: ...

@@ -1,26 +1,28 @@
-"""Collaborative priors as callers give them, checked and turned into per-user item scores.
+"""Collaborative priors as one value (``Prior``): the scores, the weight they get and how a title
+prefix gathers them, checked once where the value is made and passed unchanged from the facade
+through the tasks to the decoder.
 
-A prior is per-item log-scores in catalog order (higher: more likely; any real numbers, treated
-as unnormalised log-probabilities): one array for every user, one row per user, or a callable
-that takes the users' histories (lists of item IDs, oldest first) and returns one row per user
-(the harness's Markov, SASRec and popularity baselines are such callables).
+A prior's scores are per-item log-scores in catalog order (higher: more likely; any real numbers,
+treated as unnormalised log-probabilities): one array for every user, one row per user, or a
+callable that takes the users' histories (lists of item IDs, oldest first) and returns one row
+per user (the harness's Markov, SASRec and popularity baselines are such callables).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
 
 from ..decoding.prior import AGGREGATIONS
 from ..errors import PriorError
-from .host import TaskHost
 
-__all__ = ["Prior", "prior_scores", "check_weight", "check_aggregation", "resolve_prior"]
+__all__ = ["Prior", "PriorScores", "prior_scores", "check_weight", "check_aggregation"]
 
 #: an array ``[n_items]`` or ``[n_users, n_items]``, or ``histories -> [n_users, n_items]``
-Prior = Union[np.ndarray, Sequence[float], Callable[[list[list[str]]], Any]]
+PriorScores = Union[np.ndarray, Sequence[float], Callable[[list[list[str]]], Any]]
 
 
 def check_weight(weight: Any) -> float:
@@ -36,7 +38,7 @@ def check_aggregation(aggregation: Any) -> str:
     return str(aggregation)
 
 
-def prior_scores(prior: Prior, histories: list[list[str]], n_items: int) -> np.ndarray:
+def prior_scores(prior: PriorScores, histories: list[list[str]], n_items: int) -> np.ndarray:
     """``[len(histories), n_items]`` float64 log-scores, or a PriorError naming the problem."""
     source = prior(histories) if callable(prior) else prior
     try:
@@ -61,16 +63,41 @@ def prior_scores(prior: Prior, histories: list[list[str]], n_items: int) -> np.n
     return scores
 
 
-def resolve_prior(
-    host: TaskHost, histories: Sequence[Sequence[int]], prior: Prior | None, weight: float | None
-) -> tuple[np.ndarray | None, float]:
-    """The call's prior and weight, else the host's defaults, as ``(item scores [users, n_items]
-    or None, weight)`` for these histories (catalog positions); None when the weight is 0."""
-    prior = prior if prior is not None else host.prior
-    weight = check_weight(weight if weight is not None else host.prior_weight)
-    if prior is None or weight == 0.0:
-        return None, 0.0
-    catalog = host.catalog
-    ids = [[catalog.ids[p] for p in history] for history in histories]
-    return prior_scores(prior, ids, len(catalog)), weight
+@dataclass(frozen=True)
+class Prior:
+    """A collaborative prior: ``scores`` (see the module; None: no prior), mixed into every
+    decoding step with ``weight`` in [0, 1] (0: the model alone; 1: the prior decides and the
+    model spells titles), a title prefix's score gathered from its titles by ``aggregation``
+    (``logsumexp`` or ``max``). The weight and aggregation are checked when the value is made;
+    the scores' shape when they meet a catalog (``item_scores``)."""
 
+    scores: PriorScores | None = None
+    weight: float = 0.0
+    aggregation: str = "logsumexp"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", check_weight(self.weight))
+        object.__setattr__(self, "aggregation", check_aggregation(self.aggregation))
+
+    @property
+    def active(self) -> bool:
+        """Whether decoding mixes it in at all (scores and a weight above 0)."""
+        return self.scores is not None and self.weight > 0.0
+
+    def override(self, scores: PriorScores | Prior | None = None, weight: float | None = None, aggregation: str | None = None) -> Prior:
+        """This prior (a Recommender's default) with what one call gives in its place; a whole
+        ``Prior`` given as ``scores`` replaces this one before ``weight`` and ``aggregation`` apply."""
+        base = scores if isinstance(scores, Prior) else self
+        return Prior(
+            scores=base.scores if scores is None or isinstance(scores, Prior) else scores,
+            weight=base.weight if weight is None else weight,
+            aggregation=base.aggregation if aggregation is None else aggregation,
+        )
+
+    def item_scores(self, catalog: Any, histories: Sequence[Sequence[int]]) -> np.ndarray | None:
+        """``[users, n_items]`` log-scores for these histories (catalog positions); None when the
+        prior is not active."""
+        if not self.active:
+            return None
+        ids = [[catalog.ids[p] for p in history] for history in histories]
+        return prior_scores(self.scores, ids, len(catalog))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..decoding import score_continuations
 from .host import TaskHost, output_vocabulary
-from .prior import Prior, resolve_prior
+from .prior import Prior
 from .results import Recommendation, Recommendations
 
 __all__ = ["rank", "score_titles", "title_lengths"]
@@ -25,18 +25,19 @@ def rank(
     length_normalize: bool = False,
     template: str = "rank",
     prior: Prior | None = None,
-    prior_weight: float | None = None,
 ) -> Recommendations:
     """``candidates`` (IDs or titles) best first. The default score is the title's total
     log-probability (what beam search ranks by; favours short titles); ``length_normalize``
     divides by its token count (favours long ones). Ties keep the given order; repeats count once.
-    A prior mixes in as in beam search: ``(1 - w) * model + w * log p_prior(item | candidates)``."""
+    A prior (None: the host's default) mixes in as in beam search, exactly: ``(1 - w) * model + w *
+    log p_prior(item | candidates)`` (whole titles are scored, so its aggregation does not apply)."""
     pipeline, catalog = host.pipeline, host.catalog
     host.limits.check_request(request)
     host.limits.check_refs(candidates, "candidates")
     history_positions = pipeline.resolve(history)
     positions = list(dict.fromkeys(pipeline.resolve(candidates, "candidates")))
-    item_scores, weight = resolve_prior(host, [history_positions], prior, prior_weight)
+    prior = prior if prior is not None else host.default_prior
+    item_scores, weight = prior.item_scores(catalog, [history_positions]), prior.weight
     if not positions:
         return Recommendations([], history_used=len(history_positions))
     text = pipeline.render(

@@ -14,7 +14,7 @@ from ..errors import LimitError
 from ..model import eos_token_ids
 from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
-from .prior import Prior, check_aggregation, resolve_prior
+from .prior import Prior
 from .results import Recommendation, Recommendations
 
 __all__ = ["recommend_batch", "decode_constrained", "decode_free", "default_template"]
@@ -39,12 +39,9 @@ def recommend_batch(
     batch_size: int | None = None,
     progress: bool = False,
     prior: Prior | None = None,
-    prior_weight: float | None = None,
-    prior_aggregation: str | None = None,
 ) -> list[Recommendations]:
     """The ``k`` best items for each history; users are decoded together in batches. ``prior``
-    (constrained decoding) mixes per-item scores into every step with ``prior_weight``, a title
-    prefix's score gathered from its titles by ``prior_aggregation`` (default: the host's)."""
+    (constrained decoding; None: the host's default) is mixed into every step."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
@@ -55,9 +52,8 @@ def recommend_batch(
         for history, request, exclude in zip(histories, requests, excludes)
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
-    scores, weight = resolve_prior(host, [job.history_positions for job in jobs], prior, prior_weight)
-    # the host's default is applied where the prior is built (decode_constrained), as for chat
-    aggregation = check_aggregation(prior_aggregation) if prior_aggregation is not None else None
+    prior = prior if prior is not None else host.default_prior
+    scores = prior.item_scores(host.catalog, [job.history_positions for job in jobs])
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
@@ -69,9 +65,7 @@ def recommend_batch(
         batch = order[start : start + size]
         if constrained:
             rows = scores[batch] if scores is not None else None
-            decoded = decode_constrained(
-                host, [jobs[i] for i in batch], k, beams, prior_scores=rows, prior_weight=weight, prior_aggregation=aggregation
-            )
+            decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior=prior, prior_rows=rows)
         else:
             decoded = decode_free(host, [jobs[i] for i in batch], k, beams)
         for i, recs in zip(batch, decoded):
@@ -87,11 +81,11 @@ def decode_constrained(
     k: int,
     beams: int,
     *,
-    prior_scores: Any = None,
-    prior_weight: float = 0.0,
-    prior_aggregation: str | None = None,
+    prior: Prior | None = None,
+    prior_rows: Any = None,
 ) -> list[Recommendations]:
-    """Constrained beam search for prepared prompts: every item is a catalog item, none banned."""
+    """Constrained beam search for prepared prompts: every item is a catalog item, none banned.
+    ``prior_rows``: the ``prior``'s item scores for these jobs (``Prior.item_scores``)."""
     # jobs with different tokenisation contexts (different templates) use different indexes
     groups: dict[TitleContext, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -101,12 +95,11 @@ def decode_constrained(
         index = host.pipeline.index(ctx)
         available = [index.n_titles - len(jobs[i].banned_titles) for i in members]
         width = max(1, min(beams, max(available)))
-        prior = None
-        if prior_scores is not None:
-            prior = TitlePrior.from_item_scores(
-                index, host.catalog.position_titles, prior_scores[members], [jobs[i].banned_titles for i in members],
-                weight=prior_weight, aggregation=prior_aggregation if prior_aggregation is not None else host.prior_aggregation,
-                device=host.lm.device,
+        title_prior = None
+        if prior is not None and prior_rows is not None:
+            title_prior = TitlePrior.from_item_scores(
+                index, host.catalog.position_titles, prior_rows[members], [jobs[i].banned_titles for i in members],
+                weight=prior.weight, aggregation=prior.aggregation, device=host.lm.device,
             )  # fmt: skip
         hyps = beam_search(
             host.lm.model,
@@ -118,7 +111,7 @@ def decode_constrained(
             length_penalty=host.length_penalty,
             pad_token_id=host.pad_token_id,
             prefix_cache=host.prefix_cache(jobs[members[0]].template),
-            prior=prior,
+            prior=title_prior,
             lookahead=host.lookahead,
             max_per_family=host.max_per_family,
             family_share=host.family_share,
