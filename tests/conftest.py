@@ -135,3 +135,13 @@ def ml100k_dir() -> Path:
     if not (ML100K / "u.item").is_file():
         pytest.skip(f"MovieLens 100K not found at {ML100K} (research licence: not shipped with genrec)")
     return ML100K
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """One local Ray instance for every Ray test of the session: genrec's jobs use an instance
+    they find running and leave it running, so each test pays for its actors, not for a Ray start."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -1,8 +1,14 @@
-"""Catalogs the tests share."""
+"""Catalogs and datasets the tests share."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
 from genrec import Catalog
+from genrec.data.datasets import Dataset
 
 TITLES = [
     "Alien",
@@ -31,3 +37,44 @@ TITLES = [
 
 def catalog_of(titles, **extra):
     return Catalog.from_records([{"item_id": f"i{n}", "title": t, **extra} for n, t in enumerate(titles)])
+
+
+def write_d3(folder: Path) -> tuple[Path, Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "info.txt"
+    info.write_text("<a_1><b_2>\tWidget One\t10\n<a_3><b_4>\tGadget \"Pro\"\t11\n<a_5><b_6>\tThing Three\t12\n")
+    head = "user_id,history_item_title,item_title,history_item_id,item_id\n"
+    test = folder / "test.csv"
+    test.write_text(head + "u1,\"['Widget One', 'Gadget']\",Thing Three,\"['10', '11']\",12\nu2,\"['Thing Three']\",Widget One,\"[12]\",10\n")
+    train = folder / "train.csv"
+    train.write_text(head + "".join(f"u{n},\"['x']\",y,\"[10, 11]\",12\n" for n in range(20)))
+    return test, info, train
+
+
+def chain_dataset(n_users=40, n_items=30, length=12, seed=0, titles=None):
+    """Users walk the items in order (i -> i+1): transitions are learnable, popularity is flat."""
+    rng = np.random.default_rng(seed)
+    titles = titles or [f"Film Number {i}" for i in range(n_items)]
+    n_items = len(titles)
+    catalog = Catalog.from_records([{"item_id": f"m{i}", "title": t} for i, t in enumerate(titles)], kind="movie")
+    rows = []
+    for u in range(n_users):
+        start = int(rng.integers(0, n_items))
+        for t in range(length):
+            rows.append({"user_id": f"u{u}", "item_id": f"m{(start + t) % n_items}", "timestamp": t})
+    frame = pd.DataFrame(rows)
+    frame["row"] = range(1, len(frame) + 1)
+    return Dataset(name="chain", catalog=catalog, interactions=frame)
+
+
+def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
+    """Each user's last two items (validation, test) appear nowhere else in their sequence."""
+    records = [{"item_id": f"m{i}", "title": f"Film Number {i}"} for i in range(n_items)]
+    catalog = Catalog.from_records(records, kind="movie", name="toy")
+    rows = []
+    for u in range(n_users):
+        seq = [f"m{(u + t) % 20}" for t in range(6)] + [f"m{20 + 2 * u}", f"m{21 + 2 * u}"]
+        rows += [{"user_id": f"u{u}", "item_id": item, "timestamp": t} for t, item in enumerate(seq)]
+    frame = pd.DataFrame(rows)
+    frame["row"] = range(1, len(frame) + 1)
+    return Dataset(name="toy", catalog=catalog, interactions=frame)

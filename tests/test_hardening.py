@@ -453,7 +453,13 @@ def test_malformed_tool_calls_are_tool_errors(tiny_model, tokenizer, tally, name
     try:
         result = call_tool(rec, name, arguments)
     except ToolError as exc:
-        assert str(exc)
+        # it names the tool (or says it is unknown), then the problem
+        message = str(exc)
+        assert "Traceback" not in message
+        if name in TOOLS:
+            assert message.startswith(f"{name}: ") and len(message) > len(name) + 2
+        else:
+            assert message.startswith("unknown tool 'no_such_tool' (tools: ")
         tally["malformed_tool_calls_answered_with_tool_error"] += 1
         return
     json.dumps(result)  # a result is plain JSON data
@@ -543,7 +549,7 @@ KILLED_TRAINER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {tests!r})
-    from test_training import split_dataset_with_unique_holdouts
+    from helpers import split_dataset_with_unique_holdouts
     from genrec.training import TrainConfig, train
 
     config = TrainConfig(model={model!r}, max_steps=40, batch_size=2, save_every=1, learning_rate=1e-3,

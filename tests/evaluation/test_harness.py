@@ -1,236 +1,22 @@
+"""The harness (genrec/evaluation/): methods side by side, tuning on validation, resuming, reusing."""
+
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import zipfile
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from genrec import Catalog, DataError, Recommender
-from genrec.baselines.scored import ItemKNN, Markov, Popularity
-from genrec.data.datasets import (
-    download_movielens,
-    load_d3csv,
-    load_dataset,
-    load_interactions,
-    load_movielens_1m,
-    load_movielens_100k,
-    natural_title,
-)
+from genrec import DataError, Recommender
+from genrec.data.datasets import load_d3csv
 from genrec.evaluation import EvalConfig, load_results, run_evaluation
 from genrec.evaluation.fusion import describe_tuning, tune_on_validation
-from genrec.ranking.metrics import full_rank, hit_rate
-from genrec.baselines.sasrec import SASRec, SASRecConfig
-from genrec.data.splits import leave_one_out, sample_examples
 
 from conftest import REPO
+from helpers import chain_dataset, write_d3
 
 
-# ---------------------------------------------------------------------- synthetic data
-def write_ml100k(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    genres = ["0"] * 19
-    rows = []
-    for i, title in enumerate(["Toy Story (1995)", "Matrix, The (1999)", "Cit\xe9 des enfants perdus, La (1995)", "Heat (1995)"], 1):
-        flags = genres.copy()
-        flags[i] = "1"
-        rows.append("|".join([str(i), title, "01-Jan-1995", "", "http://x", *flags]))
-    (folder / "u.item").write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
-    data = ["1\t1\t5\t100", "1\t2\t4\t200", "1\t3\t3\t200", "2\t4\t5\t50", "2\t1\t3\t60", "2\t2\t1\t70", "3\t1\t4\t10"]
-    (folder / "u.data").write_text("\n".join(data) + "\n", encoding="latin-1")
-    return folder
-
-
-def test_movielens_100k_loader(tmp_path):
-    ds = load_movielens_100k(write_ml100k(tmp_path / "ml"))
-    assert ds.catalog.title_of("2") == "The Matrix (1999)"
-    assert ds.catalog.item("2")["movielens_title"] == "Matrix, The (1999)"
-    assert ds.catalog.item("2")["genres"] == "Adventure"
-    assert ds.catalog.title_of("3") == "La Cité des enfants perdus (1995)"
-    assert ds.interactions["row"].tolist() == list(range(1, 8))
-
-
-def test_movielens_titles_without_years(tmp_path):
-    folder = write_ml100k(tmp_path / "ml")
-    ds = load_dataset("ml-100k", folder, title_years="ambiguous")
-    assert [ds.catalog.title_of(i) for i in "1234"] == ["Toy Story", "The Matrix", "La Cité des enfants perdus", "Heat"]
-    assert ds.catalog.item("2")["movielens_title"] == "Matrix, The (1999)"  # the file's form is kept
-    assert ds.catalog.content_hash != load_dataset("ml-100k", folder).catalog.content_hash
-    with pytest.raises(DataError, match="one of always, ambiguous, got 'sometimes'"):
-        load_dataset("ml-100k", folder, title_years="sometimes")
-    (tmp_path / "movies.dat").write_bytes(b"1::Sabrina (1954)::Comedy\n2::Sabrina (1995)::Comedy\n3::Heat (1995)::Action\n")
-    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n")
-    catalog = load_movielens_1m(tmp_path, title_years="ambiguous").catalog
-    assert [catalog.title_of(i) for i in "123"] == ["Sabrina (1954)", "Sabrina (1995)", "Heat"]
-    with pytest.raises(DataError, match="for MovieLens titles"):
-        load_dataset("recbole", tmp_path, title_years="ambiguous")
-
-
-def test_real_movielens_100k_titles_without_years(ml100k_dir):
-    catalog = load_dataset("ml-100k", ml100k_dir, title_years="ambiguous").catalog
-    titles = [catalog.title_of(i) for i in catalog.ids]
-    dated = sorted(t for t in titles if t.endswith(")") and t[-5:-1].isdigit())
-    assert len(titles) == 1682 and "Toy Story" in titles and "Star Wars" in titles
-    # five titles name two films each ("That Darn Cat! (1997)" is in the file twice); the one left,
-    # "(1995) (V)", has its year inside
-    assert dated == ["Cape Fear (1962)", "Cape Fear (1991)", "Sabrina (1954)", "Sabrina (1995)", "Shall We Dance? (1937)",
-                     "Shall We Dance? (1996)", "That Darn Cat! (1965)", "That Darn Cat! (1997)", "That Darn Cat! (1997)",
-                     "The Scarlet Letter (1926)",
-                     "The Scarlet Letter (1995)"]  # fmt: skip
-
-
-def test_real_movielens_100k(ml100k_dir):
-    ds = load_movielens_100k(ml100k_dir)
-    assert len(ds.catalog) == 1682 and len(ds.interactions) == 100_000
-    split = leave_one_out(ds.interactions)
-    assert split.info["users_evaluated"] == 943 and split.info["users_with_tied_last_two"] == 415
-
-
-def test_natural_title():
-    assert natural_title("Shawshank Redemption, The (1994)") == "The Shawshank Redemption (1994)"
-    assert natural_title("Heat (1995)") == "Heat (1995)"
-    assert natural_title("Unknown") == "Unknown"
-
-
-def test_movielens_1m_loader(tmp_path):
-    (tmp_path / "movies.dat").write_bytes("1::Toy Story (1995)::Animation|Comedy\n2::Heat (1995)::Action\n".encode("latin-1"))
-    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n1::2::3::978302109\n")
-    ds = load_movielens_1m(tmp_path)
-    assert ds.catalog.item("1")["genres"] == "Animation|Comedy" and len(ds.interactions) == 2
-    (tmp_path / "ratings.dat").write_text("1::1::5\n")
-    with pytest.raises(DataError, match="row 1"):
-        load_movielens_1m(tmp_path)
-
-
-def test_interactions_loader_and_errors(tmp_path):
-    (tmp_path / "items.csv").write_text("item_id,title\na,Heat\nb,Alien\n")
-    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\nu1,a,5\nu1,b,6\n")
-    ds = load_interactions(tmp_path / "log.csv", tmp_path / "items.csv")
-    assert ds.interactions["timestamp"].tolist() == [5, 6]
-    (tmp_path / "log.csv").write_text("user_id,item_id\nu1,a\nu1,zzz\n")
-    with pytest.raises(DataError, match="'zzz' at row\\(s\\) 3"):
-        load_interactions(tmp_path / "log.csv", tmp_path / "items.csv")
-
-
-def write_d3(folder: Path) -> tuple[Path, Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    info = folder / "info.txt"
-    info.write_text("<a_1><b_2>\tWidget One\t10\n<a_3><b_4>\tGadget \"Pro\"\t11\n<a_5><b_6>\tThing Three\t12\n")
-    head = "user_id,history_item_title,item_title,history_item_id,item_id\n"
-    test = folder / "test.csv"
-    test.write_text(head + "u1,\"['Widget One', 'Gadget']\",Thing Three,\"['10', '11']\",12\nu2,\"['Thing Three']\",Widget One,\"[12]\",10\n")
-    train = folder / "train.csv"
-    train.write_text(head + "".join(f"u{n},\"['x']\",y,\"[10, 11]\",12\n" for n in range(20)))
-    return test, info, train
-
-
-def test_d3csv_loader(tmp_path):
-    test, info, train = write_d3(tmp_path)
-    ds = load_d3csv(test, info, train=train)
-    assert ds.catalog.title_of("11") == 'Gadget "Pro"' and ds.catalog.item("10")["sid"] == "<a_1><b_2>"
-    assert ds.test_examples[0].history == ("10", "11") and ds.test_examples[1].history == ("12",)
-    assert len(ds.train_examples) == 20
-    test.write_text("user_id,history_item_title,item_title,history_item_id,item_id\nu1,[],x,not a list,10\n")
-    with pytest.raises(DataError, match="row 2: column history_item_id is not a Python list"):
-        load_d3csv(test, info)
-
-
-def test_download_movielens_from_a_url(tmp_path):
-    source = write_ml100k(tmp_path / "src" / "ml-100k")
-    archive = tmp_path / "ml-100k.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for f in source.iterdir():
-            zf.write(f, f"ml-100k/{f.name}")
-    folder = download_movielens("ml-100k", tmp_path / "data", url=archive.as_uri())
-    assert (folder / "u.data").is_file()
-    assert load_dataset("ml-100k", tmp_path / "data").catalog.title_of("1") == "Toy Story (1995)"
-    assert not list((tmp_path / "data").glob(".tmp-*"))  # nothing half-written left behind
-    with pytest.raises(DataError, match="could not download"):
-        download_movielens("ml-1m", tmp_path / "other", url=(tmp_path / "missing.zip").as_uri())
-    assert not (tmp_path / "other" / "ml-1m").exists()
-
-
-def test_leave_one_out_tie_rules(tmp_path):
-    ds = load_movielens_100k(write_ml100k(tmp_path / "ml"))
-    split = leave_one_out(ds.interactions)  # user 1 rated items 2 and 3 at the same second
-    test = {e.user_id: e for e in split.test}
-    assert test["1"].target == "3" and test["1"].history == ("1", "2")  # file order: 2 then 3
-    assert {e.user_id: e.target for e in split.valid}["1"] == "2"
-    assert split.train["1"] == ["1"] and split.train["3"] == ["1"]  # user 3 is too short to test
-    assert split.info["users_too_short"] == 1 and split.info["users_with_tied_last_two"] == 1
-    reordered = ds.interactions.copy()
-    reordered.loc[[1, 2], "row"] = [3, 2]
-    assert {e.user_id: e.target for e in leave_one_out(reordered).test}["1"] == "2"
-    assert {e.user_id: e.target for e in leave_one_out(reordered, tie_break="item_id").test}["1"] == "3"
-    with pytest.raises(DataError):
-        leave_one_out(ds.interactions, tie_break="bogus")
-
-
-def test_sample_examples_is_seeded():
-    from genrec.data.datasets import Example
-
-    examples = [Example(str(i), (), "x") for i in range(100)]
-    a, b = sample_examples(examples, 10, 1), sample_examples(examples, 10, 1)
-    assert a == b and len(a) == 10 and sample_examples(examples, 10, 2) != a
-    assert sample_examples(examples, None, 0) == examples
-
-
-# ---------------------------------------------------------------------- a patterned dataset
-def chain_dataset(n_users=40, n_items=30, length=12, seed=0, titles=None):
-    """Users walk the items in order (i -> i+1): transitions are learnable, popularity is flat."""
-    rng = np.random.default_rng(seed)
-    titles = titles or [f"Film Number {i}" for i in range(n_items)]
-    n_items = len(titles)
-    catalog = Catalog.from_records([{"item_id": f"m{i}", "title": t} for i, t in enumerate(titles)], kind="movie")
-    rows = []
-    for u in range(n_users):
-        start = int(rng.integers(0, n_items))
-        for t in range(length):
-            rows.append({"user_id": f"u{u}", "item_id": f"m{(start + t) % n_items}", "timestamp": t})
-    frame = pd.DataFrame(rows)
-    frame["row"] = range(1, len(frame) + 1)
-    from genrec.data.datasets import Dataset
-
-    return Dataset(name="chain", catalog=catalog, interactions=frame)
-
-
-def hr10(method, split):
-    scores = method.score([e.history for e in split.test])
-    tie = np.arange(len(method.catalog))
-    hits = 0
-    for row, e in enumerate(split.test):
-        ex = np.zeros(len(method.catalog), dtype=bool)
-        ex[[method.index[i] for i in e.history]] = True
-        hits += hit_rate(full_rank(scores[row], method.index[e.target], ex, tie), 1)
-    return hits / len(split.test)
-
-
-def test_markov_and_sasrec_learn_transitions_pop_does_not():
-    ds = chain_dataset()
-    split = leave_one_out(ds.interactions)
-    pop, markov = Popularity(ds.catalog), Markov(ds.catalog)
-    pop.fit(split)
-    markov.fit(split)
-    sasrec = SASRec(ds.catalog, SASRecConfig(hidden=32, max_len=20, max_epochs=60, eval_every=10, dropout=0.1), progress=False)
-    sasrec.fit(split)
-    assert hr10(markov, split) == 1.0  # the next item always follows the last one
-    assert hr10(pop, split) < 0.2
-    assert hr10(sasrec, split) > 0.5
-    assert sasrec.best_valid_ndcg > 0.3 and sasrec.history[-1]["epoch"] <= 60
-    ce = SASRec(ds.catalog, SASRecConfig.for_loss("ce", hidden=32, max_len=20, max_epochs=30, eval_every=5, dropout=0.1), progress=False)
-    ce.fit(split)
-    assert hr10(ce, split) > 0.5 and ce.tuned["loss"] == "ce"
-    knn = ItemKNN(ds.catalog)
-    knn.fit(split)
-    assert hr10(knn, split) > hr10(pop, split)
-    assert knn.tuned["neighbors"] in (*ItemKNN.NEIGHBOR_GRID[:-1], "all") and len(knn.tuned["valid_NDCG@10"]) == len(ItemKNN.NEIGHBOR_GRID)
-
-
-# ---------------------------------------------------------------------- the whole harness
 @pytest.fixture
 def tiny_factory(tiny_model, tokenizer, tmp_path):
     return lambda catalog: Recommender(catalog, model=tiny_model, tokenizer=tokenizer, cache_dir=tmp_path / "cache")
@@ -480,8 +266,7 @@ def test_a_folder_written_before_a_setting_existed_resumes(tmp_path):
 
 
 
-def test_ray_workers_give_the_same_metrics_as_one_process(tmp_path, tiny_model_dir):
-    pytest.importorskip("ray")
+def test_ray_workers_give_the_same_metrics_as_one_process(tmp_path, tiny_model_dir, ray_instance):
     ds = chain_dataset(n_users=12, n_items=20, length=8)
     config = EvalConfig(dataset="chain", methods=["genrec", "genrec+markov"], k=10, users=8, seed=2, batch_size=3,
                         model=str(tiny_model_dir), tune_users=4, prior_grid=(0.0, 1.0))  # fmt: skip

@@ -19,7 +19,8 @@ from genrec.ranking.protocol import Protocol
 from genrec.evaluation.rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
 from genrec.data.splits import sample_examples, split_dataset
 from genrec.tasks.rank import score_titles, title_lengths
-from test_harness import chain_dataset, tiny_factory  # noqa: F401  (tiny_factory is a fixture)
+from helpers import chain_dataset
+from test_harness import tiny_factory  # noqa: F401  (a fixture)
 
 
 def lists(out, method):

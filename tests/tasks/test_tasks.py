@@ -160,8 +160,13 @@ def test_cli_rank_explain_chat(tiny_model_dir, tmp_path, capsys, monkeypatch):
 
 
 def test_demo_catalog_items_have_tool_friendly_attributes():
-    item = Catalog.demo().item("1")
-    json.dumps(item)
+    """A tool result carries an item as plain JSON: strings only, nothing lost on the way."""
+    catalog = Catalog.demo()
+    for item_id in catalog.ids[:50]:
+        item = catalog.item(item_id)
+        assert json.loads(json.dumps(item)) == item
+        assert all(isinstance(v, str) for v in item.values())
+    assert catalog.item("1") == {"item_id": "1", "title": "The Godfather", "year": "1972", "genres": "Crime|Drama"}
 
 
 def test_chat_checks_the_beam_limit(make_rec):

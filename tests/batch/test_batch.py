@@ -218,8 +218,7 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def test_two_ray_workers_equal_one_process(catalog, tiny_model_dir, tmp_path, one_thread):
-    pytest.importorskip("ray")
+def test_two_ray_workers_equal_one_process(catalog, tiny_model_dir, tmp_path, one_thread, ray_instance):
     users = _users(10, seed=4)
     spec = RecommenderSpec(catalog, model=str(tiny_model_dir), cache_dir=str(tmp_path / "cache"))
     settings = DecodeSettings(k=3, batch_size=2)
@@ -231,22 +230,21 @@ def test_two_ray_workers_equal_one_process(catalog, tiny_model_dir, tmp_path, on
 
 
 @pytest.mark.integration
-def test_two_ray_workers_equal_recommend_batch_on_the_real_model(ml100k_dir, tmp_path, one_thread):
-    """32 MovieLens users on the default model: the parts of two workers are recommend_batch's lists."""
-    pytest.importorskip("ray")
+def test_two_ray_workers_equal_recommend_batch_on_the_real_model(ml100k_dir, tmp_path, one_thread, ray_instance):
+    """16 MovieLens users on the default model: the parts of two workers are recommend_batch's lists."""
     from genrec import Catalog, Recommender
 
     catalog = Catalog.from_file(ml100k_dir / "u.item", sep="|", encoding="latin-1", header=False)
     log = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
     path = tmp_path / "log.csv"
-    log[log["user_id"].astype(int) <= 32][["user_id", "item_id", "timestamp"]].to_csv(path, index=False)
+    log[log["user_id"].astype(int) <= 16][["user_id", "item_id", "timestamp"]].to_csv(path, index=False)
     users = read_users(path)
-    assert len(users) == 32
+    assert len(users) == 16
     settings = DecodeSettings(k=10, batch_size=8, max_history=10)
-    summary = run_batch(RecommenderSpec(catalog), users, tmp_path / "two", settings, part_size=16, workers=2, threads_per_worker=1, progress=False)
-    assert summary.served == 32
+    summary = run_batch(RecommenderSpec(catalog), users, tmp_path / "two", settings, part_size=8, workers=2, threads_per_worker=1, progress=False)
+    assert summary.served == 16
     rec = Recommender(catalog)
-    want = pd.concat([_reference_tail(rec, users[:16], 10), _reference_tail(rec, users[16:], 10)], ignore_index=True)
+    want = pd.concat([_reference_tail(rec, users[:8], 10), _reference_tail(rec, users[8:], 10)], ignore_index=True)
     pd.testing.assert_frame_equal(_read_rows(tmp_path / "two").astype({"rank": "int64"}), want, check_exact=True)
 
 

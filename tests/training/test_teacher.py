@@ -20,7 +20,8 @@ from genrec.training.teacher import soft_targets, title_runs
 from genrec.training.loss import loss_of as _loss
 from genrec.training.prepare import training_vocabulary as _output_vocabulary
 
-from test_training import config, split_dataset_with_unique_holdouts
+from helpers import split_dataset_with_unique_holdouts
+from test_training import config
 
 
 def _setup(tiny_model_dir, tmp_path, all_positions=True):

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,26 +15,13 @@ from genrec import Catalog, DataError, Recommender
 from genrec.training import prepare as prepare_mod
 from genrec.training import trainer as training_mod
 from genrec.training.loss import loss_of
-from genrec.data.datasets import Dataset
 from genrec.data.splits import leave_one_out
 from genrec.training import TrainConfig, encode_all_positions, encode_examples, train, training_examples
 from genrec.training.data import IGNORE, TokenBudgetBatches, window_phases
 from genrec.training.schedule import lr_factor
 
 from conftest import REPO
-
-
-def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
-    """Each user's last two items (validation, test) appear nowhere else in their sequence."""
-    records = [{"item_id": f"m{i}", "title": f"Film Number {i}"} for i in range(n_items)]
-    catalog = Catalog.from_records(records, kind="movie", name="toy")
-    rows = []
-    for u in range(n_users):
-        seq = [f"m{(u + t) % 20}" for t in range(6)] + [f"m{20 + 2 * u}", f"m{21 + 2 * u}"]
-        rows += [{"user_id": f"u{u}", "item_id": item, "timestamp": t} for t, item in enumerate(seq)]
-    frame = pd.DataFrame(rows)
-    frame["row"] = range(1, len(frame) + 1)
-    return Dataset(name="toy", catalog=catalog, interactions=frame)
+from helpers import split_dataset_with_unique_holdouts
 
 
 def config(model_dir, **kw):
@@ -524,6 +510,12 @@ def test_a_run_with_restarts_logs_the_restarted_rate(tiny_model_dir, tmp_path):
 
 def test_epochs_are_not_checked_when_max_steps_wins(tiny_model_dir):
     config(tiny_model_dir, epochs=0.0, max_steps=2, max_grad_norm=0.0).check()  # 0: no clipping
+    with pytest.raises(DataError, match="epochs must be above 0, got 0.0"):  # without max_steps they count
+        config(tiny_model_dir, epochs=0.0, max_steps=None).check()
+    with pytest.raises(DataError, match="max_steps must be at least 1, got 0"):
+        config(tiny_model_dir, epochs=0.0, max_steps=0).check()
+    with pytest.raises(DataError, match="max_grad_norm must be at least 0"):
+        config(tiny_model_dir, max_grad_norm=-1.0).check()
 
 
 @pytest.mark.parametrize("native", [True, False])
