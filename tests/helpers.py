@@ -78,3 +78,14 @@ def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
     frame = pd.DataFrame(rows)
     frame["row"] = range(1, len(frame) + 1)
     return Dataset(name="toy", catalog=catalog, interactions=frame)
+
+
+def script_main(path: Path, argv: list[str]) -> int:
+    """A script's ``main(argv)`` run in this process: the same code as a script run, without a
+    fresh interpreter and its imports (each test still runs its script once as a real process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)

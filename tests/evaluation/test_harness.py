@@ -14,7 +14,7 @@ from genrec.evaluation import EvalConfig, load_results, run_evaluation
 from genrec.evaluation.fusion import describe_tuning, tune_on_validation
 
 from conftest import REPO
-from helpers import chain_dataset, write_d3
+from helpers import chain_dataset, script_main, write_d3
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_d3_dataset_through_the_harness(tmp_path, tiny_factory):
     assert doc["n_users"] == 2 and "given test examples" in doc["split"]["protocol"]
 
 
-def test_eval_run_cli_contract(tmp_path):
+def test_eval_run_cli_contract(tmp_path, capsys):
     (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{n},Film {n}\n" for n in range(15)))
     rows = "".join(f"u{u},i{(u + t) % 15},{t}\n" for u in range(10) for t in range(6))
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
@@ -77,12 +77,11 @@ def test_eval_run_cli_contract(tmp_path):
     assert doc["dataset"] == "interactions" and doc["n_users"] == 10
     assert set(doc["methods"]) == {"pop", "markov"} and "HR@10" in doc["methods"]["pop"]
     bad_cmd = [*cmd[: cmd.index("--methods")], "--methods", "pop,bogus", "--out", str(tmp_path / "o2")]
-    bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown method(s) bogus" in bad.stderr
-    grid = subprocess.run([*cmd, "--history-grid", "5,x"], capture_output=True, text=True, timeout=300)
-    assert grid.returncode == 2 and "--history-grid takes comma-separated whole numbers, got '5,x'" in grid.stderr
-    weights = subprocess.run([*cmd, "--prior-grid", "0,half"], capture_output=True, text=True, timeout=300)
-    assert weights.returncode == 2 and "--prior-grid takes comma-separated numbers, got '0,half'" in weights.stderr
+    assert script_main(REPO / "eval" / "run.py", bad_cmd[2:]) == 2 and "unknown method(s) bogus" in capsys.readouterr().err
+    assert script_main(REPO / "eval" / "run.py", [*cmd[2:], "--history-grid", "5,x"]) == 2
+    assert "--history-grid takes comma-separated whole numbers, got '5,x'" in capsys.readouterr().err
+    assert script_main(REPO / "eval" / "run.py", [*cmd[2:], "--prior-grid", "0,half"]) == 2
+    assert "--prior-grid takes comma-separated numbers, got '0,half'" in capsys.readouterr().err
 
 
 def test_fused_method_tunes_its_prior_weight_on_validation_only(tmp_path, tiny_factory):

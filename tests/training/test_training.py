@@ -21,7 +21,7 @@ from genrec.training.data import IGNORE, TokenBudgetBatches, window_phases
 from genrec.training.schedule import lr_factor
 
 from conftest import REPO
-from helpers import split_dataset_with_unique_holdouts
+from helpers import script_main, split_dataset_with_unique_holdouts
 
 
 def config(model_dir, **kw):
@@ -587,7 +587,7 @@ def test_token_budget_batches_are_drawn_anew_each_epoch_and_reproducibly():
         TokenBudgetBatches(lengths, max_rows=0, max_tokens=150, seed=0)
 
 
-def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
+def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{n},Film Number {n}\n" for n in range(15)))
     rows = "".join(f"u{u},i{(u * 3 + t) % 15},{t}\n" for u in range(10) for t in range(3 + u % 5))
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n" + rows)
@@ -602,25 +602,20 @@ def test_bench_training_compares_batchings_in_one_run(tiny_model_dir, tmp_path):
         ("random", 0, 2), ("random", 1, 2), ("grouped", 0, 2), ("grouped", 1, 2)]  # fmt: skip
     assert found[0]["vs_first"] == 1.0 and all(r["targets"] > 0 for r in found)
     assert found[1]["trained_parameters"] < found[0]["trained_parameters"] == found[2]["trained_parameters"]
-    bad = subprocess.run([*cmd[:-8], "--batching", "sorted"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in bad.stderr
-    bad = subprocess.run([*cmd[:-4], "--freeze-layers", "top"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "--freeze-layers: 'top' is not a comma-separated list of whole numbers" in bad.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", [*cmd[2:-8], "--batching", "sorted"]) == 2 and "--batching: unknown or missing value(s) 'sorted' (have: grouped, random)" in capsys.readouterr().err
+    assert script_main(REPO / "eval" / "bench_training.py", [*cmd[2:-4], "--freeze-layers", "top"]) == 2 and "--freeze-layers: 'top' is not a comma-separated list of whole numbers" in capsys.readouterr().err
     shallow = [*cmd[:-6], "--drop-layers", "none;0", "--json", str(tmp_path / "shallow.json")]
-    done = subprocess.run(shallow, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", shallow[2:]) == 0
     found = json.loads((tmp_path / "shallow.json").read_text())["rows"]
     assert [r["layers"] for r in found] == [2, 1] and found[1]["trained_parameters"] < found[0]["trained_parameters"]
     vocabularies = [*cmd[:-6], "--output-vocabularies", "full,catalog", "--json", str(tmp_path / "vocab.json")]
-    done = subprocess.run(vocabularies, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", vocabularies[2:]) == 0
     found = json.loads((tmp_path / "vocab.json").read_text())["rows"]
     assert [(r["vocabulary"], r["batching"], r["frozen"]) for r in found] == [("full", "grouped", 0), ("catalog", "grouped", 0)]
-    bad = subprocess.run([*cmd[:-4], "--title-forms", "always,ambiguous"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "is for MovieLens titles" in bad.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", [*cmd[2:-4], "--title-forms", "always,ambiguous"]) == 2 and "is for MovieLens titles" in capsys.readouterr().err
 
 
-def test_bench_training_compares_title_forms_in_one_run(tiny_model_dir, tmp_path):
+def test_bench_training_compares_title_forms_in_one_run(tiny_model_dir, tmp_path, capsys):
     films = ["Heat (1995)", "Sabrina (1954)", "Sabrina (1995)", "Alien (1979)", "Fargo (1996)", "Babe (1995)"]
     (tmp_path / "u.item").write_bytes("".join(f"{n}|{t}|01-Jan-1995||x{'|0' * 19}\n" for n, t in enumerate(films, 1)).encode("latin-1"))
     log = "".join(f"{u}\t{(u + t) % 6 + 1}\t5\t{t}\n" for u in range(1, 9) for t in range(5))
@@ -634,13 +629,11 @@ def test_bench_training_compares_title_forms_in_one_run(tiny_model_dir, tmp_path
     assert [(r["titles"], r["steps"]) for r in found] == [("always", 2), ("ambiguous", 2)]
     assert all(r["targets"] > 0 for r in found)
     cuts = [*cmd[:-4], "--title-words-forms", "full,1", "--json", str(tmp_path / "cuts.json")]
-    done = subprocess.run(cuts, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", cuts[2:]) == 0
     found = json.loads((tmp_path / "cuts.json").read_text())["rows"]
     # one word tells "Heat", "Alien", "Fargo" and "Babe" apart; the two Sabrinas keep their years
     assert [r["titles"] for r in found] == ["always", "1+ words"] and found[1]["targets"] == found[0]["targets"]
-    bad = subprocess.run([*cmd[:-4], "--title-words-forms", "full,some"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "--title-words-forms: 'some' is not a comma-separated list of whole numbers" in bad.stderr
+    assert script_main(REPO / "eval" / "bench_training.py", [*cmd[2:-4], "--title-words-forms", "full,some"]) == 2 and "--title-words-forms: 'some' is not a comma-separated list of whole numbers" in capsys.readouterr().err
 
 
 def test_a_step_with_a_non_finite_gradient_changes_no_weights(tiny_model_dir, tmp_path, monkeypatch):
