@@ -10,6 +10,7 @@ from .errors import (
     CatalogError,
     ConfigError,
     DataError,
+    DeadlineError,
     GenrecError,
     IndexCacheError,
     LimitError,
@@ -52,6 +53,7 @@ __all__ = [
     "PriorError",
     "VocabularyError",
     "ConfigError",
+    "DeadlineError",
 ]
 
 __version__ = "0.1.0"

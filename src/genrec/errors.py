@@ -20,6 +20,7 @@ __all__ = [
     "PriorError",
     "VocabularyError",
     "ConfigError",
+    "DeadlineError",
 ]
 
 
@@ -91,3 +92,7 @@ class VocabularyError(GenrecError, ValueError):
 class ConfigError(GenrecError, ValueError):
     """A setting or argument that no run could use: an unknown name, a value out of its range, or
     settings that contradict each other (names the setting)."""
+
+
+class DeadlineError(GenrecError, TimeoutError):
+    """A call ran past the deadline its caller set (``deadline=``); decoding stopped there."""

@@ -30,6 +30,16 @@ class Limits:
     max_turns: int = 200
     max_new_tokens: int = 512
     max_matches: int = 100
+    # what one prompt may cost: the newest history items read into it (the older ones are still
+    # never recommended), and its tokens (None: the model's context); a service sets both
+    max_history_items: int | None = None
+    max_prompt_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_history_items", "max_prompt_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise LimitError(f"Limits.{name} must be a whole number of at least 1 (or None), got {value!r}")
 
     def check_k(self, k: Any) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -59,6 +69,16 @@ class Limits:
         if len(refs) > bound:
             raise LimitError(f"{len(refs)} {what} items given; the limit is {bound} (Limits.{name})")
         return refs
+
+    def cap_history(self, n_items: int, strict: bool = False) -> int:
+        """How many of a history's newest ``n_items`` go into a prompt; over the cap with
+        ``strict``, a LimitError instead."""
+        cap = self.max_history_items
+        if cap is None or n_items <= cap:
+            return n_items
+        if strict:
+            raise LimitError(f"{n_items} history items given; at most {cap} are read into a prompt (Limits.max_history_items)")
+        return cap
 
     def check_max_new_tokens(self, max_new_tokens: int) -> None:
         if not 1 <= max_new_tokens <= self.max_new_tokens:

@@ -6,9 +6,7 @@ delegates to its task module in ``genrec.tasks`` (recommend, rank, explain, chat
 
 from __future__ import annotations
 
-import json
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,11 +14,12 @@ from typing import Any
 
 from .catalog import Catalog
 from .decoding import (
-    DEFAULT_FAMILY_SHARE, OUTPUT_VOCABULARIES, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
+    DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
 )  # fmt: skip
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
+from .model_record import TRAINING_RECORD, check_training_record, trained_template, trained_vocabulary
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
@@ -42,8 +41,6 @@ __all__ = [
     "trained_vocabulary",
 ]
 
-#: file a fine-tuned model directory carries: which catalog and template it was trained with
-TRAINING_RECORD = "genrec.json"
 
 
 class Recommender:
@@ -103,7 +100,7 @@ class Recommender:
         if model is None or isinstance(model, (str, Path)):
             self.lm = load_model(model, device=device, dtype=dtype, cache_dir=self.cache_dir)
             if model is not None:
-                _check_training_record(Path(model), self.catalog)
+                check_training_record(Path(model), self.catalog)
         else:
             if tokenizer is None:
                 raise ConfigError("pass tokenizer= together with a loaded model")
@@ -196,6 +193,9 @@ class Recommender:
         prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
         prior_aggregation: str | None = None,
+        min_match_score: float | None = None,
+        strict_history: bool = False,
+        deadline: float | None = None,
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
@@ -209,7 +209,13 @@ class Recommender:
         histories), mixed into every decoding step with ``prior_weight`` in [0, 1] (0: the model
         alone; 1: the prior decides, the model spells titles); ``prior_aggregation`` (``logsumexp``
         or ``max``) is how a title prefix gathers the scores of the titles under it. Defaults: the
-        Recommender's. A whole ``Prior(scores, weight, aggregation)`` may be given as ``prior``."""
+        Recommender's. A whole ``Prior(scores, weight, aggregation)`` may be given as ``prior``.
+
+        How the history was read is in ``.history`` (``HistoryEntry``: by ID, by title, or fuzzily
+        with a score; in the prompt or left out). ``min_match_score``: a title matched fuzzily
+        below this score (0-100) is refused as unknown; ``strict_history``: a history longer than
+        ``Limits.max_history_items`` is refused instead of keeping its newest items.
+        ``deadline`` (a ``time.monotonic()`` value): decoding stops there with a DeadlineError."""
         return self.recommend_batch(
             [history],
             k,
@@ -220,6 +226,9 @@ class Recommender:
             template=template or default_template(history, request),
             num_beams=num_beams,
             prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
+            min_match_score=min_match_score,
+            strict_history=strict_history,
+            deadline=deadline,
         )[0]
 
     def recommend_batch(
@@ -238,6 +247,9 @@ class Recommender:
         prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
         prior_aggregation: str | None = None,
+        min_match_score: float | None = None,
+        strict_history: bool = False,
+        deadline: float | None = None,
     ) -> list[Recommendations]:
         """``recommend`` for many users; users are decoded together in batches for throughput.
         A 2-D ``prior`` has one row per history."""
@@ -245,6 +257,7 @@ class Recommender:
             self, histories, k, requests=requests, excludes=excludes, constrained=constrained,
             exclude_history=exclude_history, template=template, num_beams=num_beams,
             batch_size=batch_size, progress=progress, prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
+            min_match_score=min_match_score, strict_history=strict_history, deadline=deadline,
         )  # fmt: skip
 
     def rank(
@@ -351,64 +364,3 @@ class Recommender:
 
     def _threshold(self, threshold: float | None) -> float:
         return self.grounding_threshold if threshold is None else threshold
-
-
-def trained_template(model: str | Path | None) -> str | None:
-    """The template a genrec-fine-tuned model directory was trained with (its ``genrec.json``), so
-    it is prompted the way it learnt; None for any other model."""
-    template = _trained_setting(model, "template")
-    return template if isinstance(template, str) else None
-
-
-def trained_vocabulary(model: str | Path | None) -> str:
-    """The output vocabulary a genrec-fine-tuned model directory was trained with ("full" for
-    models fine-tuned before the setting existed, and for any other model)."""
-    value = _trained_setting(model, "output_vocabulary")
-    return value if value in OUTPUT_VOCABULARIES else "full"
-
-
-def _trained_setting(model: str | Path | None, key: str) -> Any:
-    """``key`` of a model directory's ``genrec.json``; None without one, or when it is unreadable."""
-    try:
-        record = _read_training_record(Path(model)) if model else None
-    except (OSError, ValueError):
-        return None
-    return record.get(key) if record else None
-
-
-def _read_training_record(model_dir: Path) -> dict[str, Any] | None:
-    """A model directory's ``genrec.json``; None when it has none. Unreadable: OSError or ValueError."""
-    path = model_dir / TRAINING_RECORD
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(record, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return record
-
-
-def _check_training_record(model_dir: Path, catalog: Catalog) -> None:
-    try:
-        record = _read_training_record(model_dir)
-    except (OSError, ValueError):
-        warnings.warn(
-            f"{model_dir / TRAINING_RECORD} is unreadable; cannot check which catalog the model was trained on", stacklevel=3
-        )
-        return
-    if record is None:
-        return
-    trained = record.get("catalog_hash")
-    if trained and trained != catalog.content_hash:
-        config = record.get("config")
-        data = config.get("data") if isinstance(config, dict) else None
-        data = data if isinstance(data, dict) else {}
-        # The same item list with another title form is the likely slip: say which form was trained.
-        forms = [f"--title-years {data['title_years']}"] if data.get("title_years", "always") != "always" else []
-        forms += [f"--title-words {data['title_words']}"] if "title_words" in data else []
-        hint = f"; it was trained on titles with {' '.join(forms)}" if forms else ""
-        warnings.warn(
-            f"model {model_dir} was fine-tuned on catalog {record.get('catalog_name', '?')!r} "
-            f"({record.get('catalog_items', '?')} items), not on this one ({catalog.name!r}, {len(catalog)} items): "
-            f"it may write titles that are not here or rank these poorly{hint}",
-            stacklevel=3,
-        )

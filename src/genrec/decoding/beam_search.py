@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DeadlineError
 from .attention import cache_argument, left_pad
 from .constraint import NEG_INF, TitleConstraint
 from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
@@ -82,6 +82,7 @@ def beam_search(
     family_share: float = DEFAULT_FAMILY_SHARE,
     vocabulary: OutputVocabulary | None = None,
     on_model_call: Callable[[ModelCall], None] | None = None,
+    deadline: float | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for each prompt (token ids), all prompts in one batch.
 
@@ -107,6 +108,8 @@ def beam_search(
     ``on_model_call`` (a step hook), when given, is called with every model call after the prefill
     (``ModelCall``: users, beam rows and tokens fed, padded width, keys, seconds): what
     ``eval/profile_decoding.py`` tabulates.
+    ``deadline`` (a ``time.monotonic()`` value): past it, the search stops at its next step with a
+    DeadlineError, so a caller that gave up frees the model within one step.
     """
     if num_beams < 1 or num_return < 1:
         raise ConfigError("num_beams and num_return must be at least 1")
@@ -156,6 +159,8 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in prompts]
     steps, calls, compactions = 0, 1, 0
     for step in range(max_steps):
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineError(f"decoding passed its deadline after {step} of at most {max_steps} steps")
         state.step, steps = step, step + 1
         if step > 0:
             call = feed(model, cache, state, settings)

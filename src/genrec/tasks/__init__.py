@@ -6,7 +6,7 @@
 
 from .host import TaskHost
 from .pipeline import PreparedPrompt, PromptPipeline
-from .results import ChatResponse, Explanation, Recommendation, Recommendations
+from .results import ChatResponse, Explanation, HistoryEntry, Recommendation, Recommendations
 
 __all__ = [
     "PromptPipeline",
@@ -14,6 +14,7 @@ __all__ = [
     "TaskHost",
     "Recommendation",
     "Recommendations",
+    "HistoryEntry",
     "Explanation",
     "ChatResponse",
 ]

@@ -1,8 +1,9 @@
 """The prompt pipeline every task and training share: a history (item IDs or titles) and a request
 in, the exact token ids the model is fed out.
 
-``PromptPipeline.prepare`` runs the steps in order: resolve the references onto catalog items,
-render the task's template, fit the history into the model's context (cut from the oldest end),
+``PromptPipeline.prepare`` runs the steps in order: resolve the references onto catalog items
+(saying how each was read), keep the newest ``Limits.max_history_items``, render the task's
+template, fit the history into the prompt's token budget (cut from the oldest end),
 split the text at the answer boundary (the title context the title index is tokenised in), and
 collect the titles the answer must not be (the history's, and anything excluded).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..catalog import Catalog
@@ -19,6 +20,8 @@ from ..decoding import TitleContext, TitleIndex, TitleIndexes, split_prompt_cont
 from ..errors import LimitError, UnknownItemError
 from ..limits import Limits
 from ..prompts import PromptLibrary, fit_history, to_model_text
+from ..text import normalize_title
+from .results import HistoryEntry
 
 __all__ = ["PromptPipeline", "PreparedPrompt", "TITLE_THRESHOLD"]
 
@@ -42,6 +45,7 @@ class PreparedPrompt:
     history_positions: list[int]
     history_used: int
     history_dropped: int
+    history: tuple[HistoryEntry, ...] = ()  # how each entry was read, and whether it is in the prompt
 
 
 class PromptPipeline:
@@ -75,26 +79,44 @@ class PromptPipeline:
     # ---------------------------------------------------------------- items
     def resolve(self, refs: Sequence[Any], what: str = "history") -> list[int]:
         """Catalog positions for a mix of IDs and titles; one UnknownItemError lists everything unknown."""
+        return self.read(refs, what)[0]
+
+    def read(
+        self, refs: Sequence[Any], what: str = "history", min_match_score: float | None = None
+    ) -> tuple[list[int], list[HistoryEntry]]:
+        """Catalog positions for a mix of IDs and titles, and how each was read. A title is matched
+        fuzzily (at least ``TITLE_THRESHOLD``); with ``min_match_score``, a fuzzy match scoring
+        below it counts as unknown. One UnknownItemError lists everything unknown."""
         self.limits.check_refs(refs, what)
         positions: list[int] = []
+        entries: list[HistoryEntry] = []
         unknown: list[str] = []
+        shown: list[str] = []  # each unknown entry as the error names it
         for ref in refs:
             key = str(ref).strip() if ref is not None else ""
             if key in self.catalog:
                 positions.append(self.catalog.position(key))
+                entries.append(HistoryEntry(key, key, self.catalog.title_of(key), "id", 100.0))
                 continue
             matches = self.catalog.grounder.ground(key, limit=1, threshold=TITLE_THRESHOLD) if key else []
-            if matches:
-                positions.append(self.catalog.position(matches[0].item_id))
-            else:
+            if not matches:
                 unknown.append(key)
+                shown.append(repr(key))
+                continue
+            best = matches[0]
+            exact = normalize_title(key) == normalize_title(best.title)
+            if not exact and min_match_score is not None and best.score < min_match_score:
+                unknown.append(key)
+                shown.append(f"{key!r} (closest: {best.title!r}, score {best.score:.0f} < {min_match_score:g})")
+                continue
+            positions.append(self.catalog.position(best.item_id))
+            entries.append(HistoryEntry(key, best.item_id, best.title, "title" if exact else "fuzzy", 100.0 if exact else float(best.score)))
         if unknown:
-            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            listed = ", ".join(shown[:10]) + (" ..." if len(shown) > 10 else "")
             raise UnknownItemError(
-                f"{len(unknown)} {what} item(s) are neither IDs nor titles in catalog {self.catalog.name!r}: {shown}",
-                unknown,
+                f"{len(unknown)} {what} item(s) are neither IDs nor titles in catalog {self.catalog.name!r}: {listed}", unknown
             )
-        return positions
+        return positions, entries
 
     def items(self, positions: Sequence[int]) -> list[dict[str, Any]]:
         """The items at ``positions`` with all their attributes, as templates see them."""
@@ -134,10 +156,9 @@ class PromptPipeline:
         return self.split(self.render(template, [], "", k=1, **_EMPTY_TASK_CONTEXT), template)[1]
 
     def prompt_budget(self, ctx: TitleContext) -> int:
-        if self.max_prompt_tokens is not None:
-            return self.max_prompt_tokens
-        # room for the longest title and its end marker
-        return self.max_context - self.index(ctx).max_depth - 1
+        # room for the longest title and its end marker, within any budget set
+        budgets = [self.max_context - self.index(ctx).max_depth - 1, self.max_prompt_tokens, self.limits.max_prompt_tokens]
+        return min(b for b in budgets if b is not None)
 
     # ---------------------------------------------------------------- the whole pipeline
     def prepare(
@@ -150,12 +171,18 @@ class PromptPipeline:
         exclude_history: bool = True,
         k: int = 1,
         extra: Mapping[str, Any] | None = None,
+        min_match_score: float | None = None,
+        strict_history: bool = False,
     ) -> PreparedPrompt:
-        """Resolve, render, fit, split and ban: one user's prompt for ``template``."""
+        """Resolve, cap, render, fit, split and ban: one user's prompt for ``template``. Every
+        history item is banned (with ``exclude_history``), also those left out of the prompt.
+        ``min_match_score``: fuzzy history matches below it are refused as unknown;
+        ``strict_history``: a history over ``Limits.max_history_items`` is refused, not cut."""
         self.limits.check_request(request)
-        positions = self.resolve(history)
+        positions, entries = self.read(history, min_match_score=min_match_score)
         excluded = self.resolve(exclude, "exclude") if len(exclude) else []
-        items = self.items(positions)
+        capped = len(positions) - self.limits.cap_history(len(positions), strict_history)
+        items = self.items(positions[capped:])  # before any rendering: a long history costs no tokens
         variables = {"k": k, **(extra or {})}
 
         def render(subset: Sequence[Mapping[str, Any]]) -> str:
@@ -166,7 +193,10 @@ class PromptPipeline:
             items, render, lambda rendered: len(self.encode(self.split(rendered, template)[0])), self.prompt_budget(ctx)
         )
         if dropped:
-            log.warning("history cut to fit the model's context: the %d oldest of %d items left out", dropped, len(items))
+            log.warning("history cut to fit the prompt's tokens: the %d oldest of %d items left out", dropped, len(items))
+        if capped:
+            log.info("history capped: the %d oldest of %d items left out of the prompt", capped, len(positions))
+        reasons = ["cap"] * capped + ["context"] * dropped + [None] * (len(items) - dropped)
         prompt_text, ctx = self.split(text, template)
         banned = {self.title_number(p) for p in excluded}
         if exclude_history:
@@ -179,5 +209,6 @@ class PromptPipeline:
             banned_titles=frozenset(banned),
             history_positions=positions,
             history_used=len(items) - dropped,
-            history_dropped=dropped,
+            history_dropped=capped + dropped,
+            history=tuple(replace(e, left_out=why) for e, why in zip(entries, reasons)),
         )

@@ -39,16 +39,24 @@ def recommend_batch(
     batch_size: int | None = None,
     progress: bool = False,
     prior: Prior | None = None,
+    min_match_score: float | None = None,
+    strict_history: bool = False,
+    deadline: float | None = None,
 ) -> list[Recommendations]:
     """The ``k`` best items for each history; users are decoded together in batches. ``prior``
-    (constrained decoding; None: the host's default) is mixed into every step."""
+    (constrained decoding; None: the host's default) is mixed into every step. ``min_match_score``
+    and ``strict_history``: how strictly histories are read (``PromptPipeline.prepare``);
+    ``deadline`` (``time.monotonic()``): a DeadlineError once decoding runs past it."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
     if len(requests) != len(histories) or len(excludes) != len(histories):
         raise LimitError(f"{len(histories)} histories need as many requests and exclude lists")
     jobs = [
-        host.pipeline.prepare(history, template, request=request, exclude=exclude, exclude_history=exclude_history, k=k)
+        host.pipeline.prepare(
+            history, template, request=request, exclude=exclude, exclude_history=exclude_history, k=k,
+            min_match_score=min_match_score, strict_history=strict_history,
+        )  # fmt: skip
         for history, request, exclude in zip(histories, requests, excludes)
     ]
     beams = host.limits.check_beams(max(num_beams or host.num_beams, k), k)
@@ -65,9 +73,9 @@ def recommend_batch(
         batch = order[start : start + size]
         if constrained:
             rows = scores[batch] if scores is not None else None
-            decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior=prior, prior_rows=rows)
+            decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior=prior, prior_rows=rows, deadline=deadline)
         else:
-            decoded = decode_free(host, [jobs[i] for i in batch], k, beams)
+            decoded = decode_free(host, [jobs[i] for i in batch], k, beams, deadline=deadline)
         for i, recs in zip(batch, decoded):
             results[i] = recs
         bar.update(len(batch))
@@ -83,6 +91,7 @@ def decode_constrained(
     *,
     prior: Prior | None = None,
     prior_rows: Any = None,
+    deadline: float | None = None,
 ) -> list[Recommendations]:
     """Constrained beam search for prepared prompts: every item is a catalog item, none banned.
     ``prior_rows``: the ``prior``'s item scores for these jobs (``Prior.item_scores``)."""
@@ -116,6 +125,7 @@ def decode_constrained(
             max_per_family=host.max_per_family,
             family_share=host.family_share,
             vocabulary=output_vocabulary(host, index),
+            deadline=deadline,
         )
         for i, h in zip(members, hyps):
             results[i] = h
@@ -134,11 +144,12 @@ def _items_of(host: TaskHost, job: PreparedPrompt, hyps: list[Hypothesis], k: in
             for pos in catalog.title_positions[title_number]:
                 recs.append(Recommendation(catalog.ids[pos], catalog.titles[pos], hyp.score))
     return Recommendations(
-        recs[:k], history_used=job.history_used, history_dropped=job.history_dropped, prompt_text=job.prompt_text
+        recs[:k], history_used=job.history_used, history_dropped=job.history_dropped, prompt_text=job.prompt_text,
+        history=job.history,
     )
 
 
-def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) -> list[Recommendations]:
+def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int, *, deadline: float | None = None) -> list[Recommendations]:
     """Unconstrained generation, each beam's text grounded onto the catalog (BIGRec-style)."""
     tokenizer = host.lm.tokenizer
     hyps_per_user = beam_search(
@@ -153,6 +164,7 @@ def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) 
         length_penalty=host.length_penalty,
         pad_token_id=host.pad_token_id,
         prefix_cache=host.prefix_cache(jobs[0].template),
+        deadline=deadline,
     )
     grounder = host.catalog.grounder
     out = []
@@ -185,6 +197,7 @@ def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int) 
                 outputs=outputs,
                 history_repeats=repeats,
                 prompt_text=job.prompt_text,
+                history=job.history,
             )
         )
     return out

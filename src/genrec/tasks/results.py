@@ -9,7 +9,7 @@ from typing import Any
 
 from ..grounding import Match
 
-__all__ = ["Recommendation", "Recommendations", "Explanation", "ChatResponse"]
+__all__ = ["Recommendation", "Recommendations", "HistoryEntry", "Explanation", "ChatResponse"]
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,31 @@ class Recommendation:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """How one history entry was read: the catalog item it became and how it was matched
+    (``id``; ``title``, the same title as written up to case, accents and punctuation; or
+    ``fuzzy``, the closest title, with the matcher's 0-100 ``score``), and whether it went into the
+    prompt (``left_out``: ``cap``, past ``Limits.max_history_items``, or ``context``, cut to fit the
+    prompt's tokens; such items are still never recommended)."""
+
+    given: str
+    item_id: str
+    title: str
+    match: str
+    score: float
+    left_out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Recommendations(list):
     """A list of Recommendation, best first, with what happened on the way:
 
-    - ``history_used`` / ``history_dropped``: history items in the prompt, and the oldest ones cut
-      to fit the model's context window;
+    - ``history_used`` / ``history_dropped``: history items in the prompt, and the oldest ones left
+      out (past the history cap, or cut to fit the prompt's tokens);
+    - ``history``: how each history entry was read (``HistoryEntry``), oldest first;
     - unconstrained mode only: ``outputs`` (every generated text, best beam first), ``ungrounded``
       (those that matched no catalog item) and ``history_repeats`` (those that named an excluded
       item: one of the history, or of ``exclude=``).
@@ -44,8 +64,10 @@ class Recommendations(list):
         outputs: Sequence[str] = (),
         history_repeats: Sequence[str] = (),
         prompt_text: str = "",
+        history: Sequence[HistoryEntry] = (),
     ) -> None:
         super().__init__(items)
+        self.history = list(history)
         self.history_used = history_used
         self.history_dropped = history_dropped
         self.ungrounded = list(ungrounded)
@@ -60,6 +82,11 @@ class Recommendations(list):
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The items and how the history was read, as JSON."""
+        return {"items": self.to_dicts(), "history": [h.to_dict() for h in self.history],
+                "history_used": self.history_used, "history_dropped": self.history_dropped}  # fmt: skip
 
 
 @dataclass(frozen=True)
