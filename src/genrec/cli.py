@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from .errors import DataError, GenrecError, LimitError
@@ -107,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="how long a recommend request waits to be batched")
     p.add_argument("--max-batch", type=int, default=16, help="most recommend requests decoded together")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for or holding the model; one more gets 503 at once")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds after which a queued or decoding request gets 504")
+    p.add_argument("--max-history-items", type=int, default=50, help="newest history items read into a prompt (the rest still excluded)")
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="tokens a prompt may take (the oldest history items are cut first)")
 
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
     add_dataset_arguments(p)
@@ -315,9 +320,14 @@ def _cmd_serve(args: argparse.Namespace, rec: Any) -> int:
         key = os.environ.get(args.api_key_env, "")
         if not key:
             raise DataError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
-    if args.max_batch < 1 or args.batch_window_ms < 0:
-        raise LimitError("--max-batch must be at least 1 and --batch-window-ms at least 0")
-    config = ServeConfig(batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, api_key=key)
+    if args.max_batch < 1 or args.batch_window_ms < 0 or args.max_queue < 1 or not args.request_timeout > 0:
+        raise LimitError("--max-batch and --max-queue must be at least 1, --batch-window-ms at least 0, --request-timeout above 0")
+    # what one request may cost: its history and prompt are cut before any token is computed
+    rec.limits = replace(rec.limits, max_history_items=args.max_history_items, max_prompt_tokens=args.max_prompt_tokens)
+    config = ServeConfig(
+        batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, api_key=key,
+        max_queue=args.max_queue, request_timeout_s=args.request_timeout,
+    )  # fmt: skip
     serve(rec, config, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0
 

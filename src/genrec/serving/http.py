@@ -11,11 +11,16 @@ one ``recommend_batch`` call (up to ``max_batch``); the model runs on one worker
 event loop, so /health answers while it decodes. Errors: a malformed body is 422 naming the field;
 a GenrecError is 400 (an unknown item 404) as ``{"error": {"type", "message"}}``; anything else
 is a 500 whose id is also in the log. Bodies over ``max_body_bytes`` are refused before parsing.
+
+Every request costs a bounded amount: the Recommender's ``Limits`` cap the history read into a
+prompt and the prompt's tokens; at most ``max_queue`` requests wait for or hold the model (one
+more is answered 503 with ``Retry-After`` at once); a request still queued or decoding
+``request_timeout_s`` after it arrived is answered 504, and a batch whose every request gave up
+stops decoding at its next step, freeing the model.
 """
 
 
 import asyncio
-import collections
 import hmac
 import inspect
 import logging
@@ -27,9 +32,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from ..errors import GenrecError, UnknownItemError, require
+from ..errors import DeadlineError, GenrecError, UnknownItemError, require
+from .admission import Admission, Metrics, Overloaded
+from .batching import RecommendBatcher
 from ..limits import Limits
-from ..tasks.recommend import default_template
 from .tools import RESULTS, TOOLS, argument_bounds, package_version
 
 __all__ = ["ServeConfig", "create_app", "serve"]
@@ -44,6 +50,8 @@ class ServeConfig:
     max_body_bytes: int = 1_000_000
     api_key: str | None = None  # required as "Authorization: Bearer KEY" or "X-API-Key: KEY"
     latency_window: int = 10_000  # recent latencies per endpoint kept for the percentiles
+    max_queue: int = 64  # requests waiting for or holding the model; one more is answered 503 at once
+    request_timeout_s: float = 60.0  # a request still queued or decoding after this is answered 504
 
 
 # ---------------------------------------------------------------------- schemas from the tools
@@ -71,148 +79,6 @@ def request_model(name: str, limits: Limits) -> Any:
         fields[pname] = (Annotated[hints[pname], Field(**bounds)], default)
     title = "".join(part.title() for part in name.split("_")) + "Request"
     return create_model(title, __config__=ConfigDict(extra="forbid"), **fields)
-
-
-# ---------------------------------------------------------------------- metrics
-class Metrics:
-    """Request counts, errors, latency percentiles and batch sizes, as Prometheus text."""
-
-    def __init__(self, window: int) -> None:
-        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
-        self.latency: dict[str, collections.deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=window))
-        self.batch_sizes: collections.Counter[int] = collections.Counter()
-
-    def observe(self, path: str, status: int, seconds: float) -> None:
-        self.requests[(path, status)] += 1
-        self.latency[path].append(seconds)
-
-    def render(self) -> str:
-        import numpy as np
-
-        lines = ["# HELP genrec_requests_total Requests answered, by endpoint and status.", "# TYPE genrec_requests_total counter"]
-        lines += [f'genrec_requests_total{{endpoint="{p}",status="{s}"}} {n}' for (p, s), n in sorted(self.requests.items())]
-        lines += ["# HELP genrec_errors_total Requests answered with a 4xx or 5xx status.", "# TYPE genrec_errors_total counter"]
-        errors: collections.Counter[str] = collections.Counter()
-        for (p, s), n in self.requests.items():
-            if s >= 400:
-                errors[p] += n
-        lines += [f'genrec_errors_total{{endpoint="{p}"}} {n}' for p, n in sorted(errors.items())]
-        lines += ["# HELP genrec_request_latency_seconds Latency over the most recent requests.", "# TYPE genrec_request_latency_seconds summary"]
-        for path, values in sorted(self.latency.items()):
-            data = np.asarray(values)
-            for q in (0.5, 0.95, 0.99):
-                lines.append(f'genrec_request_latency_seconds{{endpoint="{path}",quantile="{q}"}} {np.quantile(data, q):.6f}')
-            lines.append(f'genrec_request_latency_seconds_sum{{endpoint="{path}"}} {data.sum():.6f}')
-            lines.append(f'genrec_request_latency_seconds_count{{endpoint="{path}"}} {len(data)}')
-        lines += ["# HELP genrec_batch_size Recommend requests decoded together.", "# TYPE genrec_batch_size counter"]
-        lines += [f'genrec_batches_total{{size="{size}"}} {n}' for size, n in sorted(self.batch_sizes.items())]
-        lines += ["# HELP genrec_resident_memory_bytes Resident memory of the server process.", "# TYPE genrec_resident_memory_bytes gauge"]
-        lines.append(f"genrec_resident_memory_bytes {_rss_bytes()}")
-        return "\n".join(lines) + "\n"
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-# ---------------------------------------------------------------------- dynamic batching
-@dataclass
-class _Pending:
-    args: dict[str, Any]
-    future: asyncio.Future
-
-
-class RecommendBatcher:
-    """Collects recommend requests for ``window_s`` (or until ``max_batch``) and decodes each
-    group of compatible ones (same k and template) in one ``recommend_batch`` call. A request the
-    library refuses fails alone; the others of its batch are still served."""
-
-    def __init__(self, rec: Any, executor: ThreadPoolExecutor, window_s: float, max_batch: int, metrics: Metrics) -> None:
-        self.rec, self.executor, self.window_s, self.max_batch, self.metrics = rec, executor, window_s, max_batch, metrics
-        self.queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        """Finish everything queued, then stop."""
-        await self.queue.put(None)
-        if self.task is not None:
-            await self.task
-
-    async def submit(self, args: dict[str, Any]) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(args, future))
-        return await future
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            first = await self.queue.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = loop.time() + self.window_s
-            while len(batch) < self.max_batch:
-                try:  # requests that queued during the last decode are taken at once
-                    item = self.queue.get_nowait() if not self.queue.empty() else await asyncio.wait_for(self.queue.get(), deadline - loop.time())
-                except (asyncio.TimeoutError, ValueError):
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self.metrics.batch_sizes[len(batch)] += 1
-            try:
-                outcomes = await loop.run_in_executor(self.executor, self._decode, [p.args for p in batch])
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
-                outcomes = [exc] * len(batch)
-            for pending, outcome in zip(batch, outcomes):
-                if pending.future.done():  # the client went away
-                    continue
-                if isinstance(outcome, BaseException):
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(outcome)
-
-    def _decode(self, requests: list[dict[str, Any]]) -> list[Any]:
-        """Each request's result (the tool's JSON) or the exception it raised."""
-        outcomes: list[Any] = [None] * len(requests)
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, args in enumerate(requests):
-            history, request = args.get("history") or [], args.get("request")
-            template = default_template(history, request)
-            try:  # refuse a bad request alone, before it can fail its batch
-                self.rec.pipeline.prepare(history, template, request=request, exclude=args.get("exclude") or [], k=args["k"])
-                self.rec.limits.check_k(args["k"])
-            except Exception as exc:  # noqa: BLE001 - handed to that request's handler
-                outcomes[i] = exc
-                continue
-            groups.setdefault((args["k"], template), []).append(i)
-        for (k, template), members in groups.items():
-            try:
-                results = self.rec.recommend_batch(
-                    [requests[i].get("history") or [] for i in members], k,
-                    requests=[requests[i].get("request") for i in members],
-                    excludes=[requests[i].get("exclude") or [] for i in members],
-                    template=template, batch_size=len(members),
-                )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001
-                for i in members:
-                    outcomes[i] = exc
-                continue
-            for i, recs in zip(members, results):
-                outcomes[i] = recs.to_dicts()
-        return outcomes
 
 
 # ---------------------------------------------------------------------- the app
@@ -267,6 +133,7 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
     from starlette.exceptions import HTTPException
 
     metrics = Metrics(config.latency_window)
+    admission = Admission(config.max_queue, config.request_timeout_s, metrics)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-model")  # one model, one decoder at a time
     state: dict[str, Any] = {"ready": False}
 
@@ -323,6 +190,12 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
 
     @app.exception_handler(GenrecError)
     async def genrec_error(request: Request, exc: GenrecError) -> Any:
+        if isinstance(exc, Overloaded):
+            response = _error(503, "Overloaded", str(exc))
+            response.headers["Retry-After"] = str(admission.retry_after_s())
+            return response
+        if isinstance(exc, DeadlineError):
+            return _error(504, "DeadlineExceeded", str(exc))
         return _error(404 if isinstance(exc, UnknownItemError) else 400, type(exc).__name__, str(exc))
 
     @app.exception_handler(Exception)
@@ -344,20 +217,26 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     for name, func in TOOLS.items():
-        _add_tool_route(app, name, func, request_model(name, rec.limits), rec, executor, state, check_key)
+        _add_tool_route(app, name, func, request_model(name, rec.limits), rec, executor, state, check_key, admission)
     return app
 
 
-def _add_tool_route(app: Any, name: str, func: Any, model: Any, rec: Any, executor: Any, state: dict, check_key: Any) -> None:
+def _add_tool_route(
+    app: Any, name: str, func: Any, model: Any, rec: Any, executor: Any, state: dict, check_key: Any, admission: Admission
+) -> None:
     from fastapi import Body, Depends
 
     summary = (inspect.getdoc(func) or "").split("\n\n")[0]
 
     async def endpoint(body: Annotated[model, Body()]) -> Any:  # type: ignore[valid-type]
         args = body.model_dump()
-        if name == "recommend":
-            return await state["batcher"].submit(args)
-        return await asyncio.get_running_loop().run_in_executor(executor, lambda: func(rec, **args))
+
+        async def work(deadline: float) -> Any:
+            if name == "recommend":
+                return await state["batcher"].submit(args, deadline)
+            return await asyncio.get_running_loop().run_in_executor(executor, lambda: func(rec, **args))
+
+        return await admission.run(work)
 
     app.post(f"/{name}", response_model=RESULTS[name], summary=summary, name=name, dependencies=[Depends(check_key)])(endpoint)
 

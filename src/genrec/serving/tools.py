@@ -23,7 +23,7 @@ from typing_extensions import TypedDict  # pydantic (genrec serve) needs this on
 from ..errors import GenrecError
 from ..grounding import Match
 from ..limits import Limits
-from ..tasks.results import ChatResponse, Explanation, Recommendation
+from ..tasks.results import ChatResponse, Explanation, Recommendation, RecommendationsRead
 
 __all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "RESULTS", "Message", "argument_bounds", "tool_docs", "package_version"]
 
@@ -39,7 +39,16 @@ class Message(TypedDict):
     content: str
 
 
-def recommend(rec: Any, history: list[str] | None = None, k: int = 10, request: str | None = None, exclude: list[str] | None = None) -> list[dict]:
+def recommend(
+    rec: Any,
+    history: list[str] | None = None,
+    k: int = 10,
+    request: str | None = None,
+    exclude: list[str] | None = None,
+    with_history: bool = False,
+    min_match_score: float | None = None,
+    strict_history: bool = False,
+) -> list[dict] | dict:
     """Recommend catalog items for a user: from the items they liked, a request in plain words, or both.
 
     Args:
@@ -47,8 +56,14 @@ def recommend(rec: Any, history: list[str] | None = None, k: int = 10, request: 
         k: How many items to return.
         request: What the user is looking for, in their words (e.g. "a funny space adventure for kids").
         exclude: Item IDs or titles never to recommend (already owned, turned down).
+        with_history: Answer {items, history, history_used, history_dropped}: how each history entry was read (by ID, by title, or fuzzily with a 0-100 score) and which were left out of the prompt, instead of the list of items alone.
+        min_match_score: Refuse history titles matched fuzzily below this score (0-100) as unknown items.
+        strict_history: Refuse a history longer than the service reads into a prompt, instead of keeping its newest items.
     """
-    return rec.recommend(history or [], k=k, request=request, exclude=exclude or []).to_dicts()
+    recs = rec.recommend(
+        history or [], k=k, request=request, exclude=exclude or [], min_match_score=min_match_score, strict_history=strict_history
+    )  # fmt: skip
+    return recs.to_dict() if with_history else recs.to_dicts()
 
 
 def rank(rec: Any, candidates: list[str], history: list[str] | None = None, request: str | None = None) -> list[dict]:
@@ -107,7 +122,7 @@ TOOLS: dict[str, Callable[..., Any]] = {
 }
 #: what each tool answers (as JSON: the dataclasses' fields), for typed front ends such as genrec serve
 RESULTS: dict[str, Any] = {
-    "recommend": list[Recommendation],
+    "recommend": list[Recommendation] | RecommendationsRead,
     "rank": list[Recommendation],
     "explain": Explanation,
     "chat": ChatResponse,
@@ -119,7 +134,7 @@ _MAX_TEXT = {"text": 4000, "query": 500, "item": 500}  # free text the tools tak
 
 def argument_bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, int]]:
     """(integer ranges, string lengths, list lengths) of the tool arguments, from ``limits``."""
-    ranges = {"k": (1, limits.max_k), "limit": (1, limits.max_matches)}
+    ranges = {"k": (1, limits.max_k), "limit": (1, limits.max_matches), "min_match_score": (0, 100)}
     lengths = {"request": limits.max_request_chars, **_MAX_TEXT}
     items = {"history": limits.max_history, "candidates": limits.max_candidates, "exclude": limits.max_history, "messages": limits.max_turns}
     return ranges, lengths, items
@@ -145,7 +160,10 @@ def _schema(annotation: Any, name: str, limits: Limits) -> dict[str, Any]:
             out["minimum"], out["maximum"] = ranges[name]
         return out
     if annotation is float:
-        return {"type": "number"}
+        out = {"type": "number"}
+        if name in ranges:
+            out["minimum"], out["maximum"] = ranges[name]
+        return out
     if origin is list:
         out = {"type": "array", "items": _schema(args[0], name + "[]", limits)}
         if name in items:

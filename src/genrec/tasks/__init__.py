@@ -6,7 +6,7 @@
 
 from .host import TaskHost
 from .pipeline import PreparedPrompt, PromptPipeline
-from .results import ChatResponse, Explanation, HistoryEntry, Recommendation, Recommendations
+from .results import ChatResponse, Explanation, HistoryEntry, Recommendation, Recommendations, RecommendationsRead
 
 __all__ = [
     "PromptPipeline",
@@ -15,6 +15,7 @@ __all__ = [
     "Recommendation",
     "Recommendations",
     "HistoryEntry",
+    "RecommendationsRead",
     "Explanation",
     "ChatResponse",
 ]

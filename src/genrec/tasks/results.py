@@ -9,7 +9,7 @@ from typing import Any
 
 from ..grounding import Match
 
-__all__ = ["Recommendation", "Recommendations", "HistoryEntry", "Explanation", "ChatResponse"]
+__all__ = ["Recommendation", "Recommendations", "HistoryEntry", "RecommendationsRead", "Explanation", "ChatResponse"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ class HistoryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecommendationsRead:
+    """Recommendations with how their history was read (``Recommendations.to_dict``): what the
+    recommend tool answers when asked ``with_history``."""
+
+    items: list[Recommendation]
+    history: list[HistoryEntry]
+    history_used: int
+    history_dropped: int
 
 
 class Recommendations(list):
