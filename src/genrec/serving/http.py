@@ -81,6 +81,31 @@ def request_model(name: str, limits: Limits) -> Any:
     return create_model(title, __config__=ConfigDict(extra="forbid"), **fields)
 
 
+def error_responses() -> dict[int, Any]:
+    """The error answers every tool endpoint documents: ``{"error": {"type", "message", ...}}``."""
+    from pydantic import BaseModel, ConfigDict
+
+    class ErrorDetail(BaseModel):
+        model_config = ConfigDict(extra="allow")  # a validation error's fields, an internal error's id
+        type: str
+        message: str
+
+    class ErrorResponse(BaseModel):
+        error: ErrorDetail
+
+    said = {
+        400: "a request genrec refuses (a limit, a bad template or setting), naming the problem",
+        401: "a missing or wrong API key",
+        404: "an item that is neither an ID nor a title of the catalog",
+        413: "a body over the size limit",
+        422: "a body that does not match the request schema, naming the field",
+        500: "an internal error; its id is in the server log",
+        503: "the queue is full: retry after the Retry-After header's seconds",
+        504: "no answer within the request's deadline",
+    }
+    return {status: {"model": ErrorResponse, "description": text} for status, text in said.items()}
+
+
 # ---------------------------------------------------------------------- the app
 def _error(status: int, kind: str, message: str, **extra: Any) -> Any:
     from fastapi.responses import JSONResponse
@@ -238,7 +263,10 @@ def _add_tool_route(
 
         return await admission.run(work)
 
-    app.post(f"/{name}", response_model=RESULTS[name], summary=summary, name=name, dependencies=[Depends(check_key)])(endpoint)
+    app.post(
+        f"/{name}", response_model=RESULTS[name], summary=summary, name=name, dependencies=[Depends(check_key)],
+        responses=error_responses(),
+    )(endpoint)  # fmt: skip
 
 
 def serve(rec: Any, config: ServeConfig = ServeConfig(), *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:

@@ -134,7 +134,8 @@ _MAX_TEXT = {"text": 4000, "query": 500, "item": 500}  # free text the tools tak
 
 def argument_bounds(limits: Limits) -> tuple[dict[str, tuple[int, int]], dict[str, int], dict[str, int]]:
     """(integer ranges, string lengths, list lengths) of the tool arguments, from ``limits``."""
-    ranges = {"k": (1, limits.max_k), "limit": (1, limits.max_matches), "min_match_score": (0, 100)}
+    # (a search keeps at least k beams, so k is bounded by the beams allowed too)
+    ranges = {"k": (1, min(limits.max_k, limits.max_beams)), "limit": (1, limits.max_matches), "min_match_score": (0, 100)}
     lengths = {"request": limits.max_request_chars, **_MAX_TEXT}
     items = {"history": limits.max_history, "candidates": limits.max_candidates, "exclude": limits.max_history, "messages": limits.max_turns}
     return ranges, lengths, items
