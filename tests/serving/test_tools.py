@@ -129,7 +129,8 @@ def test_mcp_server_over_stdio_with_the_official_client(tiny_model_dir, tmp_path
 
 def test_tool_schemas_follow_the_limits_the_recommender_enforces():
     default = definition(tools.recommend)["function"]["parameters"]["properties"]
-    assert default["k"]["maximum"] == Limits().max_k
+    assert default["k"]["maximum"] == min(Limits().max_k, Limits().max_beams)  # a search keeps at least k beams
+    assert definition(tools.recommend, Limits(max_beams=2000))["function"]["parameters"]["properties"]["k"]["maximum"] == 1000
     assert default["history"]["maxItems"] == Limits().max_history
     tight = Limits(max_k=7, max_history=3, max_request_chars=20)
     props = definition(tools.recommend, tight)["function"]["parameters"]["properties"]
