@@ -275,3 +275,21 @@ def test_an_unexpected_error_names_the_line_that_raised_it(monkeypatch, caplog):
     expected = f"RuntimeError: indices should be on the same device (at test_batch.py:{line} in broken)"
     assert outcome.failures == {"u1": expected, "u2": expected}
     assert "part 3 failed" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_ten_thousand_item_history_costs_what_the_cap_allows(catalog, tiny_model_dir, tmp_path):
+    """A user whose history is 10,000 entries long is decoded from its newest ``max_history``
+    items, every entry excluded, in about the time of a short one; the job finishes."""
+    from genrec import Recommender
+
+    long_history = [f"i{n % 20}" for n in range(10_000)]  # 20 of the 30 items, over and over
+    users = [UserJob("long", long_history), UserJob("short", ["i25"])]
+    settings = DecodeSettings(k=3, batch_size=1, max_history=5)
+    started = time.perf_counter()
+    summary = run_batch(RecommenderSpec(catalog, model=str(tiny_model_dir)), users, tmp_path / "out", settings, part_size=1,
+                        progress=False)  # fmt: skip
+    assert time.perf_counter() - started < 60 and (summary.served, summary.failed) == (2, 0)
+    rows = _read_rows(tmp_path / "out")
+    got = list(rows[rows.user_id == "long"].item_id)
+    want = Recommender(catalog, model=str(tiny_model_dir)).recommend(long_history[-5:], k=3, exclude=long_history)
+    assert got == [r.item_id for r in want] and len(got) == 3 and not set(got) & set(long_history)
