@@ -11,6 +11,13 @@ Then the same server with --max-batch 1 (one request at a time) takes the larges
 the throughput ratio is what dynamic batching buys. Server memory (RSS) is read before and after
 each phase. Bounded: every request has a timeout and the whole run --time-limit-s.
 Writes OUTDIR/load.json and prints a table.
+
+``--mix``: hostile traffic beside the valid requests. Each valid request is sent beside as many
+hostile ones (in turn: a history of unknown items, a 10,000-entry history, a malformed body, a
+fuzzy title the caller refuses below a score of 99), at 16 and 64 clients: the valid requests'
+p50/p95/p99 with and without the hostile ones present, 5xx counts, whether every request's status
+is the one it gets alone, and the server's memory over three repeated mixed rounds. Writes
+OUTDIR/mixed.json.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--request-timeout-s", type=float, default=600)
     p.add_argument("--time-limit-s", type=float, default=3600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mix", action="store_true", help="hostile requests beside the valid ones (see above)")
     return p.parse_args(argv)
 
 
@@ -113,6 +121,8 @@ async def phase(base: str, bodies: list[dict], clients: int, timeout_s: float) -
     answers: dict[int, list] = {}
     latencies: list[float] = []
     errors: list[str] = []
+    statuses: dict[int, int] = {}
+    latency_of: dict[int, float] = {}
 
     async def client(http: httpx.AsyncClient) -> None:
         while not queue.empty():
@@ -120,6 +130,7 @@ async def phase(base: str, bodies: list[dict], clients: int, timeout_s: float) -
             t0 = time.perf_counter()
             try:
                 r = await http.post(f"{base}/recommend", json=bodies[i], timeout=timeout_s)
+                statuses[i] = r.status_code
                 if r.status_code == 200:
                     answers[i] = r.json()
                 else:
@@ -127,6 +138,7 @@ async def phase(base: str, bodies: list[dict], clients: int, timeout_s: float) -
             except httpx.HTTPError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
             latencies.append(time.perf_counter() - t0)
+            latency_of[i] = latencies[-1]
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits) as http:
@@ -137,7 +149,8 @@ async def phase(base: str, bodies: list[dict], clients: int, timeout_s: float) -
     return {
         "clients": clients, "requests": len(bodies), "errors": len(errors), "error_samples": errors[:3],
         "p50_s": float(np.quantile(lat, 0.5)), "p95_s": float(np.quantile(lat, 0.95)), "p99_s": float(np.quantile(lat, 0.99)),
-        "requests_per_s": len(bodies) / wall, "wall_s": wall, "answers": answers,
+        "requests_per_s": len(bodies) / wall, "wall_s": wall, "answers": answers, "statuses": statuses,
+        "latency_of": latency_of,
     }  # fmt: skip
 
 
@@ -148,10 +161,63 @@ def same_as(reference: dict[int, list], answers: dict[int, list]) -> dict:
     return {"compared": len(common), "same_items": same_items, "max_score_diff": max(diffs) if diffs else 0.0}
 
 
+def hostile_bodies(n: int, valid: list[dict]) -> list[dict]:
+    """``n`` hostile requests, the four kinds in turn."""
+    kinds = [
+        lambda i: {"history": [f"zzz no such film {i}"], "k": 10},  # unknown items: 404
+        lambda i: {"history": [valid[i % len(valid)]["history"][-1]] * 10_000, "k": 10},  # 10,000 entries: capped, 200
+        lambda i: {"history": "not a list", "k": 0},  # malformed: 422
+        lambda i: {"history": ["Star Wars (1977"], "k": 10, "min_match_score": 99},  # fuzzy, refused strictly: 404
+    ]
+    return [kinds[i % len(kinds)](i) for i in range(n)]
+
+
+def mixed(args: argparse.Namespace, out: Path) -> int:
+    """The hostile mix (see the module docstring)."""
+    valid = [{"history": h, "k": 10} for h in histories(Path(args.data_dir), args.requests, args.seed)]
+    hostile = hostile_bodies(args.requests, valid)
+    mixed_bodies = [b for pair in zip(valid, hostile) for b in pair]  # valid requests at even positions
+    server = Server(args, args.max_batch)
+    result: dict = {"requests_valid": len(valid), "requests_hostile": len(hostile), "startup_s": server.wait_ready(), "phases": []}
+    asyncio.run(phase(server.base, valid[:2], 1, args.request_timeout_s))  # warm-up: prompt caches
+    alone = asyncio.run(phase(server.base, mixed_bodies, 1, args.request_timeout_s))["statuses"]  # each request alone
+    result["alone_statuses"] = {str(s): sum(1 for v in alone.values() if v == s) for s in sorted(set(alone.values()))}
+    plan = [(16, "valid only"), (16, "mixed"), (64, "valid only"), (64, "mixed"), (64, "mixed"), (64, "mixed")]
+    for clients, kind in plan:
+        bodies = valid if kind == "valid only" else mixed_bodies
+        before = rss_mb(server.proc.pid)
+        p = asyncio.run(phase(server.base, bodies, clients, args.request_timeout_s))
+        on_valid = [p["latency_of"][i] for i in range(len(bodies)) if (kind == "valid only" or i % 2 == 0) and i in p["latency_of"]]
+        expected = alone if kind == "mixed" else {i: alone[2 * i] for i in range(len(valid))}
+        row = {
+            "clients": clients, "traffic": kind, "requests": len(bodies),
+            "valid_p50_s": float(np.quantile(on_valid, 0.5)), "valid_p95_s": float(np.quantile(on_valid, 0.95)),
+            "valid_p99_s": float(np.quantile(on_valid, 0.99)), "requests_per_s": p["requests_per_s"],
+            "status_5xx": sum(1 for s in p["statuses"].values() if s >= 500),
+            "same_status_as_alone": sum(p["statuses"].get(i) == expected[i] for i in expected), "compared": len(expected),
+            "rss_before_mb": before, "rss_after_mb": rss_mb(server.proc.pid),
+        }  # fmt: skip
+        result["phases"].append(row)
+        print(f"{kind}, {clients} clients: valid p50 {row['valid_p50_s']:.2f}s, 5xx {row['status_5xx']}, "
+              f"same status {row['same_status_as_alone']}/{row['compared']}", flush=True)  # fmt: skip
+    result["exit_code"] = server.stop()
+    (out / "mixed.json").write_text(json.dumps(result, indent=2))
+    print("\n| clients | traffic | requests | valid p50 s | valid p95 s | valid p99 s | requests/s | 5xx | status as alone | RSS before MB | RSS after MB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    for r in result["phases"]:
+        print(f"| {r['clients']} | {r['traffic']} | {r['requests']} | {r['valid_p50_s']:.2f} | {r['valid_p95_s']:.2f} | {r['valid_p99_s']:.2f} | "
+              f"{r['requests_per_s']:.2f} | {r['status_5xx']} | {r['same_status_as_alone']}/{r['compared']} | "
+              f"{r['rss_before_mb']:.0f} | {r['rss_after_mb']:.0f} |")  # fmt: skip
+    print(f"alone: {result['alone_statuses']}; wrote {out / 'mixed.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.mix:
+        return mixed(args, out)
     deadline = time.perf_counter() + args.time_limit_s
     bodies = [{"history": h, "k": 10} for h in histories(Path(args.data_dir), args.requests, args.seed)]
     clients = [int(c) for c in args.clients.split(",")]
@@ -192,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             result["batching_speedup"] = batched[0]["requests_per_s"] / p["requests_per_s"]
 
     for p in result["phases"]:
-        p.pop("answers")
+        for key in ("answers", "statuses", "latency_of"):
+            p.pop(key)
     (out / "load.json").write_text(json.dumps(result, indent=2))
     print("\n| mode | clients | requests | errors | p50 s | p95 s | p99 s | requests/s | same items as serial | RSS before MB | RSS after MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
