@@ -231,25 +231,25 @@ def test_two_ray_workers_equal_one_process(catalog, tiny_model_dir, tmp_path, on
 
 @pytest.mark.integration
 def test_two_ray_workers_equal_recommend_batch_on_the_real_model(ml100k_dir, tmp_path, one_thread, ray_instance):
-    """16 MovieLens users on the default model: the parts of two workers are recommend_batch's lists."""
+    """8 MovieLens users on the default model: the parts of two workers are recommend_batch's lists."""
     from genrec import Catalog, Recommender
 
     catalog = Catalog.from_file(ml100k_dir / "u.item", sep="|", encoding="latin-1", header=False)
     log = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
     path = tmp_path / "log.csv"
-    log[log["user_id"].astype(int) <= 16][["user_id", "item_id", "timestamp"]].to_csv(path, index=False)
+    log[log["user_id"].astype(int) <= 8][["user_id", "item_id", "timestamp"]].to_csv(path, index=False)
     users = read_users(path)
-    assert len(users) == 16
-    settings = DecodeSettings(k=10, batch_size=8, max_history=10)
-    summary = run_batch(RecommenderSpec(catalog), users, tmp_path / "two", settings, part_size=8, workers=2, threads_per_worker=1, progress=False)
-    assert summary.served == 16
+    assert len(users) == 8
+    settings = DecodeSettings(k=10, batch_size=4, max_history=10)
+    summary = run_batch(RecommenderSpec(catalog), users, tmp_path / "two", settings, part_size=4, workers=2, threads_per_worker=1, progress=False)
+    assert summary.served == 8
     rec = Recommender(catalog)
-    want = pd.concat([_reference_tail(rec, users[:8], 10), _reference_tail(rec, users[8:], 10)], ignore_index=True)
+    want = pd.concat([_reference_tail(rec, users[:4], 10), _reference_tail(rec, users[4:], 10)], ignore_index=True)
     pd.testing.assert_frame_equal(_read_rows(tmp_path / "two").astype({"rank": "int64"}), want, check_exact=True)
 
 
 def _reference_tail(rec, part: list[UserJob], max_history: int) -> pd.DataFrame:
-    outs = rec.recommend_batch([u.history[-max_history:] for u in part], 10, excludes=[u.history for u in part], batch_size=8)
+    outs = rec.recommend_batch([u.history[-max_history:] for u in part], 10, excludes=[u.history for u in part], batch_size=len(part))
     rows = [{"user_id": u.user_id, "rank": n, "item_id": r.item_id, "title": r.title, "score": r.score}
             for u, recs in zip(part, outs) for n, r in enumerate(recs, 1)]  # fmt: skip
     return pd.DataFrame(rows)
