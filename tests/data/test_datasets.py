@@ -159,3 +159,25 @@ def test_sample_examples_is_seeded():
 
 
 # ---------------------------------------------------------------------- a patterned dataset
+
+
+def test_d3_validation_is_the_latest_rows_unless_asked_otherwise(tmp_path):
+    """D3 files list samples in time order: validation takes the training file's last rows, so
+    every training row precedes every validation row (a random holdout leaks: a held-back target
+    sits in the same user's later training rows)."""
+    from genrec.data.datasets import Dataset, Example
+    from genrec.data.splits import given_split, legacy_holdout
+
+    test, info, _ = write_d3(tmp_path / "d3")
+    base = load_d3csv(test, info)
+    # user u walks 10 -> 11 -> 12 -> 10 ...: each later row extends the earlier one
+    rows = [Example(f"u{u}", tuple(str(10 + (u + s) % 3) for s in range(t)), str(10 + (u + t) % 3)) for t in range(1, 6) for u in range(4)]
+    dataset = Dataset(name="d3", catalog=base.catalog, test_examples=base.test_examples, train_examples=rows)
+    latest = given_split(dataset, valid_fraction=0.25)
+    assert latest.valid == rows[-5:] and "latest 25%" in latest.info["validation"]
+    assert sorted(map(tuple, latest.train.values())) == sorted((*e.history, e.target) for e in rows[:-5])
+    random_split = given_split(dataset, valid_fraction=0.25, holdout="random", seed=1)
+    assert len(random_split.valid) == 5 and random_split.valid != rows[-5:] and "random 25%" in random_split.info["validation"]
+    with pytest.raises(DataError, match="holdout must be one of latest, random"):
+        given_split(dataset, holdout="oldest")
+    assert (legacy_holdout({"dataset": "d3csv"}), legacy_holdout({"dataset": "ml-100k"})) == ("random", "latest")

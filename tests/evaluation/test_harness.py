@@ -63,6 +63,16 @@ def test_d3_dataset_through_the_harness(tmp_path, tiny_factory):
     doc = run_evaluation(ds, EvalConfig(dataset="d3csv", methods=["pop", "genrec"], k=10), tmp_path / "out",
                          progress=False, recommender_factory=tiny_factory)  # fmt: skip
     assert doc["n_users"] == 2 and "given test examples" in doc["split"]["protocol"]
+    assert "latest 10%" in doc["split"]["validation"] and doc["methods"]["pop"]["valid_rows"] == 2  # 20 rows, 10% held back
+    assert 0.0 <= doc["methods"]["pop"]["valid_NDCG@10"] <= 1.0
+    # a folder written before the holdout was a setting held back a random share: not resumed as the latest
+    saved = json.loads((tmp_path / "out" / "run_config.json").read_text())
+    del saved["holdout"]
+    (tmp_path / "out" / "run_config.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match=r"other settings \(holdout\)"):
+        run_evaluation(ds, EvalConfig(dataset="d3csv", methods=["pop"], k=10), tmp_path / "out", progress=False)
+    again = run_evaluation(ds, EvalConfig(dataset="d3csv", methods=["pop"], k=10, holdout="random"), tmp_path / "out", progress=False)
+    assert "random 10%" in again["split"]["validation"]
 
 
 def test_eval_run_cli_contract(tmp_path, capsys):

@@ -20,9 +20,13 @@ import pandas as pd
 from .datasets import Dataset, Example
 from ..errors import DataError
 
-__all__ = ["Split", "TIE_BREAKS", "leave_one_out", "given_split", "split_dataset", "sample_examples"]
+__all__ = ["Split", "TIE_BREAKS", "HOLDOUTS", "leave_one_out", "given_split", "split_dataset", "sample_examples", "legacy_holdout"]
 
 TIE_BREAKS = ("file_order", "item_id", "random")
+#: which training examples of a D3 file are held back for validation: the latest in time (the
+#: file's last rows: the processing lists samples in time order), or a seeded random share (which
+#: leaks: a held-back row's target is in the same user's later training rows)
+HOLDOUTS = ("latest", "random")
 
 
 @dataclass
@@ -98,11 +102,14 @@ def leave_one_out(
     return Split(train=train, valid=valid, test=test, info=info)
 
 
-def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1) -> Split:
+def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1, holdout: str = "latest") -> Split:
     """A split from given examples. RecBole files give their validation examples and training
-    sequences; D3 files give training examples only, of which a seeded ``valid_fraction`` is held
-    out for validation (tuning, early stopping). Without a training file, methods learn from the
-    test histories only."""
+    sequences; D3 files give training examples only, of which ``valid_fraction`` is held out for
+    validation (tuning, early stopping): the latest rows (``holdout="latest"``: every training
+    row precedes every validation row in time, as validation precedes test), or a seeded random
+    share (``"random"``). Without a training file, methods learn from the test histories only."""
+    if holdout not in HOLDOUTS:
+        raise DataError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     if dataset.valid_examples:
         train = {user: list(seq) for user, seq in dataset.train_sequences.items()} or {
             f"{e.user_id}#{n}": [*e.history, e.target] for n, e in enumerate(dataset.train_examples)
@@ -114,13 +121,15 @@ def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1)
             "valid_examples": len(dataset.valid_examples),
         }
         return Split(train=train, valid=list(dataset.valid_examples), test=list(dataset.test_examples), info=info)
-    rng = random.Random(seed)
     train_examples = list(dataset.train_examples)
-    rng.shuffle(train_examples)
     n_valid = int(len(train_examples) * valid_fraction) if train_examples else 0
-    valid = train_examples[:n_valid]
+    if holdout == "random":
+        random.Random(seed).shuffle(train_examples)
+        valid, kept = train_examples[:n_valid], train_examples[n_valid:]
+    else:
+        valid, kept = train_examples[len(train_examples) - n_valid :], train_examples[: len(train_examples) - n_valid]
     train: dict[str, list[str]] = {}
-    for n, example in enumerate(train_examples[n_valid:]):
+    for n, example in enumerate(kept):
         train[f"{example.user_id}#{n}"] = [*example.history, example.target]
     if not train_examples:
         for n, example in enumerate(dataset.test_examples):
@@ -131,15 +140,25 @@ def given_split(dataset: Dataset, *, seed: int = 0, valid_fraction: float = 0.1)
         "users_evaluated": len(dataset.test_examples),
         "train_sequences": len(train),
         "valid_examples": len(valid),
-        "validation": f"{valid_fraction:.0%} of the training examples held back (seed {seed})" if valid else "none",
+        "validation": (
+            "none" if not valid
+            else f"the latest {valid_fraction:.0%} of the training examples (the file's last rows) held back"
+            if holdout == "latest" else f"a random {valid_fraction:.0%} of the training examples held back (seed {seed})"
+        ),
     }
     return Split(train=train, valid=valid, test=list(dataset.test_examples), info=info)
 
 
-def split_dataset(dataset: Dataset, *, tie_break: str = "file_order", seed: int = 0) -> Split:
+def split_dataset(dataset: Dataset, *, tie_break: str = "file_order", seed: int = 0, holdout: str = "latest") -> Split:
     if dataset.has_log:
         return leave_one_out(dataset.interactions, tie_break=tie_break, seed=seed)
-    return given_split(dataset, seed=seed)
+    return given_split(dataset, seed=seed, holdout=holdout)
+
+
+def legacy_holdout(settings: dict) -> str:
+    """The holdout a run recorded before the setting existed used: random for D3 files (the
+    only ones it applies to), which is what the code did then."""
+    return "random" if settings.get("dataset") == "d3csv" else "latest"
 
 
 def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:

@@ -9,7 +9,7 @@ from typing import Any
 from ..baselines.fit import SASREC_EPOCHS, SCORED
 from ..decoding import check_family_cap
 from ..decoding.prior import AGGREGATIONS
-from ..data.splits import TIE_BREAKS
+from ..data.splits import HOLDOUTS, TIE_BREAKS, legacy_holdout
 from ..errors import DataError
 from ..options import option
 from ..ranking.protocol import PROTOCOL_VERSION
@@ -36,6 +36,10 @@ class EvalConfig:
     users: int | None = option(None, "evaluate a random sample of this many users")
     seed: int = option(0, "user sample, tie order and SASRec seed")
     tie_break: str = option("file_order", "how events at the same time are ordered in the split", choices=TIE_BREAKS)
+    holdout: str = option(
+        "latest", "D3 files: validation rows are the training file's latest 10%% (default) or a seeded random 10%% (leaks)",
+        choices=HOLDOUTS,
+    )  # fmt: skip
     max_history: int = option(20, "history items shown in prompts")
     model: str | None = option(None, "model for genrec methods (default: the embedded SmolLM2-135M-Instruct)")
     template: str = "next_item"  # eval/run.py: the one a fine-tuned model was trained with, by default
@@ -119,9 +123,11 @@ def method_order(name: str) -> tuple[int, str]:
     return (METHODS.index(name) if name in METHODS else len(METHODS), name)
 
 
-def config_defaults() -> dict[str, Any]:
+def config_defaults(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Each setting's default, as it reads back from JSON: a setting added since a folder was
-    written counts as its default there."""
+    written counts as its default there, or as what the code did then (``previous``: that
+    folder's settings)."""
     import json
 
-    return json.loads(json.dumps({f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}))
+    defaults = json.loads(json.dumps({f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}))
+    return {**defaults, "holdout": legacy_holdout(previous or {})}

@@ -86,7 +86,7 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
 def _differing(previous: dict[str, Any], wanted: dict[str, Any], ignore: tuple[str, ...]) -> set[str]:
     """The settings that decide the numbers and differ (a setting added since ``previous`` was
     written counts as its default there)."""
-    defaults = config_defaults()
+    defaults = config_defaults(previous)
     return {k for k in wanted if k not in ignore and previous.get(k, defaults.get(k)) != wanted[k]}
 
 
@@ -135,7 +135,7 @@ def run_evaluation(
     _prepare_out_dir(out_dir, config, overwrite)
     if reuse is not None:
         _reuse(Path(reuse), out_dir, config)
-    split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
+    split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
     examples = sample_examples(split.test, config.users, config.seed)
     catalog = dataset.catalog
     pop_pct = popularity_percentiles(split.popularity(), catalog.ids)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.splits import TIE_BREAKS
+from ..data.splits import HOLDOUTS, TIE_BREAKS
 from ..decoding.vocabulary import OUTPUT_VOCABULARIES
 from ..errors import DataError
 from ..options import option
@@ -81,6 +81,10 @@ class TrainConfig:
     seed: int = option(0, "windows, batches and initialisation")
     template: str | None = option(None, "default: sequence (all-positions), next_item (per-window)")
     tie_break: str = option("file_order", "how events at the same time are ordered in the split", choices=TIE_BREAKS)
+    holdout: str = option(
+        "latest", "D3 files: validation rows are the training file's latest 10%% (default) or a seeded random 10%% (leaks)",
+        choices=HOLDOUTS,
+    )  # fmt: skip
     mixed_precision: str = option(
         "auto", "auto: bf16 where the CPU or GPU has it natively, fp16 on older GPUs, else fp32 (no)", choices=PRECISIONS
     )  # fmt: skip

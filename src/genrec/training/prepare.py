@@ -53,7 +53,7 @@ class Prepared:
 def prepare(dataset: Dataset, split: Split | None, config: TrainConfig, work: Path, progress: bool) -> Prepared:
     """The model, the encoded windows (with a teacher's soft targets), the output vocabulary and
     the validation rows; the work folder once the model is known to be trainable."""
-    split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed)
+    split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
     rec = _load_trainable(config, dataset)
     # written once the model is known to be trainable (--freeze-layers can leave nothing), so a
     # refused run leaves no folder behind

@@ -47,7 +47,7 @@ import torch
 
 from ..atomic import atomic_file
 from ..data.datasets import Dataset
-from ..data.splits import Split
+from ..data.splits import Split, legacy_holdout
 from ..errors import DataError
 from ..model import DEFAULT_MODEL_NAME
 from .checkpoints import BEST, CHECKPOINT_DONE, checkpoints, save_checkpoint, write_final
@@ -134,7 +134,8 @@ def _check_start(out: Path, work: Path, config: TrainConfig, resume: bool) -> li
     settings_path, settings = work / "config.json", asdict(config)
     if resume and settings_path.exists():
         # a setting added since that run was written had its default then
-        previous = {**asdict(TrainConfig()), **LEGACY_SETTINGS, **json.loads(settings_path.read_text(encoding="utf-8"))}
+        saved = json.loads(settings_path.read_text(encoding="utf-8"))
+        previous = {**asdict(TrainConfig()), **LEGACY_SETTINGS, "holdout": legacy_holdout(saved), **saved}
         if previous != settings:
             changed = sorted(k for k in {*previous, *settings} if previous.get(k) != settings.get(k))
             raise DataError(f"--resume with other settings than the run in {work}: {', '.join(changed)}")
