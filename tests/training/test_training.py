@@ -686,3 +686,19 @@ def test_encodings_are_cached_by_what_decides_them(tiny_model_dir, tmp_path, mon
     assert per_window != first
     files[0].write_bytes(b"not an npz")
     assert prepare_mod.encode(rec, split, cfg) == first
+
+
+def test_new_items_never_reach_a_training_window(tiny_model_dir, tmp_path):
+    """--cold-items: the seeded new items are neither a training target nor in a training history,
+    the same items eval/run.py --cold-items holds out."""
+    from genrec.data.cold import cold_items
+
+    ds = split_dataset_with_unique_holdouts()
+    cfg = config(tiny_model_dir, cold_items=0.25, samples_per_user=None)
+    prepared = prepare_mod.prepare(ds, None, cfg, tmp_path / "work", progress=False)
+    cold = cold_items(ds.catalog, 0.25, cfg.seed)
+    assert len(cold) == 10
+    in_windows = {item for w in prepared.windows for item in (*w.history, w.target)}
+    assert in_windows and not in_windows & cold
+    plain = prepare_mod.prepare(ds, None, config(tiny_model_dir, samples_per_user=None), tmp_path / "plain", progress=False)
+    assert {item for w in plain.windows for item in (*w.history, w.target)} & cold  # they were there to remove

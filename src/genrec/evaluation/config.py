@@ -9,6 +9,7 @@ from typing import Any
 from ..baselines.fit import SASREC_EPOCHS, SCORED
 from ..decoding import check_family_cap
 from ..decoding.prior import AGGREGATIONS
+from ..data.cold import ONLY, check_cold
 from ..data.splits import HOLDOUTS, TIE_BREAKS, legacy_holdout
 from ..errors import DataError
 from ..options import option
@@ -40,6 +41,9 @@ class EvalConfig:
         "latest", "D3 files: validation rows are the training file's latest 10%% (default) or a seeded random 10%% (leaks)",
         choices=HOLDOUTS,
     )  # fmt: skip
+    # new items (data/cold.py): a seeded share of the catalog no training interaction may hold
+    cold_items: float = option(0.0, "turn this seeded fraction of the catalog into new items: every training interaction with them removed")
+    only: str = option("all", "evaluate only the test rows whose target is new (or known)", choices=ONLY)
     max_history: int = option(20, "history items shown in prompts")
     model: str | None = option(None, "model for genrec methods (default: the embedded SmolLM2-135M-Instruct)")
     template: str = "next_item"  # eval/run.py: the one a fine-tuned model was trained with, by default
@@ -114,6 +118,7 @@ class EvalConfig:
             raise DataError("the family cap applies to beam search; a reranking method's lists would not honour it")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")
+        check_cold(self.cold_items, self.only)
         if self.num_beams < 1:
             raise DataError(f"the beam width must be at least 1, got {self.num_beams}")
 

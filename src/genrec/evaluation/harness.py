@@ -28,6 +28,7 @@ from typing import Any
 from ..atomic import atomic_file, atomic_write_text
 from ..catalog import Catalog
 from ..data.datasets import Dataset
+from ..data.cold import GROUPS, cold_items, count_groups, group_of, seen_items, without_items
 from ..data.splits import sample_examples, split_dataset
 from ..errors import DataError
 from ..ranking.metrics import UserResult, popularity_percentiles, summarize
@@ -57,6 +58,31 @@ def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: d
     for name, summary in summaries.items():
         if name.startswith("genrec") and results[name]:
             summary["vs_best_baseline"] = paired_comparison(results[name], results[best], names=(name, best)).to_dict()
+
+
+def _add_groups(
+    summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]], group_of_row: dict[int, str], k: int
+) -> None:
+    """Each method's metrics on the rows whose target is new and on the others (``groups``), each
+    genrec method paired against the best baseline of that group."""
+    for group in GROUPS:
+        mine = {name: [r for r in rs if group_of_row.get(r.row) == group] for name, rs in results.items()}
+        if not any(mine.values()):
+            continue
+        grouped = {name: {key: value for key, value in summarize(rs, catalog_size=1, popularity_pct={}, ks=cutoffs(k)).items()
+                          if key == "n_users" or key.split("@")[0] in ("HR", "NDCG", "MRR")}
+                   for name, rs in mine.items() if rs}  # fmt: skip
+        _compare_with_best_baseline(grouped, mine)
+        for name, summary in grouped.items():
+            summaries[name].setdefault("groups", {})[group] = summary
+
+
+def _new_items_info(split: Any, seen: frozenset[str], examples: list, *, valid: list, config: EvalConfig) -> dict[str, Any]:
+    return {
+        "rule": "a row is new when its target occurs in no training sequence; its history keeps any new items",
+        "cold_items_seeded": split.info.get("cold_items", 0), "cold_fraction": config.cold_items, "only": config.only,
+        "test_rows": count_groups(examples, seen), "valid_rows": count_groups(valid, seen),
+    }  # fmt: skip
 
 
 def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None:
@@ -135,9 +161,12 @@ def run_evaluation(
     _prepare_out_dir(out_dir, config, overwrite)
     if reuse is not None:
         _reuse(Path(reuse), out_dir, config)
-    split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
-    examples = sample_examples(split.test, config.users, config.seed)
     catalog = dataset.catalog
+    split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
+    split = without_items(split, cold_items(catalog, config.cold_items, config.seed))
+    seen = seen_items(split)  # a row is new when no training sequence holds its target
+    candidates = split.test if config.only == "all" else [e for e in split.test if group_of(e, seen) == config.only]
+    examples = sample_examples(candidates, config.users, config.seed)
     pop_pct = popularity_percentiles(split.popularity(), catalog.ids)
     protocol = Protocol.for_run(catalog, config.k, config.seed)
     ctx = RunContext(
@@ -173,6 +202,7 @@ def run_evaluation(
             **method.describe(ctx, tuned),
         }
     _compare_with_best_baseline(summaries, all_results)
+    _add_groups(summaries, all_results, {row: group_of(e, seen) for row, e in rows}, config.k)
     results_doc = {
         "dataset": config.dataset,
         "n_users": len(examples),
@@ -183,7 +213,7 @@ def run_evaluation(
                   "max_history_in_prompt": config.max_history, "history_grid": list(config.histories()),
                   "beams": max(config.num_beams, config.k), "ranking": PROTOCOL_TEXT,
                   "targets_in_history": sum(protocol.target_excluded(e.history, e.target) for e in examples),
-                  "cutoffs": cutoffs(config.k)},
+                  "cutoffs": cutoffs(config.k), "new_items": _new_items_info(split, seen, examples, valid=split.valid, config=config)},
         "methods": summaries,
     }  # fmt: skip
     atomic_write_text(out_dir / "results.json", json.dumps(results_doc, indent=2))

@@ -84,6 +84,15 @@ def write_report(
         if grid:
             first, *rest = describe_tuning(m["tuned"]).splitlines()
             lines += [f"- {name}: {first}", *(f"  - {r.strip()}" for r in rest)]
+    new = split.get("new_items")
+    if new and any(m.get("groups") for m in results_doc["methods"].values()):
+        lines += ["", f"New items ({new['rule']}; seeded: {new['cold_items_seeded']}): test rows {new['test_rows']}, "
+                  f"validation rows {new['valid_rows']}.", "", "| method | group | rows | HR@10 | NDCG@10 | vs best baseline |",
+                  "|---|---|---:|---:|---:|---|"]  # fmt: skip
+        for name, m in results_doc["methods"].items():
+            for group, g in m.get("groups", {}).items():
+                vs = _comparison(g["vs_best_baseline"]).describe() if "vs_best_baseline" in g else ""
+                lines.append(f"| {name} | {group} | {g['n_users']} | {g.get('HR@10', 0):.4f} | {g.get('NDCG@10', 0):.4f} | {vs} |")
     paired = [m["vs_best_baseline"] for m in results_doc["methods"].values() if "vs_best_baseline" in m]
     if paired:
         lines += ["", "Paired against the best baseline (bootstrap interval, sign-flip p-value):", ""]

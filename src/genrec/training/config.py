@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.cold import check_cold
 from ..data.splits import HOLDOUTS, TIE_BREAKS
 from ..decoding.vocabulary import OUTPUT_VOCABULARIES
 from ..errors import DataError
@@ -81,6 +82,8 @@ class TrainConfig:
     seed: int = option(0, "windows, batches and initialisation")
     template: str | None = option(None, "default: sequence (all-positions), next_item (per-window)")
     tie_break: str = option("file_order", "how events at the same time are ordered in the split", choices=TIE_BREAKS)
+    # the same seeded new items as eval/run.py --cold-items (data/cold.py): never in a training window
+    cold_items: float = option(0.0, "leave out every interaction with this seeded fraction of the catalog (new items)")
     holdout: str = option(
         "latest", "D3 files: validation rows are the training file's latest 10%% (default) or a seeded random 10%% (leaks)",
         choices=HOLDOUTS,
@@ -130,6 +133,7 @@ class TrainConfig:
         if self.drop_layers is not None:
             parse_layers(self.drop_layers)  # the model's depth is checked once it is loaded
         check_teacher(self.teacher, self.teacher_weight, self.teacher_top)
+        check_cold(self.cold_items, "all")
         if self.freeze_layers and self.lora:
             raise DataError("freeze_layers is for full fine-tuning; LoRA already keeps every base weight as it is")
 

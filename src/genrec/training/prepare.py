@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.datasets import Dataset, Example
+from ..data.cold import cold_items, without_items
 from ..data.splits import Split, sample_examples, split_dataset
 from ..decoding import OutputVocabulary, tokenizer_fingerprint
 from ..errors import DataError, require
@@ -54,6 +55,7 @@ def prepare(dataset: Dataset, split: Split | None, config: TrainConfig, work: Pa
     """The model, the encoded windows (with a teacher's soft targets), the output vocabulary and
     the validation rows; the work folder once the model is known to be trainable."""
     split = split or split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
+    split = without_items(split, cold_items(dataset.catalog, config.cold_items, config.seed))  # never trained on
     rec = _load_trainable(config, dataset)
     # written once the model is known to be trainable (--freeze-layers can leave nothing), so a
     # refused run leaves no folder behind
