@@ -382,7 +382,8 @@ def test_new_items_are_measured_apart(tmp_path, tiny_factory):
     the known ones and all; ID baselines reach new targets only by the tie order; --only new
     evaluates those rows alone."""
     ds = chain_dataset(n_users=30, n_items=20, length=6)
-    config = EvalConfig(dataset="chain", methods=["pop", "markov", "genrec"], k=10, seed=2, batch_size=8, cold_items=0.3)
+    config = EvalConfig(dataset="chain", methods=["pop", "markov", "content", "hybrid", "genrec"], k=10, seed=2, batch_size=8,
+                        cold_items=0.3)  # fmt: skip
     doc = run_evaluation(ds, config, tmp_path / "all", progress=False, recommender_factory=tiny_factory)
     new_info = doc["split"]["new_items"]
     assert new_info["cold_items_seeded"] == 6 and new_info["test_rows"]["new"] > 0 and new_info["test_rows"]["known"] > 0
@@ -391,6 +392,7 @@ def test_new_items_are_measured_apart(tmp_path, tiny_factory):
     assert markov["groups"]["new"]["n_users"] + markov["groups"]["known"]["n_users"] == markov["n_users"] == 30
     assert markov["groups"]["known"]["NDCG@10"] > markov["groups"]["new"]["NDCG@10"]  # perfect on a chain it has seen
     assert "vs_best_baseline" in doc["methods"]["genrec"]["groups"]["new"]
+    assert doc["methods"]["hybrid"]["tuned"]["new_items"] >= 6 and set(doc["methods"]["content"]["groups"]) == {"new", "known"}
     assert "| markov | new |" in (tmp_path / "all" / "report.md").read_text()
     only = run_evaluation(ds, EvalConfig(**{**config.__dict__, "only": "new"}), tmp_path / "new", progress=False,
                           recommender_factory=tiny_factory)  # fmt: skip

@@ -18,7 +18,7 @@ from .scored import ItemKNN, Markov, Popularity, ScoredMethod
 __all__ = ["SCORED", "SASREC_EPOCHS", "fit_scored", "log_scores"]
 
 #: the baselines fitted by name (``sasrec`` is the harness's alias of ``sasrec-ce``)
-SCORED = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce")
+SCORED = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "content", "hybrid")
 SASREC_EPOCHS = 200  # the most a SASRec trains; validation stops it earlier
 _FLOOR = 1e-6  # a count or similarity of 0 is unlikely, not impossible
 
@@ -39,7 +39,9 @@ def fit_scored(
         return _fit_sasrec(name, catalog, split, seed=seed, epochs=sasrec_epochs, saved_dir=saved_dir, progress=progress)
     if name not in SCORED:
         raise ConfigError(f"unknown baseline {name!r} (have: {', '.join(SCORED)})")
-    method = {"pop": Popularity, "markov": Markov, "itemknn": ItemKNN}[name](catalog)
+    from .content import Content, Hybrid  # (scikit-learn: the eval extra)
+
+    method = {"pop": Popularity, "markov": Markov, "itemknn": ItemKNN, "content": Content, "hybrid": Hybrid}[name](catalog)
     started = time.perf_counter()
     method.fit(split)
     method.fit_s = time.perf_counter() - started

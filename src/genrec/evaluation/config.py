@@ -19,7 +19,7 @@ from .rerank import MIXTURES
 
 __all__ = ["EvalConfig", "METHODS", "ALIASES", "SCORED", "DTYPES", "method_order", "config_defaults"]
 
-METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "genrec", "genrec-free")
+METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "content", "hybrid", "genrec", "genrec-free")
 #: method names that stand for another method (said in the report)
 ALIASES = {"sasrec": "sasrec-ce"}
 
