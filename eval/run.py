@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_options(p, EvalConfig)
     p.add_argument("--reuse", metavar="DIR",
                    help="take the fitted SASRecs and validation tuning of the run in DIR (every setting but "
-                        "--methods and --users must match) instead of computing them again")
+                        "--methods, --users and --only must match) instead of computing them again")
     p.add_argument("--overwrite", action="store_true", help="discard results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)

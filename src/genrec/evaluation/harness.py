@@ -119,12 +119,13 @@ def _differing(previous: dict[str, Any], wanted: dict[str, Any], ignore: tuple[s
 def _reuse(source: Path, out_dir: Path, config: EvalConfig) -> None:
     """Copy ``source``'s fitted SASRecs (``*.pt``) and validation tuning (``tuning/``) into
     ``out_dir`` where it has none of its own. Both depend on the split, the seed and the tuning
-    settings, never on which test users are sampled, so any setting but those two must match."""
+    settings, never on which test rows are evaluated (``users``, ``only``), so every other
+    setting must match."""
     path = source / _CONFIG_FILE
     if not path.exists():
         raise DataError(f"--reuse {source}: no run there (no {_CONFIG_FILE})")
     previous = json.loads(path.read_text(encoding="utf-8"))
-    differs = _differing(previous, json.loads(json.dumps(asdict(config))), ignore=("methods", "users"))
+    differs = _differing(previous, json.loads(json.dumps(asdict(config))), ignore=("methods", "users", "only"))
     if differs:
         raise DataError(f"--reuse {source}: that run has other settings ({', '.join(sorted(differs))}), so its fits and tuning do not apply")
     for kept in (*source.glob("*.pt"), *source.glob("tuning/*")):
@@ -154,7 +155,7 @@ def run_evaluation(
     the genrec methods on a pool of Ray actors that each load ``config.model`` (the factory, if
     any, serves this process only): the same batches, so the same metrics. ``reuse``: another
     run's folder whose fitted SASRecs and validation tuning this run takes instead of computing
-    them again; every setting but the methods and the test users sampled must match.
+    them again; every setting but the methods and the test rows evaluated must match.
     """
     config.check()
     out_dir = Path(out_dir)
