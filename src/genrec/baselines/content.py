@@ -3,9 +3,10 @@
 - ``Content``: TF-IDF over each item's title and attributes (scikit-learn); a history scores an
   item by the cosine of the item's vector with the history's profile, the sum of its most recent
   ``window`` items' vectors weighted ``decay ** age``; window and decay chosen on validation.
-- ``Hybrid``: ItemKNN where it has seen the item, content where it has not: a known item's score is
-  its ItemKNN score, a new item's (one no training sequence holds) ``share`` times its content
-  score, both scaled to each row's best; the share chosen on validation.
+- ``Hybrid``: ItemKNN where it has seen the item, content everywhere: a known item scores its
+  ItemKNN score plus ``share`` times its content score, a new item (one no training sequence
+  holds) the content part alone, both parts scaled to each row's best; the share chosen on
+  validation (small: ItemKNN's order with new items below; large: content's order).
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ class Content(ScoredMethod):
 
 
 class Hybrid(ScoredMethod):
-    """ItemKNN for the items training has seen, content for the new ones (see the module docstring)."""
+    """ItemKNN for the items training has seen, content for all (see the module docstring)."""
 
     name = "hybrid"
-    SHARES = (0.01, 0.03, 0.1, 0.3, 1.0)
+    SHARES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
 
     def __init__(self, catalog: Catalog, share: float | None = None):
         super().__init__(catalog)
@@ -110,4 +111,4 @@ class Hybrid(ScoredMethod):
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         known = _row_max_scaled(np.asarray(self.knn.score(histories), dtype=np.float64))
         words = _row_max_scaled(self.content.score(histories))
-        return np.where(self.new, self.share * words, known)
+        return np.where(self.new, 0.0, known) + self.share * words
