@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds after which a queued or decoding request gets 504")
     p.add_argument("--max-history-items", type=int, default=50, help="newest history items read into a prompt (the rest still excluded)")
     p.add_argument("--max-prompt-tokens", type=int, default=1024, help="tokens a prompt may take (the oldest history items are cut first)")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="padded prompt tokens one decode may take (long prompts apart from short ones)")
 
     p = sub.add_parser("train", help="fine-tune the model on an interaction log (full or LoRA)")
     add_dataset_arguments(p)
@@ -326,7 +327,7 @@ def _cmd_serve(args: argparse.Namespace, rec: Any) -> int:
     rec.limits = replace(rec.limits, max_history_items=args.max_history_items, max_prompt_tokens=args.max_prompt_tokens)
     config = ServeConfig(
         batch_window_ms=args.batch_window_ms, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes, api_key=key,
-        max_queue=args.max_queue, request_timeout_s=args.request_timeout,
+        max_queue=args.max_queue, request_timeout_s=args.request_timeout, max_batch_tokens=args.max_batch_tokens,
     )  # fmt: skip
     serve(rec, config, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0

@@ -250,14 +250,17 @@ class Recommender:
         min_match_score: float | None = None,
         strict_history: bool = False,
         deadline: float | None = None,
+        max_batch_tokens: int | None = None,
     ) -> list[Recommendations]:
-        """``recommend`` for many users; users are decoded together in batches for throughput.
-        A 2-D ``prior`` has one row per history."""
+        """``recommend`` for many users; users are decoded together in batches for throughput
+        (similar prompt lengths together; with ``max_batch_tokens``, no batch pads more prompt
+        tokens than that). A 2-D ``prior`` has one row per history."""
         return recommend_batch(
             self, histories, k, requests=requests, excludes=excludes, constrained=constrained,
             exclude_history=exclude_history, template=template, num_beams=num_beams,
             batch_size=batch_size, progress=progress, prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
             min_match_score=min_match_score, strict_history=strict_history, deadline=deadline,
+            max_batch_tokens=max_batch_tokens,
         )  # fmt: skip
 
     def rank(

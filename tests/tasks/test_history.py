@@ -68,3 +68,19 @@ def test_a_deadline_stops_decoding(make_rec):
     with pytest.raises(DeadlineError, match="deadline"):
         rec.recommend(["i1"], k=5, deadline=time.monotonic() - 1)
     assert len(rec.recommend(["i1"], k=5, deadline=time.monotonic() + 60)) == 5
+
+
+def test_a_token_budget_keeps_long_prompts_apart(make_rec):
+    """With max_batch_tokens, users are batched while the padded prompts fit: a long history is
+    decoded apart from the short ones it would pad; the lists are those of one user at a time."""
+    from genrec.tasks.recommend import _batches
+
+    assert _batches([0, 1, 2, 3], [10, 10, 12, 50], size=8, max_tokens=None) == [[0, 1, 2, 3]]
+    assert _batches([0, 1, 2, 3], [10, 10, 12, 50], size=8, max_tokens=40) == [[0, 1, 2], [3]]
+    assert _batches([0, 1, 2], [10, 10, 10], size=2, max_tokens=1000) == [[0, 1], [2]]
+    assert _batches([0], [99], size=4, max_tokens=10) == [[0]]  # alone over the budget: still decoded
+    rec = make_rec(catalog_of(TITLES))
+    histories = [["i1"], ["i2"], [f"i{n}" for n in range(15)], ["i3", "i4"]]
+    batched = rec.recommend_batch(histories, k=3, max_batch_tokens=200)
+    alone = [rec.recommend(h, k=3) for h in histories]
+    assert [[r.item_id for r in b] for b in batched] == [[r.item_id for r in a] for a in alone]

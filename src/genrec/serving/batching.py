@@ -32,8 +32,11 @@ class RecommendBatcher:
     group of compatible ones (same k and template) in one ``recommend_batch`` call. A request the
     library refuses fails alone; the others of its batch are still served."""
 
-    def __init__(self, rec: Any, executor: ThreadPoolExecutor, window_s: float, max_batch: int, metrics: Metrics) -> None:
+    def __init__(
+        self, rec: Any, executor: ThreadPoolExecutor, window_s: float, max_batch: int, metrics: Metrics, max_batch_tokens: int | None = None
+    ) -> None:
         self.rec, self.executor, self.window_s, self.max_batch, self.metrics = rec, executor, window_s, max_batch, metrics
+        self.max_batch_tokens = max_batch_tokens
         self.queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
@@ -114,7 +117,7 @@ class RecommendBatcher:
                     requests=[requests[i].get("request") for i in members],
                     excludes=[requests[i].get("exclude") or [] for i in members],
                     template=template, batch_size=len(members), min_match_score=min_score, strict_history=strict,
-                    deadline=deadline,
+                    deadline=deadline, max_batch_tokens=self.max_batch_tokens,
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001
                 for i in members:

@@ -51,6 +51,9 @@ class ServeConfig:
     api_key: str | None = None  # required as "Authorization: Bearer KEY" or "X-API-Key: KEY"
     latency_window: int = 10_000  # recent latencies per endpoint kept for the percentiles
     max_queue: int = 64  # requests waiting for or holding the model; one more is answered 503 at once
+    # padded prompt tokens one decode may take: a long prompt (a capped long history) is decoded
+    # apart from the short ones instead of padding them all
+    max_batch_tokens: int = 4096
     request_timeout_s: float = 60.0  # a request still queued or decoding after this is answered 504
 
 
@@ -164,7 +167,7 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Any):
-        batcher = RecommendBatcher(rec, executor, config.batch_window_ms / 1000, config.max_batch, metrics)
+        batcher = RecommendBatcher(rec, executor, config.batch_window_ms / 1000, config.max_batch, metrics, config.max_batch_tokens)
         state["batcher"] = batcher
         batcher.start()
         # build the title index before the first request needs it; /health says when

@@ -42,8 +42,11 @@ def recommend_batch(
     min_match_score: float | None = None,
     strict_history: bool = False,
     deadline: float | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[Recommendations]:
-    """The ``k`` best items for each history; users are decoded together in batches. ``prior``
+    """The ``k`` best items for each history; users are decoded together in batches (of at most
+    ``batch_size`` users and, with ``max_batch_tokens``, as many prompts as that many padded
+    prompt tokens hold: a long prompt then never pads many short ones). ``prior``
     (constrained decoding; None: the host's default) is mixed into every step. ``min_match_score``
     and ``strict_history``: how strictly histories are read (``PromptPipeline.prepare``);
     ``deadline`` (``time.monotonic()``): a DeadlineError once decoding runs past it."""
@@ -69,8 +72,7 @@ def recommend_batch(
     # similar prompt lengths together: less padding per batch
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].ctx.context, len(jobs[i].prompt_ids)))
     bar = tqdm(total=len(jobs), desc="recommending", unit="user", disable=not progress)
-    for start in range(0, len(order), size):
-        batch = order[start : start + size]
+    for batch in _batches(order, [len(job.prompt_ids) for job in jobs], size, max_batch_tokens):
         if constrained:
             rows = scores[batch] if scores is not None else None
             decoded = decode_constrained(host, [jobs[i] for i in batch], k, beams, prior=prior, prior_rows=rows, deadline=deadline)
@@ -81,6 +83,21 @@ def recommend_batch(
         bar.update(len(batch))
     bar.close()
     return [r for r in results if r is not None]
+
+
+def _batches(order: list[int], lengths: list[int], size: int, max_tokens: int | None) -> list[list[int]]:
+    """``order`` cut into batches of at most ``size`` users whose padded prompts (rows times the
+    longest, as the order is by length) fit ``max_tokens``; a prompt alone over it is a batch."""
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        rows = len(current) + 1 if current else 1
+        longest = max(lengths[j] for j in [*(current or []), i])
+        if current and rows <= size and (max_tokens is None or rows * longest <= max_tokens):
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def decode_constrained(
