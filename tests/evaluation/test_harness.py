@@ -138,6 +138,7 @@ def test_reuse_takes_another_runs_tuning_and_gives_a_fresh_runs_numbers(tmp_path
     with pytest.raises(DataError, match=r"other settings \(k\)"):
         run_evaluation(ds, EvalConfig(**{**more.__dict__, "k": 12}), tmp_path / "k12", progress=False,
                        recommender_factory=tiny_factory, reuse=tmp_path / "first")  # fmt: skip
+    assert not (tmp_path / "k12").exists()  # refused before anything was written
     with pytest.raises(DataError, match="no run there"):
         run_evaluation(ds, more, tmp_path / "other", progress=False, reuse=tmp_path / "nothing")
 

@@ -116,11 +116,10 @@ def _differing(previous: dict[str, Any], wanted: dict[str, Any], ignore: tuple[s
     return {k for k in wanted if k not in ignore and previous.get(k, defaults.get(k)) != wanted[k]}
 
 
-def _reuse(source: Path, out_dir: Path, config: EvalConfig) -> None:
-    """Copy ``source``'s fitted SASRecs (``*.pt``) and validation tuning (``tuning/``) into
-    ``out_dir`` where it has none of its own. Both depend on the split, the seed and the tuning
-    settings, never on which test rows are evaluated (``users``, ``only``), so every other
-    setting must match."""
+def _check_reuse(source: Path, config: EvalConfig) -> None:
+    """``source``'s fitted SASRecs and validation tuning apply to this run: they depend on the
+    split, the seed and the tuning settings, never on which test rows are evaluated (``users``,
+    ``only``), so every other setting must match."""
     path = source / _CONFIG_FILE
     if not path.exists():
         raise DataError(f"--reuse {source}: no run there (no {_CONFIG_FILE})")
@@ -128,6 +127,11 @@ def _reuse(source: Path, out_dir: Path, config: EvalConfig) -> None:
     differs = _differing(previous, json.loads(json.dumps(asdict(config))), ignore=("methods", "users", "only"))
     if differs:
         raise DataError(f"--reuse {source}: that run has other settings ({', '.join(sorted(differs))}), so its fits and tuning do not apply")
+
+
+def _reuse(source: Path, out_dir: Path) -> None:
+    """Copy ``source``'s fitted SASRecs (``*.pt``) and validation tuning (``tuning/``) into
+    ``out_dir`` where it has none of its own (``_check_reuse`` said they apply)."""
     for kept in (*source.glob("*.pt"), *source.glob("tuning/*")):
         target = out_dir / kept.relative_to(source)
         if kept.is_file() and not target.exists():
@@ -159,9 +163,11 @@ def run_evaluation(
     """
     config.check()
     out_dir = Path(out_dir)
+    if reuse is not None:
+        _check_reuse(Path(reuse), config)  # before anything is written: a refused run leaves no folder behind
     _prepare_out_dir(out_dir, config, overwrite)
     if reuse is not None:
-        _reuse(Path(reuse), out_dir, config)
+        _reuse(Path(reuse), out_dir)
     catalog = dataset.catalog
     split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
     split = without_items(split, cold_items(catalog, config.cold_items, config.seed))
