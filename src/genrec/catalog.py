@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,62 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .catalog_rows import LoadReport, SkippedRow, as_text, clean_attribute, problem_message, row_problems
 from .errors import CatalogError, UnknownItemError
 from .grounding import Grounder
 from .tables import JSONL_SUFFIXES, SEPARATOR_BY_SUFFIX, read_delimited, read_jsonl, sniff_separator
 from .text import generation_title, short_titles
 
 __all__ = ["Catalog", "LoadReport", "SkippedRow", "generation_title"]
-
-_MAX_LISTED_PROBLEMS = 5
-
-
-@dataclass(frozen=True)
-class SkippedRow:
-    row: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"row {self.row}: {self.reason}"
-
-
-@dataclass
-class LoadReport:
-    """What a load read, kept and skipped. Lenient loads skip bad rows; none is dropped silently."""
-
-    source: str
-    rows_read: int = 0
-    items: int = 0
-    skipped: list[SkippedRow] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        text = f"{self.source}: {self.rows_read} rows read, {self.items} items, {len(self.skipped)} skipped"
-        if self.skipped:
-            text += "\n" + "\n".join(f"  {s}" for s in self.skipped[:20])
-            if len(self.skipped) > 20:
-                text += f"\n  ... and {len(self.skipped) - 20} more"
-        return text
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _as_text(value: Any) -> str:
-    if _is_missing(value):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # an ID column pandas read as float: 12.0 -> "12"
-    return str(value).strip()
-
-
-def _clean_attribute(value: Any) -> Any:
-    if _is_missing(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()  # numpy scalar -> Python scalar, so templates and JSON see plain values
-    return value
-
 
 class Catalog:
     """An immutable list of items. Build one with ``from_file``, ``from_dataframe``, ``from_records``
@@ -94,13 +43,13 @@ class Catalog:
         name: str = "catalog",
         report: LoadReport | None = None,
     ) -> None:
-        self.ids: list[str] = [_as_text(i) for i in ids]
-        self.titles: list[str] = [_as_text(t) for t in titles]
+        self.ids: list[str] = [as_text(i) for i in ids]
+        self.titles: list[str] = [as_text(t) for t in titles]
         if len(self.ids) != len(self.titles):
             raise CatalogError(f"{name}: {len(self.ids)} IDs but {len(self.titles)} titles")
-        problems = _validate(self.ids, self.titles, list(range(1, len(self.ids) + 1)))
+        problems = row_problems(self.ids, self.titles, list(range(1, len(self.ids) + 1)))
         if problems:
-            raise CatalogError(_problem_message(name, problems))
+            raise CatalogError(problem_message(name, problems))
         if attributes is None:
             attributes = pd.DataFrame(index=range(len(self.ids)))
         if len(attributes) != len(self.ids):
@@ -248,17 +197,17 @@ class Catalog:
         report = LoadReport(source=source, rows_read=len(rows))
         unreadable = [(n, r["__error__"]) for n, r in rows if "__error__" in r]
         rows = [(n, r) for n, r in rows if "__error__" not in r]
-        ids = [_as_text(r.get(id_column)) for _, r in rows]
-        titles = [_as_text(r.get(title_column)) for _, r in rows]
+        ids = [as_text(r.get(id_column)) for _, r in rows]
+        titles = [as_text(r.get(title_column)) for _, r in rows]
         row_numbers = [n for n, _ in rows]
-        problems = sorted(unreadable + _validate(ids, titles, row_numbers, id_column, title_column))
+        problems = sorted(unreadable + row_problems(ids, titles, row_numbers, id_column, title_column))
         if problems and not lenient:
-            raise CatalogError(_problem_message(source, problems))
+            raise CatalogError(problem_message(source, problems))
         bad_rows = {n for n, _ in problems}
         report.skipped = [SkippedRow(n, reason) for n, reason in problems]
         keep = [i for i, n in enumerate(row_numbers) if n not in bad_rows]
         attribute_rows = [
-            {k: _clean_attribute(v) for k, v in rows[i][1].items() if k not in (id_column, title_column)} for i in keep
+            {k: clean_attribute(v) for k, v in rows[i][1].items() if k not in (id_column, title_column)} for i in keep
         ]
         attributes = pd.DataFrame.from_records(attribute_rows) if attribute_rows else pd.DataFrame()
         if attributes.empty and keep:
@@ -278,14 +227,14 @@ class Catalog:
         return len(self.ids)
 
     def __contains__(self, item_id: object) -> bool:
-        return _as_text(item_id) in self._position
+        return as_text(item_id) in self._position
 
     def __repr__(self) -> str:
         return f"Catalog(name={self.name!r}, kind={self.kind!r}, items={len(self)}, titles={len(self.unique_titles)})"
 
     def position(self, item_id: Any) -> int:
         """The row of an item; raises UnknownItemError naming the ID."""
-        key = _as_text(item_id)
+        key = as_text(item_id)
         try:
             return self._position[key]
         except KeyError:
@@ -293,7 +242,7 @@ class Catalog:
 
     def positions(self, item_ids: Iterable[Any]) -> list[int]:
         """Rows of several items; one error lists every unknown ID."""
-        keys = [_as_text(i) for i in item_ids]
+        keys = [as_text(i) for i in item_ids]
         unknown = [k for k in keys if k not in self._position]
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -317,7 +266,7 @@ class Catalog:
         record = {"item_id": self.ids[pos], "title": self.titles[pos]}
         if len(self.attributes.columns):
             for key, value in self.attributes.iloc[pos].items():
-                record.setdefault(str(key), _clean_attribute(value))
+                record.setdefault(str(key), clean_attribute(value))
         return record
 
     def title_number(self, title: str) -> int | None:
@@ -384,44 +333,3 @@ class Catalog:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _grounder=None)
-
-
-# ---------------------------------------------------------------------- helpers
-def _validate(
-    ids: list[str],
-    titles: list[str],
-    row_numbers: list[int],
-    id_column: str = "item_id",
-    title_column: str = "title",
-) -> list[tuple[int, str]]:
-    problems: list[tuple[int, str]] = []
-    first_row: dict[str, int] = {}
-    for item_id, title, n in zip(ids, titles, row_numbers):
-        if not item_id:
-            problems.append((n, f"empty {id_column}"))
-            continue
-        if _has_undecodable(item_id) or _has_undecodable(title):
-            problems.append((n, "bytes that are not valid in the file's encoding (pass encoding=...)"))
-            continue
-        if not title:
-            problems.append((n, f"empty {title_column} for {id_column} {item_id!r}"))
-            continue
-        if item_id in first_row:
-            problems.append((n, f"duplicate {id_column} {item_id!r} (first at row {first_row[item_id]})"))
-            continue
-        first_row[item_id] = n
-    return problems
-
-
-def _has_undecodable(text: str) -> bool:
-    # surrogateescape turns each undecodable byte into a lone surrogate U+DC80..U+DCFF
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-def _problem_message(source: str, problems: list[tuple[int, str]]) -> str:
-    lines = [f"{source}: {len(problems)} bad row(s)"]
-    lines += [f"  row {n}: {reason}" for n, reason in problems[:_MAX_LISTED_PROBLEMS]]
-    if len(problems) > _MAX_LISTED_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - _MAX_LISTED_PROBLEMS} more")
-    lines.append("pass lenient=True (CLI: --lenient) to skip bad rows and count them in the load report")
-    return "\n".join(lines)
