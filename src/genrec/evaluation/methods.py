@@ -26,6 +26,7 @@ from ..catalog import Catalog
 from ..data.datasets import Example
 from ..data.splits import Split, sample_examples
 from ..errors import DataError
+from ..model_record import trained_vocabulary
 from ..ranking.metrics import UserResult, ndcg
 from ..ranking.protocol import Protocol
 from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
@@ -207,8 +208,6 @@ class GenrecBeam(Method):
         )  # fmt: skip
 
     def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
-        from ..recommender import trained_vocabulary  # lazily: the facade loads models
-
         config = ctx.config
         mode = "free generation + grounding" if self.name == "genrec-free" else self.mode_text(config)
         if tuned is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import DeadlineError, GenrecError
 
-__all__ = ["Metrics", "Admission", "Overloaded"]
+__all__ = ["Metrics", "Admission", "Overloaded", "QueuedPastDeadline"]
 
 
 class Metrics:
@@ -72,6 +72,10 @@ class Overloaded(GenrecError):
     """The service holds as many requests as it queues (``ServeConfig.max_queue``)."""
 
 
+class QueuedPastDeadline(DeadlineError):
+    """A request's deadline passed before the model could take it."""
+
+
 class Admission:
     """At most ``max_queue`` requests wait for or hold the model, each for ``timeout_s`` at most:
     one over the bound is refused at once (Overloaded: 503), one past its deadline answered
@@ -93,7 +97,7 @@ class Admission:
             self.metrics.timeouts["waiting"] += 1
             raise DeadlineError(f"no answer within the request's {self.timeout_s:g} s deadline") from None
         except DeadlineError as exc:
-            self.metrics.timeouts["queued" if "waited" in str(exc) else "decoding"] += 1
+            self.metrics.timeouts["queued" if isinstance(exc, QueuedPastDeadline) else "decoding"] += 1
             raise
         finally:
             self.held -= 1

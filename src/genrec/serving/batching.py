@@ -9,9 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DeadlineError
 from ..tasks.recommend import default_template
-from .admission import Metrics
+from .admission import Metrics, QueuedPastDeadline
 
 __all__ = ["RecommendBatcher"]
 
@@ -21,10 +20,6 @@ class _Pending:
     args: dict[str, Any]
     future: asyncio.Future
     deadline: float  # time.monotonic() after which nobody waits for the answer
-
-
-def _queued_too_long() -> DeadlineError:
-    return DeadlineError("the request waited past its deadline before the model could take it")
 
 
 class RecommendBatcher:
@@ -75,7 +70,7 @@ class RecommendBatcher:
             now = time.monotonic()
             for late in [p for p in batch if p.deadline <= now or p.future.done()]:
                 if not late.future.done():
-                    late.future.set_exception(_queued_too_long())
+                    late.future.set_exception(QueuedPastDeadline("the request waited past its deadline before the model could take it"))
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue

@@ -21,6 +21,7 @@ stops decoding at its next step, freeing the model.
 
 
 import asyncio
+import functools
 import hmac
 import inspect
 import logging
@@ -84,6 +85,7 @@ def request_model(name: str, limits: Limits) -> Any:
     return create_model(title, __config__=ConfigDict(extra="forbid"), **fields)
 
 
+@functools.cache  # one set of models for every route
 def error_responses() -> dict[int, Any]:
     """The error answers every tool endpoint documents: ``{"error": {"type", "message", ...}}``."""
     from pydantic import BaseModel, ConfigDict
