@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     cache_dir = cache_root()
     print(f"{n_titles} titles; threads={torch.get_num_threads()}", flush=True)
 
-    rec = Recommender(catalog, model=args.model, cache_dir=cache_dir)
+    rec = Recommender(catalog, model=args.model, cache_dir=cache_dir, search="beam")
     rng = random.Random(args.seed)
     histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
     # the tokenisation context, from a rendered prompt, without building the index here

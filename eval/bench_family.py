@@ -58,9 +58,10 @@ def run(args: argparse.Namespace, dataset) -> list[dict]:
     split = split_dataset(dataset, seed=args.seed)
     examples = sample_examples(split.test, args.users, args.seed)
     template = trained_template(args.model) or "next_item"
-    plain = Recommender(dataset.catalog, model=args.model, num_beams=args.k)
+    plain = Recommender(dataset.catalog, model=args.model, num_beams=args.k, search="beam")
     capped = Recommender(  # the same loaded model: the two differ in the cap only
-        dataset.catalog, model=plain.lm.model, tokenizer=plain.tokenizer, num_beams=args.k, max_per_family=args.max_per_family
+        dataset.catalog, model=plain.lm.model, tokenizer=plain.tokenizer, num_beams=args.k, max_per_family=args.max_per_family,
+        search="beam",
     )
     index = plain.index_for(template)
     family = index.families(DEFAULT_FAMILY_SHARE)

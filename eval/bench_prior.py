@@ -42,7 +42,7 @@ def main() -> None:
     for n in args.titles:
         titles = synthetic_titles(n, vocabulary_words(tokenizer), args.seed)
         catalog = Catalog.from_records([{"item_id": str(i), "title": t} for i, t in enumerate(titles)])
-        rec = Recommender(catalog)
+        rec = Recommender(catalog, search="beam")
         rng = random.Random(args.seed)
         histories = [rng.sample(catalog.ids, args.history) for _ in range(args.users)]
         jobs = [rec.pipeline.prepare(h, "next_item") for h in histories]

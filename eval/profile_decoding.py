@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         make = product_titles if args.long_titles else synthetic_titles
         catalog = Catalog(list(map(str, range(args.titles))), make(args.titles, vocabulary_words(rec.tokenizer), args.seed))
-    rec = Recommender(catalog, model=rec.lm.model, tokenizer=rec.tokenizer)
+    rec = Recommender(catalog, model=rec.lm.model, tokenizer=rec.tokenizer, search="beam")
     rng = random.Random(args.seed)
     jobs = [rec.pipeline.prepare(rng.sample(catalog.ids, 5), "next_item") for _ in range(args.users)]
     index = rec.pipeline.index(jobs[0].ctx)

@@ -48,7 +48,7 @@ def main() -> None:
         raise SystemExit(f"the runs' titles were --title-years {' / '.join(sorted(forms))}, not {args.title_years}")
     dataset, _ = dataset_from_args(args)
     test = split_dataset(dataset, tie_break=config["tie_break"], seed=config["seed"]).test
-    rec = Recommender(dataset.catalog, model=args.model)
+    rec = Recommender(dataset.catalog, model=args.model, search="beam")
     rows = [r for r in sorted(narrow) if r in wide][: args.rows]
     gains, higher, new, new_above = [], 0, 0, 0
     for row in tqdm(rows, unit="row"):

@@ -87,11 +87,14 @@ def tiny_model(tokenizer):
 
 @pytest.fixture
 def make_rec(tiny_model, tokenizer, tmp_path):
-    """Recommender on the tiny model for a given catalog (title index cached in a temp folder)."""
+    """Recommender on the tiny model for a given catalog (title index cached in a temp folder);
+    beam search unless ``search`` says otherwise: most tests here are of the decoder, and content
+    search (the library's default without a log) has its own (tests/tasks/test_content_search.py)."""
     from genrec import Recommender
 
     def build(catalog, **kwargs):
         kwargs.setdefault("cache_dir", tmp_path / "cache")
+        kwargs.setdefault("search", "beam")
         return Recommender(catalog, model=tiny_model, tokenizer=tokenizer, **kwargs)
 
     return build

@@ -6,6 +6,7 @@
 """
 
 from .catalog import Catalog, LoadReport
+from .content import ContentScores
 from .errors import (
     CatalogError,
     ConfigError,
@@ -26,6 +27,7 @@ from .grounding import Match, Mention
 from .limits import Limits
 from .recommender import Recommender
 from .tasks import ChatResponse, Explanation, Recommendation, Recommendations
+from .tasks.content_search import ContentSearch
 from .tasks.prior import Prior
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "Mention",
     "Limits",
     "Prior",
+    "ContentSearch",
+    "ContentScores",
     "LoadReport",
     "GenrecError",
     "CatalogError",

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import DataError, GenrecError, LimitError
 from .data.arguments import add_dataset_arguments, dataset_from_args
 from .options import add_options, options_from_args
+from .tasks.content_search import SEARCHES
 from .training.config import TrainConfig
 
 __all__ = ["main", "build_parser", "DEMO_HISTORY"]
@@ -45,6 +46,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
+    g.add_argument("--search", default="auto", choices=SEARCHES,
+                   help="beam: the model writes titles over the whole catalog; content: the items nearest the history in words, "
+                   "reranked by the model; auto (default): content unless a prior or a genrec-fine-tuned model is given")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +178,7 @@ def _recommender(args: argparse.Namespace, catalog: Any):
 
     return Recommender(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, num_beams=args.beams,
-        max_per_family=args.max_per_family,
+        max_per_family=args.max_per_family, search=args.search,
     )  # fmt: skip
 
 
@@ -302,7 +306,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     )  # fmt: skip
     settings = DecodeSettings(
         k=args.k, batch_size=args.batch_size, max_history=args.max_history,
-        template=args.template or trained_template(args.model) or "next_item",
+        template=args.template or trained_template(args.model) or "next_item", search=args.search,
     )  # fmt: skip
     inputs = {"histories": os.path.abspath(args.histories), "histories_sha": file_sha(args.histories), "prior_kind": prior_kind}
     summary = run_batch(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
+from .content import ContentScores
 from .decoding import (
     DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
 )  # fmt: skip
@@ -24,6 +25,7 @@ from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id
 from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
 from .tasks.chat import chat
+from .tasks.content_search import ContentSearch, check_search
 from .tasks.explain import explain
 from .tasks.prior import Prior, PriorScores
 from .tasks.rank import rank
@@ -59,6 +61,10 @@ class Recommender:
     ``output_vocabulary``: "full" (the model's softmax over its whole vocabulary) or "catalog"
     (over the tokens the catalog's titles are written with; ``decoding/vocabulary.py``); None:
     what a genrec-fine-tuned model directory was trained with (its ``genrec.json``), else "full".
+    ``search``: "beam" (the model writes titles over the whole catalog), "content" (the items
+    nearest the history's and request's words proposed, the model reranking them, as
+    ``content_search`` says; ``tasks/content_search.py``) or "auto": content unless a call has an
+    active prior or the model is a genrec-fine-tuned directory (whatever learned from a log).
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.
@@ -89,6 +95,8 @@ class Recommender:
         max_per_family: int | None = None,
         family_share: float = DEFAULT_FAMILY_SHARE,
         output_vocabulary: str | None = None,
+        search: str = "auto",
+        content_search: ContentSearch = ContentSearch(),
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
         if len(self.catalog) == 0:
@@ -115,6 +123,9 @@ class Recommender:
         self.grounding_threshold = grounding_threshold
         self.free_text_slack = free_text_slack
         self.default_prior = Prior(weight=prior_weight, aggregation=prior_aggregation).override(prior)
+        self.search, self.content_search = check_search(search), content_search
+        self.fine_tuned = isinstance(model, (str, Path)) and (Path(model) / TRAINING_RECORD).is_file()
+        self._content_scores: ContentScores | None = None
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -196,6 +207,7 @@ class Recommender:
         min_match_score: float | None = None,
         strict_history: bool = False,
         deadline: float | None = None,
+        search: str | None = None,
     ) -> Recommendations:
         """The ``k`` items the model ranks highest for this history (IDs or titles, oldest first)
         and optional free-text ``request``. Items in the history are excluded unless
@@ -215,7 +227,8 @@ class Recommender:
         with a score; in the prompt or left out). ``min_match_score``: a title matched fuzzily
         below this score (0-100) is refused as unknown; ``strict_history``: a history longer than
         ``Limits.max_history_items`` is refused instead of keeping its newest items.
-        ``deadline`` (a ``time.monotonic()`` value): decoding stops there with a DeadlineError."""
+        ``deadline`` (a ``time.monotonic()`` value): decoding stops there with a DeadlineError.
+        ``search``: "beam", "content" or "auto" in place of the Recommender's (see the class)."""
         return self.recommend_batch(
             [history],
             k,
@@ -229,6 +242,7 @@ class Recommender:
             min_match_score=min_match_score,
             strict_history=strict_history,
             deadline=deadline,
+            search=search,
         )[0]
 
     def recommend_batch(
@@ -251,6 +265,7 @@ class Recommender:
         strict_history: bool = False,
         deadline: float | None = None,
         max_batch_tokens: int | None = None,
+        search: str | None = None,
     ) -> list[Recommendations]:
         """``recommend`` for many users; users are decoded together in batches for throughput
         (similar prompt lengths together; with ``max_batch_tokens``, no batch pads more prompt
@@ -260,7 +275,7 @@ class Recommender:
             exclude_history=exclude_history, template=template, num_beams=num_beams,
             batch_size=batch_size, progress=progress, prior=self.default_prior.override(prior, prior_weight, prior_aggregation),
             min_match_score=min_match_score, strict_history=strict_history, deadline=deadline,
-            max_batch_tokens=max_batch_tokens,
+            max_batch_tokens=max_batch_tokens, search=search,
         )  # fmt: skip
 
     def rank(
@@ -318,13 +333,14 @@ class Recommender:
         prior: PriorScores | Prior | None = None,
         prior_weight: float | None = None,
         prior_aggregation: str | None = None,
+        search: str | None = None,
     ) -> ChatResponse:
         """Recommend from a conversation: ``messages`` are ``{"role", "content"}`` turns (system,
         user, assistant), as chat assistants hold them. Items named in the conversation are never
         recommended again; those the user liked inform the prompt, those turned down ("not X",
         "I hated X") are listed as such. Returns the reply and the items, every one a catalog item."""
         prior = self.default_prior.override(prior, prior_weight, prior_aggregation)
-        return chat(self, messages, k, exclude=exclude, template=template, prior=prior)
+        return chat(self, messages, k, exclude=exclude, template=template, prior=prior, search=search)
 
     # ------------------------------------------------------------------ grounding and lookup
     def ground(self, text: str, *, limit: int = 5, threshold: float | None = None) -> list[Match]:
@@ -359,6 +375,15 @@ class Recommender:
         prompts = [self.pipeline.prepare(history, template).prompt_ids for history in ([ids[0]], [ids[1], ids[0]])]
         with torch.inference_mode():
             self.prefix_cache(template).get(self.lm.model, prompts, cache_argument(self.lm.model))
+
+    def content_scores(self) -> ContentScores:
+        """The catalog's TF-IDF similarities ``search="content"`` proposes from (built on first use)."""
+        with self._lock:
+            if self._content_scores is None:
+                scores = ContentScores(self.catalog, window=self.content_search.window, decay=self.content_search.decay)
+                scores.vectors  # built here, under the lock, once
+                self._content_scores = scores
+            return self._content_scores
 
     def prefix_cache(self, template: str) -> PrefixCache:
         """The shared prompt-prefix cache of ``template`` (created on first use)."""

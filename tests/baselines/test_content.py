@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from genrec import Catalog
-from genrec.baselines.content import Content, Hybrid, item_text
+from genrec.baselines.content import Content, Hybrid
+from genrec.content import item_text
 from genrec.data.cold import without_items
 from genrec.data.datasets import Dataset
 from genrec.data.splits import leave_one_out

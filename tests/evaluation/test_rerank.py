@@ -16,7 +16,7 @@ from genrec.baselines.scored import Markov
 from genrec.evaluation.fusion import tune_on_validation
 from genrec.ranking.metrics import top_k
 from genrec.ranking.protocol import Protocol
-from genrec.evaluation.rerank import MIXTURES, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
+from genrec.evaluation.rerank import MIXTURES, BaseScores, RerankRow, load_rows, mixed_list, save_rows, score_rows, with_lengths
 from genrec.data.splits import sample_examples, split_dataset
 from genrec.tasks.rank import score_titles, title_lengths
 from helpers import chain_dataset
@@ -52,7 +52,8 @@ def test_reranking_at_weight_one_is_the_baseline_and_at_zero_the_models_order(tm
     common = dict(dataset="chain", k=10, users=6, seed=1, batch_size=4, tune_users=4, rerank_candidates=12)
     calls = []
     real = rerank_module.score_titles
-    monkeypatch.setattr(rerank_module, "score_titles", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    # a row scored once (the no-history scores pmi mixes in are counted apart: once per item)
+    monkeypatch.setattr(rerank_module, "score_titles", lambda *a, **kw: (calls.append(1) if len(a[1]) else None) or real(*a, **kw))
 
     out = tmp_path / "w1"
     doc = run_evaluation(ds, EvalConfig(methods=["markov", "genrec-rerank+markov"], prior_grid=(0.0,), rerank_grid=(1.0,), **common), out,
@@ -144,7 +145,7 @@ def test_union_adds_the_beams_titles_to_the_baselines_candidates(tmp_path, tiny_
         history = list(example.history)
         scores = np.log(markov.score([history])[0] + 1e-6)
         candidates = [ds.catalog.ids[p] for p in top_k(scores, protocol.excluded_mask(history), protocol.ties, 10)]
-        beam = [r.item_id for r in rec.recommend(history[-20:], k=10, exclude=history)]
+        beam = [r.item_id for r in rec.recommend(history[-20:], k=10, exclude=history, search="beam")]
         union = candidates + [i for i in beam if i not in candidates]
         added += len(union) - len(candidates)
         model = score_titles(rec, history[-20:], union, template="next_item", k=10)
@@ -171,7 +172,8 @@ def test_the_mixtures_are_a_product_a_sum_and_a_per_token_product_of_the_experts
     # the model is sure of i2; the prior spreads its mass over i0 and i1, and knows nothing of i2
     model, prior_full = np.log([0.01, 0.01, 0.9]), np.log([0.5, 0.49, 1e-6])
     tokens = np.array([2, 2, 3])
-    row = RerankRow(np.array([0, 1, 2]), model, prior_full - np.logaddexp.reduce(prior_full), prior_full, tokens, 0.0, 3)
+    row = RerankRow(np.array([0, 1, 2]), model, prior_full - np.logaddexp.reduce(prior_full), prior_full, tokens, 0.0, 3,
+                    base=np.log([0.1, 0.2, 0.7]))  # fmt: skip
     # a product needs both to agree: at an even share the prior's veto keeps i2 out
     assert mixed_list(row, 0.5, protocol, "product") == ["i0", "i1"]
     # a sum lets either vouch: i2 takes half the model's 0.9, more than half of either prior share
@@ -188,8 +190,35 @@ def test_the_mixtures_are_a_product_a_sum_and_a_per_token_product_of_the_experts
     # a prior that barely prefers i0 leaves the per-token order; the totals still put the long title last
     assert mixed_list(long, 0.5, protocol, "per-token") == ["i2", "i0"]
     assert mixed_list(long, 0.5, protocol, "product") == ["i0", "i1"]
-    with pytest.raises(ValueError, match="unknown mixture 'mean': one of product, sum, per-token"):
+    with pytest.raises(ValueError, match="unknown mixture 'mean': one of product, sum, per-token, pmi"):
         mixed_list(long, 0.5, protocol, "mean")
+
+
+def test_pmi_takes_out_what_the_model_would_write_after_no_history():
+    catalog = Catalog.from_records([{"item_id": f"i{n}", "title": f"Title {n}"} for n in range(3)])
+    protocol = Protocol.for_run(catalog, 2, 0)
+    # i0 is what the model writes for anyone; after this history it gains least of the three
+    model, base = np.log([0.5, 0.3, 0.2]), np.log([0.9, 0.05, 0.05])
+    flat = np.log(np.full(3, 1 / 3))
+    row = RerankRow(np.array([0, 1, 2]), model, flat, flat, np.array([2, 2, 2]), 0.0, 3, base=base)
+    assert mixed_list(row, 0.0, protocol, "product") == ["i0", "i1"]
+    assert mixed_list(row, 0.0, protocol, "pmi") == ["i1", "i2"]
+    with pytest.raises(ValueError, match="without the model's no-history scores"):
+        mixed_list(replace(row, base=None), 0.5, protocol, "pmi")
+
+
+def test_no_history_scores_are_the_titles_log_probabilities_after_an_empty_history(make_rec, tmp_path):
+    titles = ["The Matrix", "Heat", "Alien", "Toy Story"]
+    rec = make_rec(Catalog.from_records([{"item_id": f"i{n}", "title": t} for n, t in enumerate(titles)]))
+    protocol = Protocol.for_run(rec.catalog, 2, 0)
+    base = BaseScores(rec, protocol, "next_item")
+    np.testing.assert_allclose(base.of([2, 0, 2]), score_titles(rec, [], ["i2", "i0", "i2"], k=2), rtol=0, atol=1e-5)
+    assert sorted(base.scores) == [0, 2]  # each item scored once
+    row = RerankRow(np.array([1, 3]), np.zeros(2), np.zeros(2), np.zeros(2), np.array([2, 2]), 0.0, 2)
+    (added,) = base.add_to([row])
+    np.testing.assert_allclose(added.base, score_titles(rec, [], ["i1", "i3"], k=2), rtol=0, atol=1e-5)
+    save_rows(tmp_path / "rows.npz", [added])  # kept with the rows
+    np.testing.assert_allclose(load_rows(tmp_path / "rows.npz")[0].base, added.base)
 
 
 def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(tmp_path):
@@ -217,7 +246,7 @@ def test_a_reranking_tuning_names_its_mixture_and_reads_older_files_as_product(t
         histories=(20,), weights=(0.0, 1.0), aggregations=MIXTURES, alone={}, weighted=True, setting="mixture",
     )  # fmt: skip
     assert (per_token_alone["mixture"], per_token_alone["prior_weight"]) == ("per-token", 0.0)
-    assert [r["valid_NDCG@10"] for r in per_token_alone["grid"] if r["prior_weight"] == 0.0] == [0.1, 0.1, 0.4]
+    assert [r["valid_NDCG@10"] for r in per_token_alone["grid"] if r["prior_weight"] == 0.0] == [0.1, 0.1, 0.4, 0.1]
 
     older = tmp_path / "genrec-rerank+markov.json"
     older.write_text(json.dumps({"max_history": 20, "prior_weight": 1.0, "prior_aggregation": "logsumexp", "valid_rows": 5}))

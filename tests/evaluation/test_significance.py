@@ -57,6 +57,14 @@ def test_a_small_noisy_gain_is_reported_as_noise():
     assert c.difference == pytest.approx(0.01) and c.ci_low < 0 < c.ci_high and c.p_value > 0.3 and not c.significant
 
 
+def test_an_interval_clear_of_zero_with_a_randomisation_p_above_005_is_noise():
+    # 7 rows worse and 1 better of 100: the bootstrap interval excludes zero, the sign flips say p = 0.06
+    a = _results([1] + [None] * 99)
+    b = _results([None] + [1] * 7 + [None] * 92)
+    c = paired_comparison(a, b)
+    assert c.ci_high < 0 and 0.05 < c.p_value < 0.1 and not c.significant and "not significant" in c.describe()
+
+
 def test_bootstrap_interval_matches_a_plain_reference():
     rng = random.Random(1)
     a, b = _results(_random_ranks(rng, 150)), _results(_random_ranks(rng, 150))

@@ -1,8 +1,9 @@
 """Baselines that can score items nobody has interacted with: from their words.
 
-- ``Content``: TF-IDF over each item's title and attributes (scikit-learn); a history scores an
-  item by the cosine of the item's vector with the history's profile, the sum of its most recent
-  ``window`` items' vectors weighted ``decay ** age``; window and decay chosen on validation.
+- ``Content``: ``genrec.content.ContentScores`` (TF-IDF over each item's title and attributes; a
+  history scores an item by the cosine of the item's vector with the history's profile, the sum of
+  its most recent ``window`` items' vectors weighted ``decay ** age``), window and decay chosen on
+  validation.
 - ``Hybrid``: ItemKNN where it has seen the item, content everywhere: a known item scores its
   ItemKNN score plus ``share`` times its content score, a new item (one no training sequence
   holds) the content part alone, both parts scaled to each row's best; the share chosen on
@@ -12,24 +13,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from ..catalog import Catalog
+from ..content import ContentScores
 from ..data.splits import Split
-from ..errors import require
 from .scored import ItemKNN, ScoredMethod, validation_ndcg
 
-__all__ = ["Content", "Hybrid", "item_text"]
-
-_SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
-
-
-def item_text(item: dict[str, Any]) -> str:
-    """An item's words: its title and every attribute value ("Crime|Drama" reads as two words)."""
-    values = [item.get("title", "")] + [str(v) for k, v in item.items() if k not in _SKIP and k != "title" and v is not None]
-    return " ".join(v.replace("|", " ") for v in values if v)
+__all__ = ["Content", "Hybrid"]
 
 
 def _row_max_scaled(scores: np.ndarray) -> np.ndarray:
@@ -47,12 +39,10 @@ class Content(ScoredMethod):
     def __init__(self, catalog: Catalog, window: int | None = None, decay: float | None = None):
         super().__init__(catalog)
         self.window, self.decay = window, decay
-        self.vectors: Any = None
+        self.scorer: ContentScores | None = None
 
     def fit(self, split: Split) -> None:
-        text = require("sklearn.feature_extraction.text", "eval", "the content baseline")
-        vectorizer = text.TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), strip_accents="unicode")
-        self.vectors = vectorizer.fit_transform([item_text(self.catalog.item_at(p)) for p in range(len(self.catalog))]).tocsr()
+        self.scorer = ContentScores(self.catalog)
         if (self.window is None or self.decay is None) and split.valid:
             scores = {}
             for window in self.WINDOWS:
@@ -66,18 +56,9 @@ class Content(ScoredMethod):
         self.decay = 1.0 if self.decay is None else self.decay
 
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        from scipy import sparse
-
-        rows, cols, weights = [], [], []
-        for row, history in enumerate(histories):
-            idx = [self.index[i] for i in history if i in self.index]
-            recent = idx[-self.window :] if self.window else idx
-            for age, position in enumerate(reversed(recent)):
-                rows.append(row)
-                cols.append(position)
-                weights.append(self.decay**age)
-        profile = sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), len(self.catalog))) @ self.vectors
-        return np.asarray((profile @ self.vectors.T).todense(), dtype=np.float64)
+        assert self.scorer is not None, "fit first"
+        positions = [[self.index[i] for i in history if i in self.index] for history in histories]
+        return self.scorer.similarities(positions, window=self.window or 0, decay=self.decay or 1.0)
 
 
 class Hybrid(ScoredMethod):

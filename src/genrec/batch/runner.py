@@ -66,6 +66,7 @@ class DecodeSettings:
     constrained: bool = True
     prior_weight: float | None = None  # for users with their own prior row; None: the spec's
     prior_aggregation: str | None = None  # None: the spec's Recommender's
+    search: str | None = None  # "beam", "content" or "auto" (tasks/content_search.py); None: the spec's Recommender's
 
 
 @dataclass
@@ -161,6 +162,7 @@ def _decode(rec: Any, jobs: list[tuple[UserJob, list[str], list[str]]], settings
         prior=prior,
         prior_weight=settings.prior_weight if prior is not None else None,
         prior_aggregation=settings.prior_aggregation,
+        search=settings.search,
     )
 
 

@@ -19,7 +19,9 @@ from .rerank import MIXTURES
 
 __all__ = ["EvalConfig", "METHODS", "ALIASES", "SCORED", "DTYPES", "method_order", "config_defaults"]
 
-METHODS = ("pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "content", "hybrid", "genrec", "genrec-free")
+METHODS = (
+    "pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "content", "hybrid", "genrec", "genrec-free", "genrec-content",
+)  # fmt: skip
 #: method names that stand for another method (said in the report)
 ALIASES = {"sasrec": "sasrec-ce"}
 
@@ -55,6 +57,9 @@ class EvalConfig:
         (0.0, 0.25, 0.5, 0.75, 0.9, 1.0), "genrec+<baseline>'s prior weights tried on validation (a beam search each)"
     )  # fmt: skip
     tune_users: int = option(100, "validation rows (a seeded sample) that tune genrec methods' weights and settings")
+    # a cold-start run (--only new) tunes for the rows it evaluates: new items are a few percent of
+    # all validation rows, too few to steer a weight chosen on all of them
+    tune_on: str = option("all", "tune genrec methods on only the validation rows whose target is new (or known)", choices=ONLY)
     prior_aggregations: tuple[str, ...] = option(
         ("logsumexp",), "how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
         "logsumexp, max, or both (logsumexp,max)",
@@ -85,7 +90,8 @@ class EvalConfig:
     )  # fmt: skip
     rerank_mixtures: tuple[str, ...] = option(
         MIXTURES, "how they combine the two scores, tried with every weight: product (log-scores added), sum "
-        "(probabilities added), per-token (the product with the model's log-probability per title token) (default: %(default)s)",
+        "(probabilities added), per-token (the product with the model's log-probability per title token), pmi (the product "
+        "with the model's log-probability less its log-probability after no history) (default: %(default)s)",
     )  # fmt: skip
 
     def histories(self) -> tuple[int, ...]:
@@ -114,7 +120,7 @@ class EvalConfig:
             raise DataError(f"rerank mixtures must be some of {', '.join(MIXTURES)}, got {', '.join(bad) or 'none'}")
         if self.rerank_candidates < self.k:
             raise DataError(f"rerank candidates must be at least k ({self.k}), got {self.rerank_candidates}")
-        if self.max_per_family is not None and any(is_rerank(m) for m in self.methods):
+        if self.max_per_family is not None and any(is_rerank(m) or m == "genrec-content" for m in self.methods):
             raise DataError("the family cap applies to beam search; a reranking method's lists would not honour it")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")

@@ -14,7 +14,7 @@ about it (``describe``). Adding a method is one class and one line of ``REGISTRY
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from ..baselines.fit import SCORED, fit_scored
 from ..baselines.scored import ScoredMethod
 from ..catalog import Catalog
+from ..data.cold import group_of, seen_items
 from ..data.datasets import Example
 from ..data.splits import Split, sample_examples
 from ..errors import DataError
@@ -30,9 +31,10 @@ from ..model_record import trained_vocabulary
 from ..ranking.metrics import UserResult, ndcg
 from ..ranking.protocol import Protocol
 from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
+from ..tasks.content_search import ContentSearch
 from .config import ALIASES, METHODS, EvalConfig
 from .fusion import FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX, tune_on_validation
-from .rerank import RerankRow, evaluate_rerank, load_rows, mixed_list, save_rows, score_rows, with_lengths
+from .rerank import BaseScores, RerankRow, evaluate_rerank, load_rows, mixed_list, save_rows, score_rows, with_lengths
 
 __all__ = ["RunContext", "build_recommender", "Method", "ScoredBaseline", "GenrecBeam", "GenrecPrior", "GenrecRerank", "GenrecUnion",
            "REGISTRY", "method_for", "check_names"]  # fmt: skip
@@ -61,12 +63,23 @@ class RunContext:
     _rec: Any = None
     _valid: Rows | None = None
 
+    def tuning_split(self) -> Split:
+        """The split with only the validation rows of ``config.tune_on``'s group (new or known
+        targets) when a run tunes for one group."""
+        if self.config.tune_on == "all":
+            return self.split
+        seen = seen_items(self.split)
+        return replace(self.split, valid=[e for e in self.split.valid if group_of(e, seen) == self.config.tune_on])
+
     def baseline(self, name: str) -> ScoredMethod:
-        """Baseline ``name`` (an alias resolved), fitted once per run; SASRec's weights kept in the folder."""
+        """Baseline ``name`` (an alias resolved), fitted once per run; SASRec's weights kept in the
+        folder. Every baseline but SASRec tunes on ``tuning_split``'s rows: SASRec stops its
+        training on all of them (an ID model scores a new item at its floor after any epoch)."""
         name = ALIASES.get(name, name)
         if name not in self.fitted:
+            split = self.split if name.startswith("sasrec") else self.tuning_split()
             self.fitted[name] = fit_scored(
-                name, self.catalog, self.split, seed=self.config.seed, sasrec_epochs=self.config.sasrec_epochs,
+                name, self.catalog, split, seed=self.config.seed, sasrec_epochs=self.config.sasrec_epochs,
                 saved_dir=self.out_dir, progress=self.progress,
             )  # fmt: skip
         return self.fitted[name]
@@ -79,7 +92,8 @@ class RunContext:
     def valid(self) -> Rows:
         """The seeded validation rows every genrec method tunes on."""
         if self._valid is None:
-            self._valid = list(enumerate(sample_examples(self.split.valid, self.config.tune_users, self.config.seed)))
+            valid = self.tuning_split().valid
+            self._valid = list(enumerate(sample_examples(valid, self.config.tune_users, self.config.seed)))
         return self._valid
 
     def decoding(self) -> dict[str, Any]:
@@ -159,19 +173,31 @@ class ScoredBaseline(Method):
         return described
 
 
+CONTENT_MODE = (
+    f"content search: the {ContentSearch().candidates} items nearest the history in words proposed, the model reranking "
+    f"them (sum of the two, w = {ContentSearch().weight}; the Recommender's defaults)"
+)
+
+
 class GenrecBeam(Method):
     """The language model alone: constrained beam search (``genrec``), or free text grounded
-    onto the catalog (``genrec-free``). Tuned only when the run tries several history lengths."""
+    onto the catalog (``genrec-free``); or the library's search from words (``genrec-content``:
+    the items nearest the history in words proposed, the model reranking them, with the
+    Recommender's default settings, untuned). Tuned only when the run tries several history lengths."""
 
     mode = "constrained beam search"
 
     @classmethod
     def accepts(cls, name: str) -> bool:
-        return name in ("genrec", "genrec-free")
+        return name in ("genrec", "genrec-free", "genrec-content")
 
     @property
     def constrained(self) -> bool:
         return self.name != "genrec-free"
+
+    @property
+    def search(self) -> str:
+        return "content" if self.name == "genrec-content" else "beam"
 
     def prior(self, ctx: RunContext) -> ScoredMethod | None:
         return None
@@ -188,7 +214,7 @@ class GenrecBeam(Method):
         def validation_ndcg(weight: float, aggregation: str, history: int) -> float:
             return genrec_ndcg(
                 rec, valid, constrained=self.constrained, max_history=history, prior=prior, prior_weight=weight,
-                prior_aggregation=aggregation, progress=ctx.progress,
+                prior_aggregation=aggregation, progress=ctx.progress, search=self.search,
                 name=f"{self.name} validation (w={weight}, {aggregation}, history {history})", **ctx.decoding(),
             )  # fmt: skip
 
@@ -204,12 +230,12 @@ class GenrecBeam(Method):
             ctx.recommender(), rows, constrained=self.constrained,
             max_history=tuned.get("max_history", ctx.config.max_history), on_batch=store, progress=ctx.progress,
             name=self.name, prior=self.prior(ctx), prior_weight=tuned.get("prior_weight", 0.0),
-            prior_aggregation=tuned.get("prior_aggregation"), **ctx.decoding(),
+            prior_aggregation=tuned.get("prior_aggregation"), search=self.search, **ctx.decoding(),
         )  # fmt: skip
 
     def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
         config = ctx.config
-        mode = "free generation + grounding" if self.name == "genrec-free" else self.mode_text(config)
+        mode = {"genrec-free": "free generation + grounding", "genrec-content": CONTENT_MODE}.get(self.name) or self.mode_text(config)
         if tuned is not None:
             mode += self.tuned_text(tuned)
             if len(config.histories()) > 1:
@@ -280,18 +306,22 @@ class GenrecRerank(GenrecPrior):
         candidates, not the model alone, so nothing is shared with ``genrec``."""
         rec, valid, prior, config = ctx.recommender(), ctx.valid(), ctx.baseline(self.base), ctx.config
         scored: dict[int, list[RerankRow]] = {}
+        base = BaseScores(rec, ctx.protocol, config.template) if "pmi" in config.rerank_mixtures else None
 
         def validation_ndcg(weight: float, mixture: str, history: int) -> float:
             if history not in scored:
                 kept = ctx.out_dir / "tuning" / f"{self.name}.rows-{history}.npz"
                 if kept.exists():
-                    rows = load_rows(kept)
-                    scored[history] = with_lengths(rows, rec, valid, protocol=ctx.protocol, max_history=history, template=config.template)
+                    rows = with_lengths(load_rows(kept), rec, valid, protocol=ctx.protocol, max_history=history, template=config.template)
+                    if base is not None and any(r.base is None for r in rows):  # kept before pmi was tried
+                        rows = base.add_to(rows)
+                        save_rows(kept, rows)
+                    scored[history] = rows
                 else:
                     scored[history] = score_rows(
                         rec, valid, prior, protocol=ctx.protocol, candidates=config.rerank_candidates, max_history=history,
                         template=config.template, beam=self.beam, decode_batch_size=config.batch_size,
-                        progress=ctx.progress, name=f"{self.name} validation (history {history})",
+                        progress=ctx.progress, name=f"{self.name} validation (history {history})", base=base,
                     )  # fmt: skip
                     save_rows(kept, scored[history])
             credits = [

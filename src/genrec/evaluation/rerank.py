@@ -18,6 +18,11 @@ long their titles are (its spread over a row's candidates is tens of nats, the p
 which buries the model's opinion in the product unless w is within a hair of 1; per token it is an
 opinion on a comparable scale. (Beam search still ranks by the total: there the per-token score
 would favour long titles, D3's finding; here the candidates are given, whatever their length.)
+``pmi`` mixes in the model's pointwise mutual information instead, ``log p_model(title | history)
+- log p_model(title | no history)``: what the history adds to the title's odds, with what the model
+would write for anyone (short titles, familiar words) taken out; the surface-form competition
+correction of zero-shot scoring, and the one of the four that does not depend on how often the
+model has seen a title (a new item's words are as likely after any history).
 
 ``genrec-union+<baseline>`` adds the model's own top k titles (constrained beam search, whose
 scores are the same log-probabilities) to the candidates, so the list can hold items the baseline
@@ -48,12 +53,13 @@ from ..ranking.rows import row_result
 from ..tasks.rank import score_titles, title_lengths
 from ..errors import ConfigError
 
-__all__ = ["MIXTURES", "RerankRow", "score_rows", "mixed_list", "with_lengths", "save_rows", "load_rows", "evaluate_rerank"]
+__all__ = ["MIXTURES", "RerankRow", "BaseScores", "score_rows", "mixed_list", "with_lengths", "save_rows", "load_rows", "evaluate_rerank"]
 
 #: how the two scores combine: ``product`` (of experts) adds the log-scores, so an item must
 #: please both; ``sum`` (a mixture of experts) adds the probabilities, so either may vouch for it;
-#: ``per-token`` is the product with the model's log-probability per title token
-MIXTURES = ("product", "sum", "per-token")
+#: ``per-token`` is the product with the model's log-probability per title token; ``pmi`` the
+#: product with the model's log-probability less the one it gives the title after no history
+MIXTURES = ("product", "sum", "per-token", "pmi")
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,30 @@ class RerankRow:
     tokens: np.ndarray | None
     seconds: float  # this row's scoring time, with its share of the baseline's
     proposed: int  # how many of ``positions`` the baseline proposed
+    # log p_model(title) after the same prompt with no history (None: not scored; ``pmi`` needs it)
+    base: np.ndarray | None = None
+
+
+class BaseScores:
+    """Each title's log-probability after the prompt with no history, scored once per item for a
+    whole run: it does not depend on the row."""
+
+    def __init__(self, rec: Any, protocol: Protocol, template: str) -> None:
+        self.rec, self.protocol, self.template = rec, protocol, template
+        self.scores: dict[int, float] = {}
+
+    def of(self, positions: Sequence[int], chunk: int = 64) -> np.ndarray:
+        missing = list(dict.fromkeys(int(p) for p in positions if int(p) not in self.scores))
+        ids = self.protocol.catalog.ids
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            scored = score_titles(self.rec, [], [ids[p] for p in part], template=self.template, k=self.protocol.k)
+            self.scores.update(zip(part, scored.tolist()))
+        return np.asarray([self.scores[int(p)] for p in positions], dtype=np.float64)
+
+    def add_to(self, rows: Sequence[RerankRow]) -> list[RerankRow]:
+        """``rows`` with their ``base`` scores (rows kept before they were, or scored without)."""
+        return [row if row.base is not None else replace(row, base=self.of(row.positions)) for row in rows]
 
 
 def score_rows(
@@ -87,9 +117,11 @@ def score_rows(
     decode_batch_size: int = 8,
     progress: bool = True,
     name: str = "rerank",
+    base: BaseScores | None = None,
 ) -> list[RerankRow]:
     """Each row's ``candidates`` best items by ``prior`` (whole history seen, exclusions and tie
-    order of ``protocol``), scored by ``rec``'s model after the last ``max_history`` items;
+    order of ``protocol``), scored by ``rec``'s model after the last ``max_history`` items (and,
+    given ``base``, after no history);
     ``beam``: with the model's own top k titles added (decoded ``decode_batch_size`` users at a
     time), the union's order being the baseline's candidates, then the beam's others."""
     from tqdm.auto import tqdm
@@ -104,7 +136,7 @@ def score_rows(
         scores = log_scores(prior, histories)
         found = (
             rec.recommend_batch([h[-max_history:] for h in histories], protocol.k, excludes=histories, template=template,
-                                batch_size=decode_batch_size)  # fmt: skip
+                                batch_size=decode_batch_size, search="beam")  # fmt: skip
             if beam else [[] for _ in batch]
         )  # fmt: skip
         shared = (time.perf_counter() - t0) / len(batch)
@@ -129,7 +161,8 @@ def score_rows(
                 chosen = np.maximum(chosen, scores[n][proposed].min())
             log_prior = chosen - np.logaddexp.reduce(chosen) if len(chosen) else chosen
             full = scores[n][positions] - np.logaddexp.reduce(scores[n][~excluded]) if len(positions) else chosen
-            out.append(RerankRow(positions, model, log_prior, full, tokens, time.perf_counter() - t0, len(proposed)))
+            base_scores = base.of(positions) if base is not None else None
+            out.append(RerankRow(positions, model, log_prior, full, tokens, time.perf_counter() - t0, len(proposed), base_scores))
             bar.update(1)
     bar.close()
     return out
@@ -140,12 +173,15 @@ def mixed_list(row: RerankRow, weight: float, protocol: Protocol, mixture: str =
     come before the beam's additions, then the run's tie order. ``product``:
     ``(1 - w) log p_model + w log p_prior(. | candidates)``; ``sum``:
     ``log((1 - w) p_model + w p_prior)``, the prior's probability over the whole catalog;
-    ``per-token``: ``(1 - w) log p_model / n_tokens + w log p_prior(. | candidates)``."""
+    ``per-token``: ``(1 - w) log p_model / n_tokens + w log p_prior(. | candidates)``; ``pmi``:
+    ``(1 - w) (log p_model - log p_model(. | no history)) + w log p_prior(. | candidates)``."""
     if mixture not in MIXTURES:
         raise ConfigError(f"unknown mixture {mixture!r}: one of {', '.join(MIXTURES)}")
     if mixture == "per-token" and row.tokens is None:
         raise ConfigError("these rows were kept without their title lengths: add them with with_lengths")
-    model = row.model / row.tokens if mixture == "per-token" else row.model
+    if mixture == "pmi" and row.base is None:
+        raise ConfigError("these rows were scored without the model's no-history scores: add them with BaseScores.add_to")
+    model = row.model / row.tokens if mixture == "per-token" else row.model - row.base if mixture == "pmi" else row.model
     if weight >= 1.0:
         mixed = row.prior_full if mixture == "sum" else row.prior
     elif weight <= 0.0:
@@ -174,7 +210,7 @@ def with_lengths(
     ]
 
 
-_ARRAYS = ("positions", "model", "prior", "prior_full", "tokens")
+_ARRAYS = ("positions", "model", "prior", "prior_full", "tokens", "base")
 
 
 def save_rows(path: Path, rows: Sequence[RerankRow]) -> None:
@@ -224,12 +260,13 @@ def evaluate_rerank(
     ``batch_size`` rows at a time."""
     from tqdm.auto import tqdm
 
+    base = BaseScores(rec, protocol, template) if mixture == "pmi" else None
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)
     for start in range(0, len(examples), batch_size):
         batch = list(examples[start : start + batch_size])
         rows = score_rows(
             rec, batch, prior, protocol=protocol, candidates=candidates, max_history=max_history, template=template,
-            beam=beam, decode_batch_size=batch_size, progress=False,
+            beam=beam, decode_batch_size=batch_size, progress=False, base=base,
         )  # fmt: skip
         results = []
         for (row, example), scored in zip(batch, rows):

@@ -52,8 +52,10 @@ class PairedComparison:
 
     @property
     def significant(self) -> bool:
-        """The confidence interval excludes zero."""
-        return self.ci_low > 0 or self.ci_high < 0
+        """Beyond noise by both tests: the confidence interval excludes zero and the randomisation
+        p-value is below 1 - confidence. With few rows that differ the bootstrap interval can
+        exclude zero while the sign flips say p = 0.12 (six rows apart): that is not a result."""
+        return (self.ci_low > 0 or self.ci_high < 0) and self.p_value < 1.0 - self.confidence
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "significant": self.significant}

@@ -88,13 +88,15 @@ def evaluate_genrec(
     ray_address: str | None = None,
     model: str | None = None,
     dtype: str | None = None,
+    search: str = "beam",
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
     (genrec bans by title, as the protocol does); IDs sharing a title follow the tie order.
     ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` and
     ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users
     is one part of ``genrec batch``'s path: decoded here (``workers=1``), or by a pool of Ray
-    actors each loading ``model`` in ``dtype`` — the same batches, so the same lists."""
+    actors each loading ``model`` in ``dtype`` — the same batches, so the same lists. ``search``:
+    the model's beam over the whole catalog, or content's candidates reranked (``content``)."""
     from tqdm.auto import tqdm
 
     from ..batch import DecodeSettings, RecommenderSpec, UserJob, decode_parts
@@ -102,7 +104,7 @@ def evaluate_genrec(
     catalog = rec.catalog
     settings = DecodeSettings(
         k=protocol.k, batch_size=batch_size, max_history=max_history, template=template, constrained=constrained,
-        prior_weight=prior_weight, prior_aggregation=prior_aggregation,
+        prior_weight=prior_weight, prior_aggregation=prior_aggregation, search=search,
     )  # fmt: skip
     batches = [list(examples[start : start + batch_size]) for start in range(0, len(examples), batch_size)]
 

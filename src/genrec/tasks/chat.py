@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..grounding import Match
+from .content_search import decode_content, uses_content
 from .explain import unique_matches
 from .host import TaskHost
 from .prior import Prior
@@ -53,9 +54,11 @@ def chat(
     exclude: Sequence[Any] = (),
     template: str = "chat",
     prior: Prior | None = None,
+    search: str | None = None,
 ) -> ChatResponse:
     """The reply and the ``k`` items it recommends, every one a catalog item; a prior sees the
-    items the user liked as the history."""
+    items the user liked as the history, and so does content search (the conversation's words
+    reach the model only: a turned-down title's words would pull its look-alikes up)."""
     k = host.limits.check_k(k)
     beams = host.limits.check_beams(max(host.num_beams, k), k)
     turns = host.limits.check_messages(messages)
@@ -72,8 +75,13 @@ def chat(
         extra=extra,
     )
     prior = prior if prior is not None else host.default_prior
-    rows = prior.item_scores(host.catalog, [job.history_positions])
-    recs = decode_constrained(host, [job], k, beams, prior=prior, prior_rows=rows)[0]
+    recs = None
+    if uses_content(search or host.search, prior, host.fine_tuned):
+        similarities = host.content_scores().similarities([job.history_positions])
+        recs = decode_content(host, similarities, [job], k, host.content_search)[0]
+    if recs is None:
+        rows = prior.item_scores(host.catalog, [job.history_positions])
+        recs = decode_constrained(host, [job], k, beams, prior=prior, prior_rows=rows)[0]
     items = [host.catalog.item(r.item_id) for r in recs]
     reply = host.prompts.render_block(template, "reply", items=items, kind=host.catalog.kind, k=k)
     return ChatResponse(reply, list(recs), mentioned, rejected)

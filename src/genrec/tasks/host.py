@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..catalog import Catalog
+from ..content import ContentScores
 from ..decoding import OutputVocabulary, PrefixCache, TitleIndex
 from ..limits import Limits
 from ..model import LoadedModel
 from ..prompts import PromptLibrary
 from .pipeline import PromptPipeline
 from .prior import Prior
+
+if TYPE_CHECKING:  # (content_search takes a TaskHost)
+    from .content_search import ContentSearch
 
 __all__ = ["TaskHost", "output_vocabulary"]
 
@@ -35,8 +39,13 @@ class TaskHost(Protocol):
     pad_token_id: int
     default_prior: Prior  # what a call without a prior of its own mixes in (no scores: the model alone)
     output_vocabulary: str  # "full" or "catalog" (decoding.vocabulary)
+    search: str  # "auto", "beam" or "content" (content_search.py)
+    content_search: ContentSearch
+    fine_tuned: bool  # a model genrec fine-tuned on an interaction log (its directory holds genrec.json)
 
     def prefix_cache(self, template: str) -> PrefixCache: ...
+
+    def content_scores(self) -> ContentScores: ...
 
 
 def output_vocabulary(host: TaskHost, index: TitleIndex) -> OutputVocabulary | None:

@@ -13,6 +13,7 @@ from ..decoding import Hypothesis, TitleContext, TitlePrior, beam_search
 from ..errors import LimitError
 from ..model import eos_token_ids
 from .host import TaskHost, output_vocabulary
+from .content_search import decode_content, uses_content
 from .pipeline import PreparedPrompt
 from .prior import Prior
 from .results import Recommendation, Recommendations
@@ -43,13 +44,15 @@ def recommend_batch(
     strict_history: bool = False,
     deadline: float | None = None,
     max_batch_tokens: int | None = None,
+    search: str | None = None,
 ) -> list[Recommendations]:
     """The ``k`` best items for each history; users are decoded together in batches (of at most
     ``batch_size`` users and, with ``max_batch_tokens``, as many prompts as that many padded
     prompt tokens hold: a long prompt then never pads many short ones). ``prior``
     (constrained decoding; None: the host's default) is mixed into every step. ``min_match_score``
     and ``strict_history``: how strictly histories are read (``PromptPipeline.prepare``);
-    ``deadline`` (``time.monotonic()``): a DeadlineError once decoding runs past it."""
+    ``deadline`` (``time.monotonic()``): a DeadlineError once decoding runs past it. ``search``
+    (None: the host's): ``beam``, ``content`` or ``auto`` (``content_search.py``)."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
@@ -68,10 +71,14 @@ def recommend_batch(
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
+    if constrained and uses_content(search or host.search, prior, host.fine_tuned):
+        similarities = host.content_scores().similarities([job.history_positions for job in jobs])
+        results = decode_content(host, similarities, jobs, k, host.content_search, deadline=deadline)
     size = batch_size or host.batch_size
-    # similar prompt lengths together: less padding per batch
-    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].ctx.context, len(jobs[i].prompt_ids)))
-    bar = tqdm(total=len(jobs), desc="recommending", unit="user", disable=not progress)
+    # similar prompt lengths together: less padding per batch (only what content left to the beam)
+    pending = [i for i, r in enumerate(results) if r is None]
+    order = sorted(pending, key=lambda i: (jobs[i].ctx.context, len(jobs[i].prompt_ids)))
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="recommending", unit="user", disable=not progress)
     for batch in _batches(order, [len(job.prompt_ids) for job in jobs], size, max_batch_tokens):
         if constrained:
             rows = scores[batch] if scores is not None else None
