@@ -6,16 +6,27 @@
 Each side is RUN_DIR:METHOD (a folder written by eval/run.py). Both must hold the same rows
 (same dataset, users and seed). Prints, per metric, the mean difference (first minus second),
 a paired bootstrap interval, a sign-flip p-value and how many rows each side wins.
+
+``--by-user``: pair the rows by user and target instead of by row number, over the rows both runs
+hold (a ``--only new`` run against the same rows of an all-rows run, say); a user and target
+that occur twice in a run are left out (and counted), not guessed at.
+
+``--and FIRST SECOND`` (repeatable): pool more pairs of runs into one comparison (the same two
+methods on other datasets, say): each pair's rows are matched as above, then all are tested
+together.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-from genrec.errors import GenrecError
+from genrec.errors import DataError, GenrecError
 from genrec.evaluation import load_results, paired_comparison
+from genrec.ranking.metrics import UserResult
 
 
 def _side(text: str) -> tuple[Path, str]:
@@ -23,6 +34,19 @@ def _side(text: str) -> tuple[Path, str]:
     if not sep or not run or not method:
         raise argparse.ArgumentTypeError(f"{text!r}: expected RUN_DIR:METHOD, e.g. runs/ml:genrec")
     return Path(run), method
+
+
+def _common_rows(first: list[UserResult], second: list[UserResult]) -> tuple[list[UserResult], list[UserResult], int]:
+    """The rows both hold, matched by (user, target) and numbered alike, and how many rows were
+    left out because their user and target occur more than once in a run (no pairing is sure)."""
+    counts = [Counter((r.user_id, r.target) for r in results) for results in (first, second)]
+    ambiguous = {key for c in counts for key, n in c.items() if n > 1}
+    keyed = [{(r.user_id, r.target): r for r in results} for results in (first, second)]
+    common = sorted((set(keyed[0]) & set(keyed[1])) - ambiguous)
+    if not common:
+        raise DataError("the two runs hold no row with the same user and target")
+    pairs = tuple([replace(k[key], row=n) for n, key in enumerate(common)] for k in keyed)
+    return pairs[0], pairs[1], len(set(keyed[0]) & set(keyed[1]) & ambiguous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--by-user", action="store_true", help="pair rows by user and target, over the rows both runs hold")
+    p.add_argument("--and", dest="more", nargs=2, action="append", default=[], metavar=("FIRST", "SECOND"),
+                   help="another pair of RUN_DIR:METHOD pooled into the comparison (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     try:
         (run_a, a), (run_b, b) = args.first, args.second
-        first, second = load_results(run_a, a), load_results(run_b, b)
+        first, second = [], []
+        for side_a, side_b in [(args.first, args.second)] + [(_side(x), _side(y)) for x, y in args.more]:
+            one, two = load_results(*side_a), load_results(*side_b)
+            if args.by_user:
+                one, two, left_out = _common_rows(one, two)
+                print(f"{side_a[0]}: {len(one)} rows paired by user and target ({left_out} whose user and target occur twice left out)")
+            else:
+                one, two = sorted(one, key=lambda r: r.row), sorted(two, key=lambda r: r.row)
+                if [r.row for r in one] != [r.row for r in two]:
+                    raise DataError(f"{side_a[0]} and {side_b[0]} hold different rows: pool them --by-user")
+            first += [replace(r, row=len(first) + n) for n, r in enumerate(one)]
+            second += [replace(r, row=len(second) + n) for n, r in enumerate(two)]
         names = (f"{a} ({run_a})", f"{b} ({run_b})")
         rows = []
         for metric in (m.strip() for m in args.metrics.split(",") if m.strip()):

@@ -108,3 +108,33 @@ def test_compare_cli(tmp_path):
     assert "| HR@1 | 4 | 0.2500 | 0.0000 | +0.2500 |" in done.stdout and "| 1 / 0 |" in done.stdout
     missing = subprocess.run([*cmd[:2], f"{tmp_path / 'one'}:pop", cmd[3]], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "no results for 'pop'" in missing.stderr and "it has: genrec" in missing.stderr
+
+
+def test_compare_pairs_rows_by_user_across_runs_that_numbered_them_apart(tmp_path):
+    """A --only new run against the same rows of an all-rows run: paired by user and target; a
+    user and target held twice is left out, not guessed at."""
+    from dataclasses import replace
+
+    every = _results([1, None, 2, None, 3]) + [UserResult("u1", "t1", [], rank=1, n_outputs=10, row=5)]  # u1/t1 twice
+    only = [replace(r, row=n) for n, r in enumerate(reversed(_results([None, 4, 2, 1, None])[2:]))]  # rows 4, 3, 2, renumbered
+    for run, results in (("all", every), ("new", only)):
+        (tmp_path / run / "users").mkdir(parents=True)
+        _append(tmp_path / run / "users" / "m.jsonl", results)
+    cmd = [sys.executable, str(REPO / "eval" / "compare.py"), f"{tmp_path / 'new'}:m", f"{tmp_path / 'all'}:m", "--metrics", "HR@1"]
+    done = subprocess.run([*cmd, "--by-user"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # u2 (2 against 2), u3 (1 against none), u4 (none against 3): HR@1 1/3 against 0
+    assert "3 rows paired by user and target (0 whose" in done.stdout and "| HR@1 | 3 | 0.3333 | 0.0000 |" in done.stdout
+
+
+def test_compare_pools_pairs_of_runs_into_one_test(tmp_path):
+    for run, ranks in (("a1", [1, None]), ("b1", [None, None]), ("a2", [1, 2, None]), ("b2", [None, 2, None])):
+        (tmp_path / run / "users").mkdir(parents=True)
+        _append(tmp_path / run / "users" / "m.jsonl", _results(ranks))
+    side = lambda run: f"{tmp_path / run}:m"  # noqa: E731
+    cmd = [sys.executable, str(REPO / "eval" / "compare.py"), side("a1"), side("b1"), "--and", side("a2"), side("b2"), "--metrics", "HR@1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| HR@1 | 5 | 0.4000 | 0.0000 | +0.4000 |" in done.stdout and "| 2 / 0 |" in done.stdout
+    apart = subprocess.run([*cmd[:4], "--and", side("a2"), side("b1")], capture_output=True, text=True, timeout=300)
+    assert apart.returncode == 1 and "hold different rows" in apart.stderr
