@@ -363,12 +363,14 @@ class Recommender:
         """Build now what the first call with ``template`` would build: its title index, and the
         cache of the prompt text every prompt of it starts with, taken from two renderings that
         differ in their history, so it is the same in every process whichever users come first
-        (services and batch workers call this before serving)."""
+        (services and batch workers call this before serving); and content search's vectors."""
         import torch
 
         from .decoding.attention import cache_argument
 
         self.index_for(template)
+        if self.search != "beam":
+            self.content_scores()  # the catalog's TF-IDF vectors, or the first request pays for them
         if len(self.catalog) < 2:
             return
         ids = self.catalog.ids

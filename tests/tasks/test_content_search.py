@@ -91,6 +91,8 @@ def test_auto_is_content_unless_something_learned_from_a_log_is_at_hand(make_rec
         uses_content("nearest", Prior(), fine_tuned=False)
     rec = make_rec(catalog, search="auto")
     assert rec.search == "auto" and not rec.fine_tuned
+    rec.warm()  # a service builds the vectors before its first request
+    assert rec._content_scores is not None and rec._content_scores._vectors is not None
     assert rec.recommend(["Toy Story"], k=1)[0].item_id == "c1"  # content's nearest
     prior = np.zeros(len(catalog))
     prior[catalog.position("x0")] = 50.0

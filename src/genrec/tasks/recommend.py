@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from ..decoding import Hypothesis, TitleContext, TitlePrior, beam_search
 from ..errors import LimitError
 from ..model import eos_token_ids
-from .host import TaskHost, output_vocabulary
 from .content_search import decode_content, uses_content
+from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
 from .prior import Prior
 from .results import Recommendation, Recommendations

@@ -14,7 +14,8 @@ __all__ = ["Recommendation", "Recommendations", "HistoryEntry", "Recommendations
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended item. ``score`` is the log-probability of the model writing its title."""
+    """One recommended item. ``score`` orders the list: the log-probability of the model writing its
+    title (beam search, ranking), or the mixture content search orders by (``tasks/content_search.py``)."""
 
     item_id: str
     title: str
