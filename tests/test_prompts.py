@@ -152,3 +152,16 @@ def test_title_end_block_closes_titles_and_is_checked_at_load(tmp_path):
     (tmp_path / "bad.jinja").write_text("{% block user %}hi{% endblock %}{% block title_end %}{% endblock %}")
     with pytest.raises(TemplateError, match="title_end' rendered empty"):
         PromptLibrary(tmp_path)
+
+
+def test_next_item_attributes_shows_each_items_attributes_beside_its_title():
+    from genrec import Catalog
+
+    catalog = Catalog.from_records([
+        {"item_id": "1", "title": "Heat", "year": "1995", "genres": "Crime|Thriller", "full_title": "Heat (1995)"},
+        {"item_id": "2", "title": "Scale", "brand": "Acme", "category": "", "release_date": "01-Jan-1995"},
+    ])  # fmt: skip
+    prompt = PromptLibrary().render("next_item_attributes", history=catalog.items(["1", "2"]), k=10, request=None, kind="item")
+    user = prompt.messages[1]["content"]
+    assert "- Heat (1995); genres: Crime, Thriller\n" in user and "- Scale; brand: Acme\n" in user  # empty values left out
+    assert "full_title" not in user and "release_date" not in user
