@@ -18,10 +18,14 @@ import numpy as np
 from .catalog import Catalog
 from .errors import ConfigError
 
-__all__ = ["ContentScores", "item_text"]
+__all__ = ["ContentScores", "item_text", "log_similarity"]
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
-_FLOOR = 1e-6  # as a log-score, a similarity of 0 is unlikely, not impossible
+
+
+def log_similarity(similarities: np.ndarray) -> np.ndarray:
+    """Similarities as log-scores: a similarity of 0 is unlikely (1e-6), not impossible."""
+    return np.log(similarities + 1e-6)
 
 
 def item_text(item: dict[str, Any]) -> str:
@@ -86,4 +90,4 @@ class ContentScores:
     def __call__(self, histories: list[list[str]]) -> np.ndarray:
         index = self.catalog.position
         positions = [[index(i) for i in history if i in self.catalog] for history in histories]
-        return np.log(self.similarities(positions) + _FLOOR)
+        return log_similarity(self.similarities(positions))
