@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-limit-s", type=float, default=3600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mix", action="store_true", help="hostile requests beside the valid ones (see above)")
+    p.add_argument("--search", default="auto", choices=("auto", "beam", "content"),
+                   help="the server's search (its default, auto, is content search for the default model)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -86,7 +88,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "genrec.cli", "serve", "--catalog", str(Path(args.data_dir) / "u.item"), "--sep", "|",
                "--encoding", "latin-1", "--no-header", "--kind", "movie", "--port", str(self.port),
-               "--max-batch", str(max_batch), "--batch-window-ms", str(args.batch_window_ms)]  # fmt: skip
+               "--max-batch", str(max_batch), "--batch-window-ms", str(args.batch_window_ms), "--search", args.search]  # fmt: skip
         if args.model:
             cmd += ["--model", args.model]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sys.stderr)
