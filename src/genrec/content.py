@@ -1,5 +1,5 @@
 """Items proposed from their words: TF-IDF over each item's title and attributes (scikit-learn),
-and a history's (and a request's) cosine similarity to every item.
+and a history's cosine similarity to every item.
 
 This is what genrec recommends from when no interaction log says anything: a new item nobody has
 bought, a catalog nobody has used yet. Measured on new-item rows (eval/RESULTS.md), a
@@ -53,9 +53,8 @@ class ContentScores:
     def vectors(self) -> Any:
         """The items' TF-IDF vectors (a sparse matrix, one row per catalog position), built on first use."""
         if self._vectors is None:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
             from scipy import sparse
+            from sklearn.feature_extraction.text import TfidfVectorizer
 
             vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), strip_accents="unicode")
             texts = [item_text(self.catalog.item_at(p)) for p in range(len(self.catalog))]

@@ -59,7 +59,10 @@ class EvalConfig:
     tune_users: int = option(100, "validation rows (a seeded sample) that tune genrec methods' weights and settings")
     # a cold-start run (--only new) tunes for the rows it evaluates: new items are a few percent of
     # all validation rows, too few to steer a weight chosen on all of them
-    tune_on: str = option("all", "tune genrec methods on only the validation rows whose target is new (or known)", choices=ONLY)
+    tune_on: str = option(
+        "all", "tune every method on only the validation rows whose target is new (or known); SASRec's epochs still stop on all",
+        choices=ONLY,
+    )  # fmt: skip
     prior_aggregations: tuple[str, ...] = option(
         ("logsumexp",), "how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
         "logsumexp, max, or both (logsumexp,max)",
