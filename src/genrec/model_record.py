@@ -12,10 +12,16 @@ from typing import Any
 from .catalog import Catalog
 from .decoding import OUTPUT_VOCABULARIES
 
-__all__ = ["TRAINING_RECORD", "trained_template", "trained_vocabulary", "check_training_record"]
+__all__ = ["TRAINING_RECORD", "fine_tuned_by_genrec", "trained_template", "trained_vocabulary", "check_training_record"]
 
 #: file a fine-tuned model directory carries: which catalog and template it was trained with
 TRAINING_RECORD = "genrec.json"
+
+
+def fine_tuned_by_genrec(model: Any) -> bool:
+    """Whether ``model`` (an id, a directory or a loaded model) is a directory genrec fine-tuned:
+    one that holds its ``genrec.json``."""
+    return isinstance(model, (str, Path)) and (Path(model) / TRAINING_RECORD).is_file()
 
 
 def trained_template(model: str | Path | None) -> str | None:

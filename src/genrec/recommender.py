@@ -20,7 +20,7 @@ from .decoding import (
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
-from .model_record import TRAINING_RECORD, check_training_record, trained_template, trained_vocabulary
+from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
@@ -62,7 +62,7 @@ class Recommender:
     (over the tokens the catalog's titles are written with; ``decoding/vocabulary.py``); None:
     what a genrec-fine-tuned model directory was trained with (its ``genrec.json``), else "full".
     ``search``: "beam" (the model writes titles over the whole catalog), "content" (the items
-    nearest the history's and request's words proposed, the model reranking them, as
+    nearest the history in words proposed, the model reranking them, as
     ``content_search`` says; ``tasks/content_search.py``) or "auto": content unless a call has an
     active prior or the model is a genrec-fine-tuned directory (whatever learned from a log).
 
@@ -124,7 +124,7 @@ class Recommender:
         self.free_text_slack = free_text_slack
         self.default_prior = Prior(weight=prior_weight, aggregation=prior_aggregation).override(prior)
         self.search, self.content_search = check_search(search), content_search
-        self.fine_tuned = isinstance(model, (str, Path)) and (Path(model) / TRAINING_RECORD).is_file()
+        self.fine_tuned = fine_tuned_by_genrec(model)
         self._content_scores: ContentScores | None = None
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)

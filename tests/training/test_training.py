@@ -96,6 +96,7 @@ def test_train_writes_a_loadable_model_directory(tiny_model_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(out)  # plain transformers can load it
     rec = Recommender(ds.catalog, model=str(out), cache_dir=tmp_path / "c")
     assert len(rec.recommend(["m1", "m2"], k=3)) == 3
+    assert rec.fine_tuned  # so search="auto" decodes with the beam it was trained for
     with pytest.warns(UserWarning, match="fine-tuned on catalog 'toy'"):
         Recommender(Catalog.demo(), model=str(out), cache_dir=tmp_path / "c")
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..catalog import Catalog
 from ..content import ContentScores
+from ..data.cold import seen_items
 from ..data.splits import Split
 from .scored import ItemKNN, ScoredMethod, validation_ndcg
 
@@ -76,7 +77,7 @@ class Hybrid(ScoredMethod):
     def fit(self, split: Split) -> None:
         self.knn.fit(split)
         self.content.fit(split)
-        seen = {item for sequence in split.train.values() for item in sequence}
+        seen = seen_items(split)
         self.new = np.array([item not in seen for item in self.catalog.ids])
         if self.share is None and split.valid:
             scores = {}

@@ -39,7 +39,7 @@ def fit_scored(
         return _fit_sasrec(name, catalog, split, seed=seed, epochs=sasrec_epochs, saved_dir=saved_dir, progress=progress)
     if name not in SCORED:
         raise ConfigError(f"unknown baseline {name!r} (have: {', '.join(SCORED)})")
-    from .content import Content, Hybrid  # (scikit-learn: the eval extra)
+    from .content import Content, Hybrid  # (scikit-learn, imported only when a run asks for them)
 
     method = {"pop": Popularity, "markov": Markov, "itemknn": ItemKNN, "content": Content, "hybrid": Hybrid}[name](catalog)
     started = time.perf_counter()

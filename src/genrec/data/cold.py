@@ -25,7 +25,7 @@ from ..errors import DataError
 from .datasets import Example
 from .splits import Split
 
-__all__ = ["GROUPS", "ONLY", "cold_items", "without_items", "seen_items", "group_of", "check_cold"]
+__all__ = ["GROUPS", "ONLY", "cold_items", "without_items", "seen_items", "group_of", "count_groups", "check_cold"]
 
 GROUPS = ("new", "known")
 #: which test rows a run evaluates
