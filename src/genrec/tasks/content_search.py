@@ -81,7 +81,7 @@ def decode_content(
     recommend: beam search's turn); ``scores``: the jobs' content similarities, one row each.
     ``deadline`` (``time.monotonic()``): a DeadlineError once a job starts past it."""
     catalog, pipeline = host.catalog, host.pipeline
-    titles = np.asarray([pipeline.title_number(p) for p in range(len(catalog))])
+    titles = catalog.position_titles  # each position's title number
     out: list[Recommendations | None] = []
     for n, (job, row) in enumerate(zip(jobs, scores)):
         if deadline is not None and time.monotonic() > deadline:
