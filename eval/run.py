@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="pop,markov,itemknn,sasrec-ce,genrec",
                    help=f"comma-separated, of: {', '.join(METHODS)} (sasrec = sasrec-ce), genrec+<baseline> "
                         "(the baseline as a prior inside the beam), genrec-rerank+<baseline> (the model reranks the "
-                        "baseline's top --rerank-candidates), genrec-union+<baseline> (those and the beam's own top k)")  # fmt: skip
+                        "baseline's top --rerank-candidates), genrec-union+<baseline> (those and the beam's own top k), "
+                        "genrec-embed+<baseline> (the model's item vectors mixed with the baseline's scores)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--template", help="genrec's template (default: the one a fine-tuned --model was trained with, else next_item)")
     p.add_argument("--workers", type=int, default=1, help="decode genrec methods on N Ray actors (genrec[ray]); same metrics as 1")

@@ -18,7 +18,7 @@ import numpy as np
 from .catalog import Catalog
 from .errors import ConfigError
 
-__all__ = ["ContentScores", "item_text", "log_similarity"]
+__all__ = ["ContentScores", "item_text", "log_similarity", "history_weights"]
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
 
@@ -32,6 +32,22 @@ def item_text(item: dict[str, Any]) -> str:
     """An item's words: its title and every attribute value ("Crime|Drama" reads as two words)."""
     values = [item.get("title", "")] + [str(v) for k, v in item.items() if k not in _SKIP and k != "title" and v is not None]
     return " ".join(v.replace("|", " ") for v in values if v)
+
+
+def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window: int, decay: float) -> Any:
+    """``[users, n_items]`` sparse weights of each history's most recent ``window`` items (0: all),
+    ``decay ** age`` each (the newest has age 0): a history's profile is these weights times the
+    items' vectors."""
+    from scipy import sparse
+
+    rows, cols, weights = [], [], []
+    for row, history in enumerate(histories):
+        recent = list(history)[-window:] if window else list(history)
+        for age, position in enumerate(reversed(recent)):
+            rows.append(row)
+            cols.append(int(position))
+            weights.append(decay**age)
+    return sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), n_items))
 
 
 class ContentScores:
@@ -69,21 +85,12 @@ class ContentScores:
     ) -> np.ndarray:  # fmt: skip
         """``[users, n_items]`` cosine similarities for histories given as catalog positions
         (oldest first); ``window`` and ``decay``: in place of this scorer's own."""
-        from scipy import sparse
-
         if not any(len(h) for h in histories):  # near nothing, without building the vectors
             return np.zeros((len(histories), len(self.catalog)))
         window = self.window if window is None else window
         decay = self.decay if decay is None else decay
         vectors = self.vectors
-        rows, cols, weights = [], [], []
-        for row, history in enumerate(histories):
-            recent = list(history)[-window:] if window else list(history)
-            for age, position in enumerate(reversed(recent)):
-                rows.append(row)
-                cols.append(int(position))
-                weights.append(decay**age)
-        profile = sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), len(self.catalog))) @ vectors
+        profile = history_weights(histories, len(self.catalog), window=window, decay=decay) @ vectors
         return np.asarray((profile @ vectors.T).todense(), dtype=np.float64)
 
     def __call__(self, histories: list[list[str]]) -> np.ndarray:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import genrec.evaluation.embed as embed
+from genrec.data.cold import cold_items
 from genrec.data.splits import sample_examples, split_dataset
 from genrec.evaluation import EvalConfig, run_evaluation
 from genrec.ranking.protocol import Protocol
@@ -47,3 +49,36 @@ def test_genrec_content_is_the_libraries_content_search(tmp_path, tiny_factory):
         found = rec.recommend(history[-config.max_history :], k=10, exclude=history, search="content")
         # exact ties (these titles share every word but a digit) go by the run's tie order, as for every method
         assert row["items"] == protocol.order_ties([r.item_id for r in found], [r.score for r in found])
+
+
+def test_genrec_embed_reads_items_once_and_mixes_a_baseline_on_validation(tmp_path, tiny_factory, monkeypatch):
+    ds = chain_dataset(n_users=30, n_items=20, length=6)
+    config = EvalConfig(dataset="chain", methods=["content", "genrec-embed", "genrec-embed+content"], k=10, seed=2,
+                        cold_items=0.3, embed_layers=(1, 2), embed_epochs=2)  # fmt: skip
+    doc = run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory)
+    alone, mixed = doc["methods"]["genrec-embed"], doc["methods"]["genrec-embed+content"]
+    assert alone["tuned"]["layer"] in (1, 2) and [e["epoch"] for e in alone["tuned"]["epochs"]] == [0, 1, 2]
+    assert mixed["tuned"]["weight"] in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0) and "mixed with content" in mixed["mode"]
+    assert set(doc["methods"]["genrec-embed"]["groups"]) == {"new", "known"}
+    # new items are ranked from their vectors like any other (a new item on someone's list)
+    new_items = cold_items(ds.catalog, 0.3, 2)
+    assert any(set(row["items"]) & new_items for row in lists(tmp_path / "run", "genrec-embed"))
+    # a resumed or extended run reads the kept vectors instead of the catalog
+    monkeypatch.setattr(embed, "embed_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read again")))
+    again = run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory, overwrite=False)
+    assert again["methods"]["genrec-embed"]["tuned"] == alone["tuned"]
+    # and so does a run that reuses this one (the same model over the same catalog); it trains its own map
+    fewer = EvalConfig(**{**config.__dict__, "users": 5})
+    reused = run_evaluation(ds, fewer, tmp_path / "reused", progress=False, recommender_factory=tiny_factory, reuse=tmp_path / "run")
+    assert reused["methods"]["genrec-embed"]["tuned"] == alone["tuned"]
+
+
+def test_overwrite_forgets_the_kept_item_vectors_and_encoder(tmp_path, tiny_factory):
+    ds = chain_dataset(n_users=12, n_items=20, length=6)
+    config = EvalConfig(dataset="chain", methods=["genrec-embed"], k=10, seed=2, embed_layers=(2,), embed_epochs=1)
+    run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory)
+    kept = {p.name for p in (tmp_path / "run").glob("item_*.npz")}
+    assert kept == {"item_vectors.npz", "item_encoder.npz"}
+    other = EvalConfig(**{**config.__dict__, "embed_layers": (1,)})
+    doc = run_evaluation(ds, other, tmp_path / "run", progress=False, recommender_factory=tiny_factory, overwrite=True)
+    assert doc["methods"]["genrec-embed"]["tuned"]["layer"] == 1

@@ -21,6 +21,7 @@ __all__ = ["EvalConfig", "METHODS", "ALIASES", "SCORED", "DTYPES", "method_order
 
 METHODS = (
     "pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "content", "hybrid", "genrec", "genrec-free", "genrec-content",
+    "genrec-embed",
 )  # fmt: skip
 #: method names that stand for another method (said in the report)
 ALIASES = {"sasrec": "sasrec-ce"}
@@ -97,6 +98,12 @@ class EvalConfig:
         "with the model's log-probability less its log-probability after no history) (default: %(default)s)",
     )  # fmt: skip
 
+    # the layers the harness reads items at; the most useful one differs by model and catalog
+    embed_layers: tuple[int, ...] = option(
+        (8, 15, 22), "genrec-embed: the model layers whose hidden states are tried as item vectors on validation (default: %(default)s)"
+    )  # fmt: skip
+    embed_epochs: int = option(8, "genrec-embed: the most epochs its map trains on the training part (validation keeps the best; 0: untrained)")
+
     def histories(self) -> tuple[int, ...]:
         """The history lengths genrec methods try on validation (one: nothing to tune)."""
         return tuple(self.history_grid) or (self.max_history,)
@@ -130,6 +137,8 @@ class EvalConfig:
         check_cold(self.cold_items, self.only)
         if self.num_beams < 1:
             raise DataError(f"the beam width must be at least 1, got {self.num_beams}")
+        if not self.embed_layers or any(layer < 0 for layer in self.embed_layers) or self.embed_epochs < 0:
+            raise DataError(f"embed layers must be 0 or more and epochs 0 or more, got {self.embed_layers} and {self.embed_epochs}")
 
 
 def method_order(name: str) -> tuple[int, str]:

@@ -35,7 +35,8 @@ from ..ranking.metrics import UserResult, popularity_percentiles, summarize
 from ..ranking.protocol import PROTOCOL_TEXT, Protocol, check_credit, cutoffs
 from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
 from .config import ALIASES, METHODS, SCORED, EvalConfig, config_defaults, method_order
-from .methods import RunContext, method_for
+from .context import RunContext
+from .methods import method_for
 from .report import write_report
 from .results_io import append_results, load_results, read_done
 from .significance import paired_comparison
@@ -104,7 +105,7 @@ def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None
         for stale in (out_dir / "users").glob("*.jsonl"):
             stale.unlink()
         for stale in (*out_dir.glob("*.pt"), *out_dir.glob("tuning/*.json"), *out_dir.glob("tuning/*.partial.jsonl"),
-                      *out_dir.glob("tuning/*.npz")):
+                      *out_dir.glob("tuning/*.npz"), *out_dir.glob("item_*.npz")):
             stale.unlink()
     atomic_write_text(path, json.dumps(wanted, indent=2))
 
@@ -130,9 +131,10 @@ def _check_reuse(source: Path, config: EvalConfig) -> None:
 
 
 def _reuse(source: Path, out_dir: Path) -> None:
-    """Copy ``source``'s fitted SASRecs (``*.pt``) and validation tuning (``tuning/``) into
-    ``out_dir`` where it has none of its own (``_check_reuse`` said they apply)."""
-    for kept in (*source.glob("*.pt"), *source.glob("tuning/*")):
+    """Copy ``source``'s fitted SASRecs (``*.pt``), validation tuning (``tuning/``) and the model's
+    item vectors (``item_vectors.npz``: the same model over the same catalog) into ``out_dir``
+    where it has none of its own (``_check_reuse`` said they apply)."""
+    for kept in (*source.glob("*.pt"), *source.glob("tuning/*"), *source.glob("item_vectors.npz")):
         target = out_dir / kept.relative_to(source)
         if kept.is_file() and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

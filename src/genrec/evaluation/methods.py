@@ -8,140 +8,33 @@ about it (``describe``). Adding a method is one class and one line of ``REGISTRY
 - ``GenrecBeam``: genrec (constrained beam search) and genrec-free (free text, grounded);
 - ``GenrecPrior``: genrec+<baseline>, the baseline as a prior inside the beam;
 - ``GenrecRerank``: genrec-rerank+<baseline>, the model reranking the baseline's top candidates;
-- ``GenrecUnion``: genrec-union+<baseline>, the same over those and the beam's own titles.
+- ``GenrecUnion``: genrec-union+<baseline>, the same over those and the beam's own titles;
+- ``GenrecEmbed`` (``embed.py``): genrec-embed and genrec-embed+<baseline>, the model's item vectors.
+
+What they share (``RunContext``) and their base (``Method``) live in ``context.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..baselines.fit import SCORED, fit_scored
+from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod
-from ..catalog import Catalog
-from ..data.cold import group_of, seen_items
-from ..data.datasets import Example
-from ..data.splits import Split, sample_examples
 from ..errors import DataError
 from ..model_record import trained_vocabulary
 from ..ranking.metrics import UserResult, ndcg
-from ..ranking.protocol import Protocol
 from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
 from ..tasks.content_search import ContentSearch
 from .config import ALIASES, METHODS, EvalConfig
+from .context import Method, Rows, RunContext, Store, build_recommender
+from .embed import EMBED_PREFIX, GenrecEmbed
 from .fusion import FUSED_PREFIX, RERANK_PREFIX, UNION_PREFIX, tune_on_validation
 from .rerank import BaseScores, RerankRow, evaluate_rerank, load_rows, mixed_list, save_rows, score_rows, with_lengths
 
-__all__ = ["RunContext", "build_recommender", "Method", "ScoredBaseline", "GenrecBeam", "GenrecPrior", "GenrecRerank", "GenrecUnion",
+__all__ = ["RunContext", "build_recommender", "Method", "ScoredBaseline", "GenrecEmbed", "GenrecBeam", "GenrecPrior", "GenrecRerank", "GenrecUnion",
            "REGISTRY", "method_for", "check_names"]  # fmt: skip
-
-Rows = list[tuple[int, Example]]
-Store = Callable[[list[UserResult]], None]
-
-
-@dataclass
-class RunContext:
-    """What the methods of one run share: the split, the protocol, the fitted baselines, one
-    Recommender, the seeded validation rows, and the model alone's validation score per history
-    length (decoded once for every genrec method)."""
-
-    catalog: Catalog
-    split: Split
-    config: EvalConfig
-    protocol: Protocol
-    out_dir: Path
-    progress: bool
-    workers: int = 1
-    ray_address: str | None = None
-    recommender_factory: Callable[[Catalog], Any] | None = None
-    fitted: dict[str, ScoredMethod] = field(default_factory=dict)
-    alone: dict[int, float] = field(default_factory=dict)
-    _rec: Any = None
-    _valid: Rows | None = None
-
-    def tuning_split(self) -> Split:
-        """The split with only the validation rows of ``config.tune_on``'s group (new or known
-        targets) when a run tunes for one group."""
-        if self.config.tune_on == "all":
-            return self.split
-        seen = seen_items(self.split)
-        return replace(self.split, valid=[e for e in self.split.valid if group_of(e, seen) == self.config.tune_on])
-
-    def baseline(self, name: str) -> ScoredMethod:
-        """Baseline ``name`` (an alias resolved), fitted once per run; SASRec's weights kept in the
-        folder. Every baseline but SASRec tunes on ``tuning_split``'s rows: SASRec stops its
-        training on all of them (an ID model scores a new item at its floor after any epoch)."""
-        name = ALIASES.get(name, name)
-        if name not in self.fitted:
-            split = self.split if name.startswith("sasrec") else self.tuning_split()
-            self.fitted[name] = fit_scored(
-                name, self.catalog, split, seed=self.config.seed, sasrec_epochs=self.config.sasrec_epochs,
-                saved_dir=self.out_dir, progress=self.progress,
-            )  # fmt: skip
-        return self.fitted[name]
-
-    def recommender(self) -> Any:
-        if self._rec is None:
-            self._rec = build_recommender(self.catalog, self.config, self.recommender_factory)
-        return self._rec
-
-    def valid(self) -> Rows:
-        """The seeded validation rows every genrec method tunes on."""
-        if self._valid is None:
-            valid = self.tuning_split().valid
-            self._valid = list(enumerate(sample_examples(valid, self.config.tune_users, self.config.seed)))
-        return self._valid
-
-    def decoding(self) -> dict[str, Any]:
-        """What every genrec decode of this run takes besides its rows, history and prior."""
-        config = self.config
-        return dict(
-            protocol=self.protocol, template=config.template, batch_size=config.batch_size, workers=self.workers,
-            ray_address=self.ray_address, model=config.model, dtype=config.dtype,
-        )  # fmt: skip
-
-
-def build_recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[Catalog], Any] | None = None) -> Any:
-    """The Recommender a run's genrec methods decode with, set as the run's settings say."""
-    if factory is not None:
-        rec = factory(catalog)
-        rec.max_per_family = config.max_per_family  # the run's settings decide its numbers
-        rec.num_beams = config.num_beams
-        return rec
-    from ..recommender import Recommender  # lazily: the facade loads models
-
-    return Recommender(catalog, model=config.model, dtype=config.dtype, num_beams=config.num_beams, max_per_family=config.max_per_family)
-
-
-class Method:
-    """One method of a run, named as the user named it."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    @classmethod
-    def accepts(cls, name: str) -> bool:
-        """Whether ``name`` is a method of this kind."""
-        return False
-
-    def fit(self, ctx: RunContext) -> None:
-        """Fit what the method needs from the training part (nothing by default)."""
-
-    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
-        """Settings chosen on validation rows (None: nothing to choose)."""
-        return None
-
-    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
-        raise NotImplementedError
-
-    def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
-        """What the report says about the method besides its metrics."""
-        return {}
-
 
 class ScoredBaseline(Method):
     """A baseline that scores the full catalog (``baselines/``)."""
@@ -358,7 +251,7 @@ class GenrecUnion(GenrecRerank):
 
 
 #: every kind of method, asked in order whether it takes a name
-REGISTRY: tuple[type[Method], ...] = (ScoredBaseline, GenrecBeam, GenrecRerank, GenrecUnion, GenrecPrior)
+REGISTRY: tuple[type[Method], ...] = (ScoredBaseline, GenrecBeam, GenrecEmbed, GenrecRerank, GenrecUnion, GenrecPrior)
 
 
 def method_for(name: str) -> Method:
@@ -375,6 +268,6 @@ def check_names(names: list[str]) -> None:
     if unknown:
         raise DataError(
             f"unknown method(s) {', '.join(unknown)} (have: {', '.join(METHODS)}, "
-            f"and {FUSED_PREFIX}<baseline>, {RERANK_PREFIX}<baseline> or {UNION_PREFIX}<baseline> "
+            f"and {FUSED_PREFIX}<baseline>, {RERANK_PREFIX}<baseline>, {UNION_PREFIX}<baseline> or {EMBED_PREFIX}<baseline> "
             f"for a baseline of {', '.join(SCORED)})"
         )

@@ -1,0 +1,187 @@
+"""Items read by the language model: each item's words become a vector, and a history scores every
+item by how near it lies to the history's items.
+
+The model that writes titles also reads them. An item's vector is the mean of one layer's hidden
+states over its text (its title and attributes, as ``content.item_text`` gives them, read with the
+leading space a title has after a prompt). Each dimension is standardised over the catalog (the raw
+states of a causal model share a few large directions that would make every item near every
+other). A history's profile is the sum of its most recent ``window`` items' unit vectors, weighted
+``decay ** age``, and an item's score is its cosine with that profile.
+
+That needs no interaction log: a new item is scored from its words like any other. Where a log
+exists, ``ItemEncoder.train`` fits a linear map of the vectors (started at the identity, so the
+untrained encoder is its first candidate) on the training part's sequences: the next item is
+predicted among the items training has seen, so a new item's words never meet a gradient; the
+map learns which directions of the model's reading say "bought next", and applies them to every
+item. The epoch kept is the one a validation function scores best (UniSRec and Recformer measure
+the same idea, text encoders transferring to items no log has seen).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .content import history_weights
+from .errors import ConfigError
+
+__all__ = ["EncoderSettings", "ItemEncoder", "embed_texts", "training_pairs"]
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """How histories are read (``window``, ``decay``) and how the map is trained."""
+
+    window: int = 20  # the history's most recent items in its profile (0: all)
+    decay: float = 0.7
+    epochs: int = 8  # the most; validation keeps the best epoch (0: the untrained encoder)
+    lr: float = 3e-4
+    temperature: float = 0.07  # of the softmax over known items; cosines lie in [-1, 1]
+    batch_size: int = 512
+    seed: int = 0
+
+    def check(self) -> EncoderSettings:
+        if self.window < 0 or not 0.0 < self.decay <= 1.0 or self.epochs < 0 or self.lr <= 0 or self.temperature <= 0:
+            raise ConfigError(f"encoder settings out of range: {self}")
+        return self
+
+
+def embed_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, layers: Sequence[int], batch_size: int = 32,
+    max_tokens: int = 64, progress: bool = False,
+) -> dict[int, np.ndarray]:  # fmt: skip
+    """``{layer: [len(texts), hidden]}``: each text's mean hidden state at each of ``layers`` (0:
+    the embeddings, ``n``: after block n), over its first ``max_tokens`` tokens. Texts are read
+    one batch of similar lengths at a time, right-padded, so padding never reaches a real token."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n_layers = model.config.num_hidden_layers
+    if not layers or any(not 0 <= layer <= n_layers for layer in layers):
+        raise ConfigError(f"layers must lie in 0..{n_layers} for this model, got {list(layers)}")
+    ids = [tokenizer(" " + text, add_special_tokens=False)["input_ids"][:max_tokens] or [_any_token(tokenizer)] for text in texts]
+    out = {layer: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for layer in layers}
+    order = sorted(range(len(texts)), key=lambda n: len(ids[n]))
+    device = next(model.parameters()).device
+    with torch.inference_mode(), tqdm(total=len(texts), desc="reading items", unit="item", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(ids[n]) for n in batch)
+            tokens = torch.zeros((len(batch), width), dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, n in enumerate(batch):
+                tokens[row, : len(ids[n])] = torch.tensor(ids[n])
+                mask[row, : len(ids[n])] = 1
+            states = model(input_ids=tokens.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+            weights = mask.to(device).unsqueeze(-1).float()
+            for layer in layers:
+                mean = (states[layer].float() * weights).sum(1) / weights.sum(1)
+                out[layer][batch] = mean.cpu().numpy()
+            bar.update(len(batch))
+    return out
+
+
+def _any_token(tokenizer: Any) -> int:
+    # an item whose text holds no token still needs one position to read (its vector says little)
+    return int(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
+
+
+def training_pairs(sequences: Iterable[Sequence[int]], window: int) -> tuple[list[list[int]], list[int]]:
+    """Every (history, next item) of the sequences (catalog positions, oldest first): the history
+    the ``window`` items before each item after the first (0: all of them)."""
+    histories, targets = [], []
+    for sequence in sequences:
+        for t in range(1, len(sequence)):
+            histories.append(list(sequence[max(0, t - window) if window else 0 : t]))
+            targets.append(int(sequence[t]))
+    return histories, targets
+
+
+class ItemEncoder:
+    """Scores items for histories from the model's vectors of them (see the module docstring)."""
+
+    def __init__(self, features: np.ndarray, settings: EncoderSettings = EncoderSettings()) -> None:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise ConfigError(f"features must be [items, dimensions], got shape {features.shape}")
+        centred = features - features.mean(axis=0)
+        self.features = (centred / (centred.std(axis=0) + 1e-6)).astype(np.float32)
+        self.settings = settings.check()
+        self.weight: np.ndarray | None = None  # the trained map (None: the identity)
+        self.bias: np.ndarray | None = None
+        self.history: list[dict[str, float]] = []  # per epoch: loss and validation score
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every item's unit vector, after the trained map if any."""
+        mapped = self.features if self.weight is None else self.features @ self.weight.T + self.bias
+        return mapped / (np.linalg.norm(mapped, axis=1, keepdims=True) + 1e-9)
+
+    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """``[users, n_items]`` cosines of every item with each history's profile (positions)."""
+        vectors = self.vectors
+        profile = history_weights(histories, len(vectors), window=self.settings.window, decay=self.settings.decay) @ vectors
+        profile = profile / (np.linalg.norm(profile, axis=1, keepdims=True) + 1e-9)
+        return np.asarray(profile @ vectors.T, dtype=np.float64)
+
+    def train(
+        self, sequences: Iterable[Sequence[int]], known: np.ndarray, *, select: Callable[[], float] | None = None,
+        progress: bool = False,
+    ) -> ItemEncoder:  # fmt: skip
+        """Fit the map on next-item prediction over ``known`` items (a mask over the catalog) and
+        keep the epoch ``select()`` scores best (epoch 0: the untrained encoder); without
+        ``select``, the last epoch. An item outside ``known`` is never a target nor a negative."""
+        import torch
+        from tqdm.auto import tqdm
+
+        s = self.settings
+        known_t = torch.as_tensor(np.asarray(known, dtype=bool))
+        histories, targets = training_pairs(sequences, s.window)
+        keep = [n for n, t in enumerate(targets) if known_t[t] and histories[n]]
+        if not keep or s.epochs == 0:
+            self.history = [{"epoch": 0, "valid": select() if select else 0.0}]
+            return self
+        torch.manual_seed(s.seed)
+        width = max(len(histories[n]) for n in keep)
+        padded = torch.full((len(keep), width), -1, dtype=torch.long)  # left-padded: the newest item last
+        for row, n in enumerate(keep):
+            padded[row, width - len(histories[n]) :] = torch.tensor(histories[n])
+        target = torch.tensor([targets[n] for n in keep])
+        ages = s.decay ** torch.arange(width - 1, -1, -1, dtype=torch.float32)
+        features = torch.as_tensor(self.features)
+        dim = features.shape[1]
+        mapping = torch.nn.Linear(dim, dim)
+        with torch.no_grad():
+            mapping.weight.copy_(torch.eye(dim))
+            mapping.bias.zero_()
+        optimizer = torch.optim.Adam(mapping.parameters(), lr=s.lr)
+        best = (select() if select else float("-inf"), None)
+        self.history = [{"epoch": 0, "valid": best[0]}]
+        for epoch in tqdm(range(1, s.epochs + 1), desc="training the item encoder", unit="epoch", disable=not progress):
+            total = 0.0
+            for batch in torch.randperm(len(keep)).split(s.batch_size):
+                vectors = torch.nn.functional.normalize(mapping(features), dim=1)
+                items = padded[batch]
+                weights = (items >= 0).float() * ages
+                profile = torch.nn.functional.normalize((vectors[items.clamp(min=0)] * weights.unsqueeze(-1)).sum(1), dim=1)
+                logits = (profile @ vectors.T / s.temperature).masked_fill(~known_t, float("-inf"))
+                # the history's own items are not the answer (the protocol excludes them), unless one is
+                in_history = torch.zeros_like(logits, dtype=torch.bool).scatter(1, items.clamp(min=0), items >= 0)
+                in_history[torch.arange(len(batch)), target[batch]] = False
+                loss = torch.nn.functional.cross_entropy(logits.masked_fill(in_history, float("-inf")), target[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            self.weight = mapping.weight.detach().numpy().copy()
+            self.bias = mapping.bias.detach().numpy().copy()
+            score = select() if select else 0.0
+            self.history.append({"epoch": epoch, "loss": round(total / len(keep), 4), "valid": score})
+            if select is None or score > best[0]:
+                best = (score, copy.deepcopy((self.weight, self.bias)))
+        self.weight, self.bias = best[1] if best[1] is not None else (None, None)
+        return self

@@ -1,0 +1,166 @@
+"""``genrec-embed`` and ``genrec-embed+<baseline>``: the language model reading items
+(``genrec.encoder``) as a method of the harness.
+
+- ``genrec-embed``: every catalog item scored by the cosine of its model vector with the
+  history's profile; the layer read and the map's epoch chosen on validation (the untrained
+  encoder, epoch 0, among them). It scores a new item from its words, like ``content``.
+- ``genrec-embed+<baseline>``: that and a baseline's scores, each standardised per row, mixed
+  ``(1 - w) * baseline + w * encoder``; w chosen on validation (w = 0 is the baseline's list).
+
+Both score the full catalog, so they rank by the same protocol as the scored baselines. The
+items' vectors are kept in the run's folder (``item_vectors.npz``): reading a catalog is the
+slow part (minutes here), training the map takes seconds an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_file
+from ..baselines.fit import SCORED
+from ..baselines.scored import ScoredMethod, validation_ndcg
+from ..catalog import Catalog
+from ..content import item_text
+from ..data.cold import seen_items
+from ..encoder import EncoderSettings, ItemEncoder, embed_texts
+from ..ranking.rows import evaluate_scored
+from .context import Method, Rows, RunContext, Store
+
+__all__ = ["EMBED", "EMBED_PREFIX", "EncoderScores", "GenrecEmbed", "item_vectors"]
+
+EMBED = "genrec-embed"
+EMBED_PREFIX = "genrec-embed+"
+#: the encoder's shares of a mixture tried on validation
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    return centred / (centred.std(axis=1, keepdims=True) + 1e-9)
+
+
+class EncoderScores(ScoredMethod):
+    """The encoder's scores, alone or mixed with a fitted baseline's."""
+
+    name = EMBED
+
+    def __init__(self, catalog: Catalog, encoder: ItemEncoder, base: ScoredMethod | None = None, weight: float = 1.0):
+        super().__init__(catalog)
+        self.encoder, self.base, self.weight = encoder, base, weight
+
+    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        positions = [[self.index[i] for i in history if i in self.index] for history in histories]
+        mine = self.encoder.scores(positions)
+        if self.base is None or self.weight >= 1.0:
+            return mine
+        theirs = _standardised(np.asarray(self.base.score(histories), dtype=np.float64))
+        return theirs if self.weight <= 0.0 else (1 - self.weight) * theirs + self.weight * _standardised(mine)
+
+
+def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray]:
+    """Each catalog item's mean hidden state at ``layers``, read by the run's model once and kept
+    in the run's folder (a folder written for other layers is read again)."""
+    path = Path(ctx.out_dir) / "item_vectors.npz"
+    if path.exists():
+        with np.load(path) as kept:
+            if all(str(layer) in kept for layer in layers):
+                return {layer: kept[str(layer)] for layer in layers}
+    lm = ctx.recommender().lm
+    texts = [item_text(ctx.catalog.item_at(p)) for p in range(len(ctx.catalog))]
+    vectors = embed_texts(lm.model, lm.tokenizer, texts, layers=layers, progress=ctx.progress)
+    with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{str(layer): v for layer, v in vectors.items()})
+    return vectors
+
+
+def fitted_encoder(ctx: RunContext) -> tuple[ItemEncoder, dict[str, Any]]:
+    """The run's encoder, fitted once for every genrec-embed method: each of ``embed_layers``
+    trained on the training part, the layer and epoch with the best validation NDCG@10 kept (and
+    kept in the run's folder, ``item_encoder.npz``, for a resumed or extended run)."""
+    if "encoder" in ctx.shared:
+        return ctx.shared["encoder"]
+    config, path = ctx.config, Path(ctx.out_dir) / "item_encoder.npz"
+    vectors = item_vectors(ctx, config.embed_layers)
+    settings = EncoderSettings(epochs=config.embed_epochs, seed=config.seed)
+    if path.exists():
+        with np.load(path) as kept:
+            tuned = json.loads(str(kept["tuned"]))
+            encoder = ItemEncoder(vectors[tuned["layer"]], settings)
+            if "weight" in kept:
+                encoder.weight, encoder.bias = kept["weight"], kept["bias"]
+    else:
+        encoder, tuned = _train_layers(ctx, vectors, settings)
+        trained = {"weight": encoder.weight, "bias": encoder.bias} if encoder.weight is not None else {}
+        with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, tuned=json.dumps(tuned), **trained)
+    ctx.shared["encoder"] = (encoder, tuned)
+    return encoder, tuned
+
+
+def _train_layers(ctx: RunContext, vectors: dict[int, np.ndarray], settings: EncoderSettings) -> tuple[ItemEncoder, dict[str, Any]]:
+    valid = ctx.tuning_split().valid
+    index = {item: n for n, item in enumerate(ctx.catalog.ids)}
+    sequences = [[index[i] for i in sequence if i in index] for sequence in ctx.split.train.values()]
+    known = np.zeros(len(ctx.catalog), dtype=bool)
+    known[[index[i] for i in seen_items(ctx.split) if i in index]] = True
+    trials: dict[int, tuple[float, ItemEncoder]] = {}
+    for layer in ctx.config.embed_layers:
+        encoder = ItemEncoder(vectors[layer], settings)
+        scored = EncoderScores(ctx.catalog, encoder)
+        encoder.train(sequences, known, select=lambda scored=scored: validation_ndcg(scored, valid), progress=ctx.progress)
+        trials[layer] = (max(h["valid"] for h in encoder.history), encoder)
+    layer = max(trials, key=lambda n: (trials[n][0], -n))  # ties: the earlier layer
+    encoder = trials[layer][1]
+    tuned = {
+        "layer": layer, "epoch": max(encoder.history, key=lambda h: (h["valid"], -h["epoch"]))["epoch"],
+        "valid_NDCG@10": {f"layer {n}": round(score, 4) for n, (score, _) in trials.items()},
+        "epochs": [{k: round(v, 4) for k, v in h.items()} for h in encoder.history],
+    }  # fmt: skip
+    return encoder, tuned
+
+
+class GenrecEmbed(Method):
+    """The harness's face of ``EncoderScores`` (see the module docstring)."""
+
+    @classmethod
+    def accepts(cls, name: str) -> bool:
+        return name == EMBED or (name.startswith(EMBED_PREFIX) and name[len(EMBED_PREFIX) :] in SCORED)
+
+    @property
+    def base(self) -> str | None:
+        return self.name[len(EMBED_PREFIX) :] if self.name.startswith(EMBED_PREFIX) else None
+
+    def fit(self, ctx: RunContext) -> None:
+        started = time.perf_counter()
+        encoder, self.tuned = fitted_encoder(ctx)
+        self.scored = EncoderScores(ctx.catalog, encoder)
+        if self.base is not None:
+            valid = ctx.tuning_split().valid
+            self.scored.base = ctx.baseline(self.base)
+            scores = {}
+            for weight in WEIGHTS:
+                self.scored.weight = weight
+                scores[weight] = validation_ndcg(self.scored, valid)
+            self.scored.weight = max(scores, key=lambda w: (scores[w], -w))  # ties: the baseline's side
+            self.tuned = {**self.tuned, "weight": self.scored.weight,
+                          "mixture_valid_NDCG@10": {str(w): round(v, 4) for w, v in scores.items()}}  # fmt: skip
+        self.fit_s = time.perf_counter() - started
+
+    def tune(self, ctx: RunContext) -> dict[str, Any] | None:
+        return self.tuned
+
+    def evaluate(self, ctx: RunContext, rows: Rows, tuned: dict[str, Any] | None, store: Store) -> None:
+        evaluate_scored(self.scored, rows, protocol=ctx.protocol, on_batch=store, progress=ctx.progress, name=self.name)
+
+    def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
+        mixed = f", mixed with {self.base}'s scores (encoder's share w = {self.scored.weight})" if self.base else ""
+        return {
+            "mode": f"the model's item vectors (layer {self.tuned['layer']}, map epoch {self.tuned['epoch']}){mixed}",
+            "fit_s": round(self.fit_s, 2), "tuned": self.tuned,
+        }  # fmt: skip

@@ -1,0 +1,92 @@
+"""The model's item vectors (genrec.encoder): reading texts, scoring histories, and a map trained on
+known items only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genrec.encoder import EncoderSettings, ItemEncoder, embed_texts, training_pairs
+from genrec.errors import ConfigError
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_read_beside_it(tiny_model, tokenizer):
+    texts = ["Alien", "The Terminator and a much longer title that pads the short ones", "Brazil (1985)"]
+    together = embed_texts(tiny_model, tokenizer, texts, layers=(1, 2), batch_size=3)
+    for n, text in enumerate(texts):
+        alone = embed_texts(tiny_model, tokenizer, [text], layers=(1, 2))
+        for layer in (1, 2):
+            np.testing.assert_allclose(together[layer][n], alone[layer][0], rtol=1e-4, atol=1e-4)
+    assert together[1].shape == (3, tiny_model.config.hidden_size)
+    assert not np.allclose(together[1], together[2])  # each layer its own states
+    assert embed_texts(tiny_model, tokenizer, [""], layers=(2,))[2].shape == (1, tiny_model.config.hidden_size)
+
+
+def test_layers_outside_the_model_are_refused_by_name(tiny_model, tokenizer):
+    with pytest.raises(ConfigError, match="0..2"):
+        embed_texts(tiny_model, tokenizer, ["Alien"], layers=(8,))
+
+
+def test_untrained_scores_are_cosines_with_the_decayed_profile():
+    rng = np.random.default_rng(0)
+    encoder = ItemEncoder(rng.normal(size=(6, 4)), EncoderSettings(window=2, decay=0.5))
+    v = encoder.vectors
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
+    profile = v[3] + 0.5 * v[1]  # the newest item counts fully; one older than the window not at all
+    expected = v @ (profile / np.linalg.norm(profile))
+    np.testing.assert_allclose(encoder.scores([[0, 1, 3]])[0], expected, atol=1e-6)
+    assert not encoder.scores([[]]).any()
+
+
+def test_training_pairs_keep_each_items_window():
+    histories, targets = training_pairs([[1, 2, 3, 4]], window=2)
+    assert histories == [[1], [1, 2], [2, 3]] and targets == [2, 3, 4]
+
+
+def chain_sequences(n_items: int, known: np.ndarray, n: int = 60, length: int = 6):
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(n):
+        start = int(rng.integers(0, n_items))
+        out.append([p for p in ((start + t) % n_items for t in range(length)) if known[p]])
+    return out
+
+
+def test_the_map_learns_transitions_and_never_reads_a_new_item():
+    n_items = 12
+    known = np.ones(n_items, dtype=bool)
+    known[[4, 9]] = False
+    sequences = chain_sequences(n_items, known)
+    features = np.random.default_rng(0).normal(size=(n_items, 8))
+    settings = EncoderSettings(epochs=30, lr=0.05, batch_size=32, window=3)
+    trained = ItemEncoder(features, settings).train(sequences, known)
+    losses = [h["loss"] for h in trained.history[1:]]
+    assert losses[-1] < losses[0]
+    # a new item's vector, changed in any way, changes nothing the training did
+    other = ItemEncoder(features, settings)
+    other.features[[4, 9]] = np.random.default_rng(5).normal(size=(2, 8))
+    other.train(sequences, known)
+    np.testing.assert_allclose(trained.weight, other.weight)
+    np.testing.assert_allclose(trained.bias, other.bias)
+
+
+def test_validation_keeps_the_best_epoch_and_the_untrained_encoder_is_one():
+    n_items = 10
+    known = np.ones(n_items, dtype=bool)
+    sequences = chain_sequences(n_items, known)
+    features = np.random.default_rng(0).normal(size=(n_items, 6))
+    settings = EncoderSettings(epochs=3, lr=0.05, batch_size=32)
+    calls = iter([1.0, 0.5, 0.2, 0.1])  # epoch 0 (untrained) scores best
+    encoder = ItemEncoder(features, settings).train(sequences, known, select=lambda: next(calls))
+    assert encoder.weight is None and [h["epoch"] for h in encoder.history] == [0, 1, 2, 3]
+    calls = iter([0.1, 0.2, 0.9, 0.3])  # epoch 2
+    picked = ItemEncoder(features, settings).train(sequences, known, select=lambda: next(calls))
+    last = ItemEncoder(features, EncoderSettings(epochs=2, lr=0.05, batch_size=32)).train(sequences, known)
+    np.testing.assert_allclose(picked.weight, last.weight)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError):
+        EncoderSettings(decay=0.0).check()
+    with pytest.raises(ConfigError, match="shape"):
+        ItemEncoder(np.zeros(5))
