@@ -95,7 +95,9 @@ def fitted_encoder(ctx: RunContext) -> tuple[ItemEncoder, dict[str, Any]]:
             if "weight" in kept:
                 encoder.weight, encoder.bias = kept["weight"], kept["bias"]
     else:
+        started = time.perf_counter()
         encoder, tuned = _train_layers(ctx, vectors, settings)
+        tuned["train_s"] = round(time.perf_counter() - started, 1)  # (kept: a resumed run reports it too)
         trained = {"weight": encoder.weight, "bias": encoder.bias} if encoder.weight is not None else {}
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, tuned=json.dumps(tuned), **trained)
@@ -162,5 +164,5 @@ class GenrecEmbed(Method):
         mixed = f", mixed with {self.base}'s scores (encoder's share w = {self.scored.weight})" if self.base else ""
         return {
             "mode": f"the model's item vectors (layer {self.tuned['layer']}, map epoch {self.tuned['epoch']}){mixed}",
-            "fit_s": round(self.fit_s, 2), "tuned": self.tuned,
+            "fit_s": round(self.fit_s, 2), "tuned": self.tuned,  # fit_s: this run's; tuned.train_s: the map's training
         }  # fmt: skip
