@@ -1,13 +1,16 @@
-"""New-item runs: tuning on the new-item validation rows, and the library's content search measured
-through the same path the product serves it by."""
+"""New-item runs: tuning on the new-item validation rows, the library's content search measured
+through the same path the product serves it by, and the model's item vectors (genrec-embed)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 import genrec.evaluation.embed as embed
 from genrec.data.cold import cold_items
 from genrec.data.splits import sample_examples, split_dataset
+from genrec.errors import DataError
 from genrec.evaluation import EvalConfig, run_evaluation
 from genrec.ranking.protocol import Protocol
 from helpers import chain_dataset
@@ -82,3 +85,10 @@ def test_overwrite_forgets_the_kept_item_vectors_and_encoder(tmp_path, tiny_fact
     other = EvalConfig(**{**config.__dict__, "embed_layers": (1,)})
     doc = run_evaluation(ds, other, tmp_path / "run", progress=False, recommender_factory=tiny_factory, overwrite=True)
     assert doc["methods"]["genrec-embed"]["tuned"]["layer"] == 1
+
+
+def test_embed_settings_out_of_range_are_refused_by_name():
+    with pytest.raises(DataError, match="embed layers"):
+        EvalConfig(dataset="chain", methods=["genrec-embed"], embed_layers=(-1,)).check()
+    with pytest.raises(DataError, match="unknown method"):
+        EvalConfig(dataset="chain", methods=["genrec-embed+nothing"]).check()
