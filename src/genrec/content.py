@@ -18,7 +18,7 @@ import numpy as np
 from .catalog import Catalog
 from .errors import ConfigError
 
-__all__ = ["ContentScores", "item_text", "log_similarity", "history_weights"]
+__all__ = ["ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights"]
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
 
@@ -32,6 +32,11 @@ def item_text(item: dict[str, Any]) -> str:
     """An item's words: its title and every attribute value ("Crime|Drama" reads as two words)."""
     values = [item.get("title", "")] + [str(v) for k, v in item.items() if k not in _SKIP and k != "title" and v is not None]
     return " ".join(v.replace("|", " ") for v in values if v)
+
+
+def catalog_texts(catalog: Catalog) -> list[str]:
+    """Every item's words (``item_text``), in catalog order."""
+    return [item_text(catalog.item_at(p)) for p in range(len(catalog))]
 
 
 def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window: int, decay: float) -> Any:
@@ -73,7 +78,7 @@ class ContentScores:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), strip_accents="unicode")
-            texts = [item_text(self.catalog.item_at(p)) for p in range(len(self.catalog))]
+            texts = catalog_texts(self.catalog)
             try:
                 self._vectors = vectorizer.fit_transform(texts).tocsr()
             except ValueError:  # no title holds a word (of two characters or more): nothing is near anything

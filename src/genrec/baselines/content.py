@@ -58,8 +58,7 @@ class Content(ScoredMethod):
 
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         assert self.scorer is not None, "fit first"
-        positions = [[self.index[i] for i in history if i in self.index] for history in histories]
-        return self.scorer.similarities(positions, window=self.window or 0, decay=self.decay or 1.0)
+        return self.scorer.similarities(self.positions(histories), window=self.window or 0, decay=self.decay or 1.0)
 
 
 class Hybrid(ScoredMethod):

@@ -6,7 +6,7 @@ are shared with every other scored method (see ``metrics.full_rank`` / ``metrics
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,10 @@ class ScoredMethod:
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """``[len(histories), len(catalog)]`` scores, higher is better."""
         raise NotImplementedError
+
+    def positions(self, histories: Iterable[Sequence[str]]) -> list[list[int]]:
+        """Each history as catalog positions, oldest first (an ID the catalog lacks left out)."""
+        return [[self.index[i] for i in history if i in self.index] for history in histories]
 
     def _popularity(self, split: Split) -> np.ndarray:
         counts = np.zeros(len(self.catalog), dtype=np.float64)

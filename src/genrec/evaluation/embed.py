@@ -26,7 +26,7 @@ from ..atomic import atomic_file
 from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod, validation_ndcg
 from ..catalog import Catalog
-from ..content import item_text
+from ..content import catalog_texts
 from ..data.cold import seen_items
 from ..encoder import EncoderSettings, ItemEncoder, embed_texts
 from ..ranking.rows import evaluate_scored
@@ -55,8 +55,7 @@ class EncoderScores(ScoredMethod):
         self.encoder, self.base, self.weight = encoder, base, weight
 
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        positions = [[self.index[i] for i in history if i in self.index] for history in histories]
-        mine = self.encoder.scores(positions)
+        mine = self.encoder.scores(self.positions(histories))
         if self.base is None or self.weight >= 1.0:
             return mine
         theirs = _standardised(np.asarray(self.base.score(histories), dtype=np.float64))
@@ -72,8 +71,7 @@ def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray
             if all(str(layer) in kept for layer in layers):
                 return {layer: kept[str(layer)] for layer in layers}
     lm = ctx.recommender().lm
-    texts = [item_text(ctx.catalog.item_at(p)) for p in range(len(ctx.catalog))]
-    vectors = embed_texts(lm.model, lm.tokenizer, texts, layers=layers, progress=ctx.progress)
+    vectors = embed_texts(lm.model, lm.tokenizer, catalog_texts(ctx.catalog), layers=layers, progress=ctx.progress)
     with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **{str(layer): v for layer, v in vectors.items()})
     return vectors
@@ -107,10 +105,10 @@ def fitted_encoder(ctx: RunContext) -> tuple[ItemEncoder, dict[str, Any]]:
 
 def _train_layers(ctx: RunContext, vectors: dict[int, np.ndarray], settings: EncoderSettings) -> tuple[ItemEncoder, dict[str, Any]]:
     valid = ctx.tuning_split().valid
-    index = {item: n for n, item in enumerate(ctx.catalog.ids)}
-    sequences = [[index[i] for i in sequence if i in index] for sequence in ctx.split.train.values()]
-    known = np.zeros(len(ctx.catalog), dtype=bool)
-    known[[index[i] for i in seen_items(ctx.split) if i in index]] = True
+    catalog = ctx.catalog
+    sequences = [[catalog.position(i) for i in sequence if i in catalog] for sequence in ctx.split.train.values()]
+    seen = seen_items(ctx.split)
+    known = np.array([item in seen for item in catalog.ids])
     trials: dict[int, tuple[float, ItemEncoder]] = {}
     for layer in ctx.config.embed_layers:
         encoder = ItemEncoder(vectors[layer], settings)
