@@ -15,7 +15,7 @@ from ..data.datasets import Example
 from ..data.splits import Split
 from ..ranking.metrics import ndcg, rank_in_list, top_k
 
-__all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "validation_ndcg"]
+__all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "scores_ndcg", "validation_ndcg"]
 
 
 class ScoredMethod:
@@ -156,9 +156,14 @@ def validation_ndcg(method: ScoredMethod, examples: Sequence[Example], limit: in
     catalog minus the history's IDs (title-mates are not excluded here, unlike the test protocol),
     a target inside the history is a miss, ties by catalog order."""
     examples = list(examples)[:limit]
-    if not examples:
+    return scores_ndcg(method, method.score([e.history for e in examples]), examples) if examples else 0.0
+
+
+def scores_ndcg(method: ScoredMethod, scores: np.ndarray, examples: Sequence[Example]) -> float:
+    """``validation_ndcg`` of ``scores`` already computed for ``examples`` (a tuning loop that tries
+    many mixtures of the same scores computes them once)."""
+    if not len(examples):
         return 0.0
-    scores = method.score([e.history for e in examples])
     ties = np.arange(len(method.catalog))
     total = 0.0
     for row, example in enumerate(examples):

@@ -5,7 +5,8 @@
   history's profile; the layer read and the map's epoch chosen on validation (the untrained
   encoder, epoch 0, among them). It scores a new item from its words, like ``content``.
 - ``genrec-embed+<baseline>``: that and a baseline's scores, each standardised per row, mixed
-  ``(1 - w) * baseline + w * encoder``; w chosen on validation (w = 0 is the baseline's list).
+  ``(1 - w) * baseline + w * encoder``; w chosen on validation together with the layer and the
+  epoch, each mixture training its own map (w = 0 is the baseline's list).
 
 Both score the full catalog, so they rank by the same protocol as the scored baselines. The
 items' vectors are kept in the run's folder (``item_vectors.npz``): reading a catalog is the
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..baselines.fit import SCORED
-from ..baselines.scored import ScoredMethod, validation_ndcg
+from ..baselines.scored import ScoredMethod, scores_ndcg
 from ..catalog import Catalog
 from ..content import catalog_texts
 from ..data.cold import seen_items
@@ -38,6 +39,8 @@ EMBED = "genrec-embed"
 EMBED_PREFIX = "genrec-embed+"
 #: the encoder's shares of a mixture tried on validation
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+#: validation rows read at each epoch (``validation_ndcg``'s limit)
+VALID_ROWS = 2000
 
 
 def _standardised(scores: np.ndarray) -> np.ndarray:
@@ -77,13 +80,18 @@ def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray
     return vectors
 
 
-def fitted_encoder(ctx: RunContext) -> tuple[ItemEncoder, dict[str, Any]]:
-    """The run's encoder, fitted once for every genrec-embed method: each of ``embed_layers``
-    trained on the training part, the layer and epoch with the best validation NDCG@10 kept (and
-    kept in the run's folder, ``item_encoder.npz``, for a resumed or extended run)."""
-    if "encoder" in ctx.shared:
-        return ctx.shared["encoder"]
-    config, path = ctx.config, Path(ctx.out_dir) / "item_encoder.npz"
+def fitted_encoder(ctx: RunContext, base: str | None = None) -> tuple[ItemEncoder, dict[str, Any]]:
+    """The encoder of ``genrec-embed`` (``base`` None) or of ``genrec-embed+<base>``, fitted once
+    per run: each of ``embed_layers`` trained on the training part, and the layer, the map's epoch
+    and (with a base) the encoder's share w chosen together, by the validation NDCG@10 of the method
+    itself (a mixture is best served by the encoder that mixes best, not by the best encoder
+    alone). Kept in the run's folder (``item_encoder.npz``, ``item_encoder+<base>.npz``) for a
+    resumed or extended run."""
+    key = EMBED if base is None else EMBED_PREFIX + base
+    if key in ctx.shared:
+        return ctx.shared[key]
+    config = ctx.config
+    path = Path(ctx.out_dir) / ("item_encoder.npz" if base is None else f"item_encoder+{base}.npz")
     vectors = item_vectors(ctx, config.embed_layers)
     settings = EncoderSettings(epochs=config.embed_epochs, seed=config.seed)
     if path.exists():
@@ -94,35 +102,58 @@ def fitted_encoder(ctx: RunContext) -> tuple[ItemEncoder, dict[str, Any]]:
                 encoder.weight, encoder.bias = kept["weight"], kept["bias"]
     else:
         started = time.perf_counter()
-        encoder, tuned = _train_layers(ctx, vectors, settings)
+        encoder, tuned = _train_layers(ctx, vectors, settings, base)
         tuned["train_s"] = round(time.perf_counter() - started, 1)  # (kept: a resumed run reports it too)
         trained = {"weight": encoder.weight, "bias": encoder.bias} if encoder.weight is not None else {}
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, tuned=json.dumps(tuned), **trained)
-    ctx.shared["encoder"] = (encoder, tuned)
+    ctx.shared[key] = (encoder, tuned)
     return encoder, tuned
 
 
-def _train_layers(ctx: RunContext, vectors: dict[int, np.ndarray], settings: EncoderSettings) -> tuple[ItemEncoder, dict[str, Any]]:
-    valid = ctx.tuning_split().valid
+def _train_layers(
+    ctx: RunContext, vectors: dict[int, np.ndarray], settings: EncoderSettings, base: str | None
+) -> tuple[ItemEncoder, dict[str, Any]]:
     catalog = ctx.catalog
+    valid = list(ctx.tuning_split().valid)[:VALID_ROWS]
+    probe = ScoredMethod(catalog)  # the catalog's index, for scoring validation rows
+    histories = probe.positions(e.history for e in valid)
+    # the baseline's scores do not change while the map trains: computed once
+    theirs = None if base is None else _standardised(np.asarray(ctx.baseline(base).score([e.history for e in valid]), dtype=np.float64))
+    weights = (1.0,) if base is None else WEIGHTS
     sequences = [[catalog.position(i) for i in sequence if i in catalog] for sequence in ctx.split.train.values()]
     seen = seen_items(ctx.split)
     known = np.array([item in seen for item in catalog.ids])
-    trials: dict[int, tuple[float, ItemEncoder]] = {}
+    trials: dict[int, tuple[float, ItemEncoder, dict[float, float]]] = {}
     for layer in ctx.config.embed_layers:
         encoder = ItemEncoder(vectors[layer], settings)
-        scored = EncoderScores(ctx.catalog, encoder)
-        encoder.train(sequences, known, select=lambda scored=scored: validation_ndcg(scored, valid), progress=ctx.progress)
-        trials[layer] = (max(h["valid"] for h in encoder.history), encoder)
+        by_epoch: list[dict[float, float]] = []  # each epoch's validation NDCG@10 for each w
+
+        def select(encoder: ItemEncoder = encoder, by_epoch: list[dict[float, float]] = by_epoch) -> float:
+            mine = _standardised(encoder.scores(histories))
+            by_w = {w: scores_ndcg(probe, mine if theirs is None or w >= 1.0 else (1 - w) * theirs + w * mine, valid) for w in weights}
+            by_epoch.append(by_w)
+            return max(by_w.values())
+
+        encoder.train(sequences, known, select=select, progress=ctx.progress)
+        epoch = _kept_epoch(encoder)
+        trials[layer] = (by_epoch[epoch][max(by_epoch[epoch], key=lambda w: (by_epoch[epoch][w], -w))], encoder, by_epoch[epoch])
     layer = max(trials, key=lambda n: (trials[n][0], -n))  # ties: the earlier layer
-    encoder = trials[layer][1]
-    tuned = {
-        "layer": layer, "epoch": max(encoder.history, key=lambda h: (h["valid"], -h["epoch"]))["epoch"],
-        "valid_NDCG@10": {f"layer {n}": round(score, 4) for n, (score, _) in trials.items()},
+    _, encoder, by_w = trials[layer]
+    tuned: dict[str, Any] = {
+        "layer": layer, "epoch": _kept_epoch(encoder),
+        "valid_NDCG@10": {f"layer {n}": round(score, 4) for n, (score, _, _) in trials.items()},
         "epochs": [{k: round(v, 4) for k, v in h.items()} for h in encoder.history],
     }  # fmt: skip
+    if base is not None:
+        tuned["weight"] = max(by_w, key=lambda w: (by_w[w], -w))  # ties: the baseline's side
+        tuned["mixture_valid_NDCG@10"] = {str(w): round(v, 4) for w, v in by_w.items()}
     return encoder, tuned
+
+
+def _kept_epoch(encoder: ItemEncoder) -> int:
+    """The epoch ``ItemEncoder.train`` kept: the best validation score, the earliest of equals."""
+    return int(max(encoder.history, key=lambda h: (h["valid"], -h["epoch"]))["epoch"])
 
 
 class GenrecEmbed(Method):
@@ -138,18 +169,9 @@ class GenrecEmbed(Method):
 
     def fit(self, ctx: RunContext) -> None:
         started = time.perf_counter()
-        encoder, self.tuned = fitted_encoder(ctx)
-        self.scored = EncoderScores(ctx.catalog, encoder)
-        if self.base is not None:
-            valid = ctx.tuning_split().valid
-            self.scored.base = ctx.baseline(self.base)
-            scores = {}
-            for weight in WEIGHTS:
-                self.scored.weight = weight
-                scores[weight] = validation_ndcg(self.scored, valid)
-            self.scored.weight = max(scores, key=lambda w: (scores[w], -w))  # ties: the baseline's side
-            self.tuned = {**self.tuned, "weight": self.scored.weight,
-                          "mixture_valid_NDCG@10": {str(w): round(v, 4) for w, v in scores.items()}}  # fmt: skip
+        encoder, self.tuned = fitted_encoder(ctx, self.base)
+        base = None if self.base is None else ctx.baseline(self.base)
+        self.scored = EncoderScores(ctx.catalog, encoder, base, self.tuned.get("weight", 1.0))
         self.fit_s = time.perf_counter() - started
 
     def tune(self, ctx: RunContext) -> dict[str, Any] | None:
