@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interaction log (CSV/TSV/Parquet: user_id,item_id[,timestamp]) or one row per user "
                         "(JSONL/Parquet: user_id, history, request?)")  # fmt: skip
     p.add_argument("--histories-sep", help="column separator of a CSV interaction log (default: from the extension)")
-    p.add_argument("--out", required=True, help="output folder (part files, manifest.json, failures.jsonl)")
+    p.add_argument("--out", required=True, help="output folder (data/ part files, parts/ records, manifest.json, failures.jsonl)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
     p.add_argument("--max-history", type=int, default=50, help="most recent history items in each prompt (all are excluded)")
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads-per-worker", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--batch-size", type=int, default=8, help="users decoded together")
     p.add_argument("--part-size", type=int, default=256, help="users per part file")
+    p.add_argument("--user-buckets", type=int, help="partition the data files by a hash of user_id: data/user_bucket=B/")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start over")
     p.add_argument("--dtype", help="float32 (default), bfloat16, float16")
 
@@ -311,7 +312,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     inputs = {"histories": os.path.abspath(args.histories), "histories_sha": file_sha(args.histories), "prior_kind": prior_kind}
     summary = run_batch(
         spec, users, args.out, settings, part_size=args.part_size, fmt=args.format, workers=args.workers,
-        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, inputs=inputs, overwrite=args.overwrite,
+        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, inputs=inputs,
+        user_buckets=args.user_buckets, overwrite=args.overwrite,
     )  # fmt: skip
     print(summary)
     return 0

@@ -36,8 +36,9 @@ def _users(n: int, seed: int = 0) -> list[UserJob]:
 
 
 def _read_rows(out: Path) -> pd.DataFrame:
-    parts = sorted(out.glob("part-*.parquet"))
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    """The output's rows in part order, without the run's ID (``_reference`` has none)."""
+    parts = sorted((out / "data").glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).drop(columns="run_id")
 
 
 def _reference(rec, users: list[UserJob], part_size: int, k: int, batch_size: int) -> pd.DataFrame:
@@ -123,12 +124,12 @@ def test_rerun_skips_complete_parts_and_redoes_the_rest(make_rec, catalog, tmp_p
     settings = DecodeSettings(k=2)
     run_batch(RecommenderSpec(catalog), users, out, settings, part_size=4, rec=rec, progress=False)
     first = _read_rows(out)
-    (out / "part-00001.json").unlink()  # as if killed between the data file and its record
-    (out / "part-00002.parquet").unlink()
-    (out / ".tmp-123-part-00002.parquet").write_bytes(b"half a file")
+    (out / "parts" / "part-00001.json").unlink()  # as if killed between the data file and its record
+    (out / "data" / "part-00002.parquet").unlink()
+    (out / "data" / ".tmp-123-part-00002").write_bytes(b"half a file")
     summary = run_batch(RecommenderSpec(catalog), users, out, settings, part_size=4, rec=rec, progress=False)
     assert summary.skipped == 4 and summary.served == 9
-    assert not list(out.glob(".tmp-*"))
+    assert not list(out.glob("**/.tmp-*"))
     pd.testing.assert_frame_equal(_read_rows(out), first, check_exact=True)
     with pytest.raises(DataError, match=r"other settings \(settings.k\)"):
         run_batch(RecommenderSpec(catalog), users, out, DecodeSettings(k=3), part_size=4, rec=rec, progress=False)
@@ -148,7 +149,7 @@ def test_family_cap_is_in_the_fingerprint(catalog):
 def test_jsonl_output(make_rec, catalog, tmp_path):
     rec = make_rec(catalog)
     run_batch(RecommenderSpec(catalog), _users(3), tmp_path / "o", DecodeSettings(k=2), fmt="jsonl", rec=rec, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "o" / "part-00000.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "o" / "data" / "part-00000.jsonl").read_text().splitlines()]
     assert [(r["user_id"], r["rank"]) for r in rows] == [(u, n) for u in ("u0", "u1", "u2") for n in (1, 2)]
 
 
@@ -191,14 +192,15 @@ def test_killed_run_resumes_to_the_same_results(batch_files, tiny_model_dir, tmp
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*argv, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(killed.glob("part-*.json"))) < 3:
+    while time.time() < deadline and len(list(killed.glob("parts/part-*.json"))) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    records = list(killed.glob("part-*.json"))
+    records = list(killed.glob("parts/part-*.json"))
     assert 3 <= len(records) < 12, "the run was not killed midway"
     for record in records:  # every part a record vouches for is whole
-        pd.read_parquet(record.with_suffix(".parquet"))
+        for file in json.loads(record.read_text())["files"]:
+            pd.read_parquet(killed / file)
     subprocess.run([*argv, "--out", str(killed)], check=True, capture_output=True)
     subprocess.run([*argv, "--out", str(tmp_path / "whole")], check=True, capture_output=True)
     manifest = json.loads((killed / "manifest.json").read_text())

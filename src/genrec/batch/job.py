@@ -24,6 +24,9 @@ from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec
 
 __all__ = ["BatchSummary", "run_batch", "decode_parts", "fingerprint"]
 
+#: the output folder's layout (see ``parts``): 2 puts the data files under data/, records under parts/
+LAYOUT = 2
+
 
 @dataclass
 class BatchSummary:
@@ -56,7 +59,9 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-def fingerprint(spec: RecommenderSpec, settings: DecodeSettings, *, part_size: int, fmt: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def fingerprint(
+    spec: RecommenderSpec, settings: DecodeSettings, *, part_size: int, fmt: str, inputs: dict[str, Any], user_buckets: int | None = None
+) -> dict[str, Any]:
     """Everything that decides the output files; a rerun into the same folder must match it."""
     prior = None
     if spec.prior is not None:
@@ -75,6 +80,8 @@ def fingerprint(spec: RecommenderSpec, settings: DecodeSettings, *, part_size: i
         **{f"settings.{k}": v for k, v in asdict(settings).items()},
         "part_size": part_size,
         "format": fmt,
+        "layout": LAYOUT,
+        "user_buckets": user_buckets,
     }
 
 
@@ -169,27 +176,31 @@ def run_batch(
     ray_address: str | None = None,
     threads_per_worker: int | None = None,
     inputs: dict[str, Any] | None = None,
+    user_buckets: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     rec: Any = None,
 ) -> BatchSummary:
     """Recommendations for every user, written to ``out_dir`` as part files plus a manifest; parts
     an earlier run of the same settings completed are kept, not redone. ``inputs`` describes the
-    input (file and its hash), for the fingerprint."""
+    input (file and its hash), for the fingerprint. ``user_buckets`` N: the data files partitioned
+    by a hash of the user ID into N folders (``data/user_bucket=B/``)."""
     from tqdm.auto import tqdm
 
     if fmt not in FORMATS:
         raise DataError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not users:
         raise DataError("no users to recommend for")
+    if user_buckets is not None and user_buckets < 1:
+        raise DataError(f"user buckets must be at least 1, got {user_buckets}")
     out = Path(out_dir)
     started = time.perf_counter()
-    prints = fingerprint(spec, settings, part_size=part_size, fmt=fmt, inputs=inputs or {})
+    prints = fingerprint(spec, settings, part_size=part_size, fmt=fmt, inputs=inputs or {}, user_buckets=user_buckets)
     prints_sha = hashlib.sha256(repr(sorted(prints.items())).encode()).hexdigest()[:16]
     prepare_out_dir(out, prints, overwrite)
     plans = plan_parts([u.user_id for u in users], part_size)
     records = completed_parts(out, plans, fmt, prints_sha)
-    _write_manifest(out, prints, plans, records, summary=None)
+    _write_manifest(out, prints, prints_sha, plans, records, summary=None)
     todo = [p for p in plans if p.number not in records]
     by_number = {p.number: p for p in plans}
     skipped = sum(p.users for p in plans if p.number in records)
@@ -201,7 +212,7 @@ def run_batch(
         for outcome in decode_parts(
             spec, settings, parts, workers=workers, ray_address=ray_address, threads_per_worker=threads_per_worker, rec=rec
         ):
-            records[outcome.part] = write_part(out, by_number[outcome.part], outcome, fmt, prints_sha)
+            records[outcome.part] = write_part(out, by_number[outcome.part], outcome, fmt, prints_sha, user_buckets)
             w = workers_seen.setdefault(outcome.worker, {"users": 0, "seconds": 0.0, "peak_rss_mb": 0.0})
             w["users"] += len(outcome.user_ids)
             w["seconds"] += outcome.seconds
@@ -222,14 +233,16 @@ def run_batch(
     ordered = [records[p.number] for p in plans if p.number in records]
     write_jsonl(out / "failures.jsonl", ({"user_id": u, "error": e} for r in ordered for u, e in r["failures"].items()))
     write_jsonl(out / "unknown_items.jsonl", ({"user_id": u, "unknown": x} for r in ordered for u, x in r["unknown"].items()))
-    _write_manifest(out, prints, plans, records, summary=summary)
+    _write_manifest(out, prints, prints_sha, plans, records, summary=summary)
     return summary
 
 
-def _write_manifest(out: Path, prints: dict[str, Any], plans: list[PartPlan], records: dict[int, dict[str, Any]], summary: BatchSummary | None) -> None:
-    parts = [{**asdict(p), "users": p.users, "file": records[p.number]["file"] if p.number in records else None,
+def _write_manifest(
+    out: Path, prints: dict[str, Any], run_id: str, plans: list[PartPlan], records: dict[int, dict[str, Any]], summary: BatchSummary | None
+) -> None:
+    parts = [{**asdict(p), "users": p.users, "files": records[p.number]["files"] if p.number in records else [],
               "complete": p.number in records} for p in plans]  # fmt: skip
-    data = {"fingerprint": prints, "users": sum(p.users for p in plans), "parts": parts}
+    data = {"run_id": run_id, "fingerprint": prints, "users": sum(p.users for p in plans), "parts": parts}
     if summary is not None:
         data["summary"] = {**asdict(summary), "users_per_s": summary.users_per_s}
     write_json(out / MANIFEST, data)

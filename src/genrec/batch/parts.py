@@ -1,15 +1,20 @@
 """The files of a batch job's output folder, each written whole or not at all.
 
-    part-00000.parquet   one row per user and rank: user_id, rank, item_id, title, score
-    part-00000.json      the part's record: which users it holds (index range and hash), its
-                         failures and unknown history entries, time and worker; written after the
-                         data file, so a record is the proof that its part is complete
-    manifest.json        the job's settings (fingerprint), every part's users, and the summary
-    failures.jsonl       users that could not be served, with the reason
-    unknown_items.jsonl  users served without some history entries, with those entries
+    data/part-00000.parquet  one row per user and rank (``SCHEMA``: user_id, rank, item_id,
+                             title, score, run_id); with ``user_buckets`` N, the part's users
+                             split by a hash of their ID: data/user_bucket=B/part-00000.parquet
+    parts/part-00000.json    the part's record: which users it holds (index range and hash), its
+                             files, failures and unknown history entries, time and worker;
+                             written after the data, so a record is the proof its part is whole
+    manifest.json            the job's settings (fingerprint), every part's users, the summary
+    failures.jsonl           users that could not be served, with the reason
+    unknown_items.jsonl      users served without some history entries, with those entries
 
-Everything is written to a temporary name in the same folder and renamed, so a run killed at any
-point leaves either a complete file or none; a rerun removes stray temporaries.
+``data/`` holds nothing but data files of one schema, so a warehouse reads it as one table
+(``read_parquet('out/data/**/*.parquet', hive_partitioning = true)`` in DuckDB, ``pyarrow.dataset``
+or Spark with hive partitioning). Everything is written to a temporary name (a dot first, no
+``.parquet``: every reader skips it) in the same folder and renamed, so a run killed at any point
+leaves either a complete file or none; a rerun removes stray temporaries.
 """
 
 from __future__ import annotations
@@ -26,10 +31,28 @@ from ..atomic import TMP_PREFIX, atomic_file, atomic_write_text, clean_stale
 from ..errors import DataError
 from .runner import PartOutcome
 
-__all__ = ["PartPlan", "plan_parts", "write_part", "completed_parts", "write_json", "write_jsonl", "prepare_out_dir", "FORMATS"]
+__all__ = [
+    "FORMATS", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "write_json",
+    "write_jsonl", "write_part",
+]  # fmt: skip
 
 FORMATS = ("parquet", "jsonl")
 MANIFEST = "manifest.json"
+DATA, RECORDS = "data", "parts"
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("title", pa.string()),
+        ("score", pa.float64()), ("run_id", pa.string()),
+    ])  # fmt: skip
+
+
+#: the output's columns, the same in every part (a part whose users all failed included);
+#: ``run_id``: the job's settings hash, shared by a resumed job's parts, another job's differs
+SCHEMA = ("user_id", "rank", "item_id", "title", "score", "run_id")
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,12 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def user_bucket(user_id: str, buckets: int) -> int:
+    """A user's output bucket: a hash of the ID, the same on every machine and Python run."""
+    digest = hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % buckets
+
+
 def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
     if fmt == "jsonl":
         write_jsonl(path, rows)
@@ -86,23 +115,31 @@ def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("title", pa.string()), ("score", pa.float64())])
     with atomic_file(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        pq.write_table(pa.Table.from_pylist(rows, schema=_schema()), tmp)
 
 
-def write_part(out_dir: Path, plan: PartPlan, outcome: PartOutcome, fmt: str, fingerprint_sha: str) -> dict[str, Any]:
-    """The part's rows, then its record (the proof of completion). Returns the record."""
+def write_part(
+    out_dir: Path, plan: PartPlan, outcome: PartOutcome, fmt: str, fingerprint_sha: str, user_buckets: int | None = None
+) -> dict[str, Any]:
+    """The part's data files, then its record (the proof of completion). Returns the record."""
     name = part_name(plan.number)
-    rows = outcome.rows()
-    _write_rows(out_dir / f"{name}.{fmt}", rows, fmt)
+    rows = [{**row, "run_id": fingerprint_sha} for row in outcome.rows()]
+    files: dict[str, list[dict[str, Any]]] = {}
+    if user_buckets is None:
+        files[f"{DATA}/{name}.{fmt}"] = rows
+    else:
+        for row in rows:
+            files.setdefault(f"{DATA}/user_bucket={user_bucket(row['user_id'], user_buckets)}/{name}.{fmt}", []).append(row)
+    for file, part_rows in sorted(files.items()):
+        _write_rows(out_dir / file, part_rows, fmt)
     record = {
-        "part": plan.number, "file": f"{name}.{fmt}", **{k: v for k, v in asdict(plan).items() if k != "number"},
+        "part": plan.number, "files": sorted(files), **{k: v for k, v in asdict(plan).items() if k != "number"},
         "users": plan.users, "rows": len(rows), "served": len(outcome.recommendations),
         "failures": outcome.failures, "unknown": outcome.unknown, "seconds": outcome.seconds,
         "worker": outcome.worker, "peak_rss_mb": outcome.peak_rss_mb, "fingerprint": fingerprint_sha,
     }  # fmt: skip
-    write_json(out_dir / f"{name}.json", record)
+    write_json(out_dir / RECORDS / f"{name}.json", record)
     return record
 
 
@@ -110,15 +147,15 @@ def completed_parts(out_dir: Path, plans: list[PartPlan], fmt: str, fingerprint_
     """The records of parts a previous run completed for these same users and settings."""
     done: dict[int, dict[str, Any]] = {}
     for plan in plans:
-        name = part_name(plan.number)
-        record_path, data_path = out_dir / f"{name}.json", out_dir / f"{name}.{fmt}"
-        if not (record_path.is_file() and data_path.is_file()):
+        record_path = out_dir / RECORDS / f"{part_name(plan.number)}.json"
+        if not record_path.is_file():
             continue
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # unreadable: redo the part
-        if record.get("users_sha") == plan.users_sha and record.get("fingerprint") == fingerprint_sha:
+        whole = all((out_dir / file).is_file() for file in record.get("files", [None]) if file)
+        if whole and record.get("users_sha") == plan.users_sha and record.get("fingerprint") == fingerprint_sha:
             done[plan.number] = record
     return done
 
@@ -133,11 +170,16 @@ def prepare_out_dir(out_dir: Path, fingerprint: dict[str, Any], overwrite: bool)
         probe.unlink()
     except OSError as exc:
         raise DataError(f"cannot write to --out {out_dir}: {exc.strerror or exc}") from None
-    clean_stale(out_dir)
+    for folder in (out_dir, out_dir / RECORDS, *(out_dir / DATA).glob("*/"), out_dir / DATA):
+        clean_stale(folder)
     manifest = out_dir / MANIFEST
     if overwrite:
-        for old in [*out_dir.glob("part-*"), manifest, out_dir / "failures.jsonl", out_dir / "unknown_items.jsonl"]:
+        for old in [manifest, out_dir / "failures.jsonl", out_dir / "unknown_items.jsonl", *out_dir.glob("part-*"),
+                    *(out_dir / RECORDS).glob("part-*.json"), *(out_dir / DATA).glob("**/part-*")]:  # fmt: skip
             old.unlink(missing_ok=True)
+        for bucket in (out_dir / DATA).glob("user_bucket=*/"):
+            if not any(bucket.iterdir()):
+                bucket.rmdir()  # another bucket count's folders go with their files
         return
     if manifest.is_file():
         try:
