@@ -124,28 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     add_options(p, TrainConfig)
 
-    p = sub.add_parser("batch", help="top-k for every user of a histories file, as resumable Parquet parts")
-    _add_catalog_options(p)
-    _add_model_options(p)
-    p.add_argument("--histories", required=True,
-                   help="interaction log (CSV/TSV/Parquet: user_id,item_id[,timestamp]) or one row per user "
-                        "(JSONL/Parquet: user_id, history, request?)")  # fmt: skip
-    p.add_argument("--histories-sep", help="column separator of a CSV interaction log (default: from the extension)")
-    p.add_argument("--out", required=True, help="output folder (data/ part files, parts/ records, manifest.json, failures.jsonl)")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
-    p.add_argument("--max-history", type=int, default=50, help="most recent history items in each prompt (all are excluded)")
-    p.add_argument("--template", help="prompt template (default: the one a fine-tuned --model was trained with, else next_item)")
-    p.add_argument("--prior", help="collaborative prior: 'pop' (popularity in the histories file) or a .npy of per-item log-scores in catalog order")
-    p.add_argument("--prior-weight", type=float, default=0.5, help="weight of --prior in [0, 1]")
-    p.add_argument("--workers", type=int, default=1, help="model-holding workers (more than 1 needs genrec[ray])")
-    p.add_argument("--ray-address", help="a Ray cluster to run on (default: a local Ray instance)")
-    p.add_argument("--threads-per-worker", type=int, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--batch-size", type=int, default=8, help="users decoded together")
-    p.add_argument("--part-size", type=int, default=256, help="users per part file")
-    p.add_argument("--user-buckets", type=int, help="partition the data files by a hash of user_id: data/user_bucket=B/")
-    p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start over")
-    p.add_argument("--dtype", help="float32 (default), bfloat16, float16")
+    from .batch.command import add_batch_parser
+
+    add_batch_parser(sub, _add_catalog_options, _add_model_options)
 
     p = sub.add_parser("demo", help="top-10 on the bundled demo catalog with the default model")
     _add_model_options(p)
@@ -294,31 +275,6 @@ def _cmd_mcp(args: argparse.Namespace, rec: Any) -> int:
     return 0
 
 
-def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import DecodeSettings, RecommenderSpec, batch_prior, file_sha, read_users, run_batch
-    from .recommender import trained_template
-
-    catalog = _load_catalog(args)
-    users = read_users(args.histories, sep=args.histories_sep)
-    prior, prior_kind = batch_prior(args.prior, catalog, users)
-    spec = RecommenderSpec(
-        catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
-        prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
-    )  # fmt: skip
-    settings = DecodeSettings(
-        k=args.k, batch_size=args.batch_size, max_history=args.max_history,
-        template=args.template or trained_template(args.model) or "next_item", search=args.search,
-    )  # fmt: skip
-    inputs = {"histories": os.path.abspath(args.histories), "histories_sha": file_sha(args.histories), "prior_kind": prior_kind}
-    summary = run_batch(
-        spec, users, args.out, settings, part_size=args.part_size, fmt=args.format, workers=args.workers,
-        ray_address=args.ray_address, threads_per_worker=args.threads_per_worker, inputs=inputs,
-        user_buckets=args.user_buckets, overwrite=args.overwrite,
-    )  # fmt: skip
-    print(summary)
-    return 0
-
-
 def _cmd_serve(args: argparse.Namespace, rec: Any) -> int:
     from .serving.http import ServeConfig, serve
 
@@ -376,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "batch":
-            return _cmd_batch(args)
+            from .batch.command import run_batch_command
+
+            return run_batch_command(args, _load_catalog(args))
         if args.command in _TASKS:
             return _TASKS[args.command](args, _recommender(args, _load_catalog(args)))
         if args.command == "demo":

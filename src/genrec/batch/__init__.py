@@ -3,8 +3,9 @@ resumable part files (see ``parts`` for the folder layout)."""
 
 from .inputs import UserJob, read_users
 from .prior import batch_prior, file_sha
-from .job import BatchSummary, decode_parts, fingerprint, run_batch
+from .job import BatchSummary, decode_parts, fingerprint, run_batch, run_batch_stream
 from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec, decode_part
+from .stream import StreamInput
 
 __all__ = [
     "UserJob",
@@ -16,6 +17,8 @@ __all__ = [
     "decode_part",
     "decode_parts",
     "run_batch",
+    "run_batch_stream",
+    "StreamInput",
     "BatchSummary",
     "fingerprint",
     "batch_prior",

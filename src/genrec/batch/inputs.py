@@ -11,6 +11,7 @@ per user, checked row by row (a bad row is an error that names it, never a silen
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["UserJob", "read_users"]
+__all__ = ["UserJob", "check_user_rows", "jsonl_rows", "read_users"]
 
 _LOG_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
 
@@ -99,27 +100,31 @@ def _interaction_log(table: pd.DataFrame, path: Path, first_row: int) -> list[Us
 
 def _user_rows(table: pd.DataFrame, path: Path) -> list[UserJob]:
     records = table.to_dict("records")
-    return _check_rows(((n, r) for n, r in enumerate(records)), path, "row")
+    return check_user_rows(enumerate(records), path, "row")
 
 
 def _read_jsonl(path: Path) -> list[UserJob]:
-    def rows():
-        with open(path, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield line_no, json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {line_no} is not JSON ({exc.msg})") from None
-
     try:
-        return _check_rows(rows(), path, "line")
+        return check_user_rows(jsonl_rows(path), path, "line")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason})") from None
 
 
-def _check_rows(rows: Any, path: Path, unit: str) -> list[UserJob]:
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line; a line that is not JSON is an error."""
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: line {line_no} is not JSON ({exc.msg})") from None
+
+
+def check_user_rows(rows: Iterable[tuple[int, Any]], path: Path, unit: str, *, repeats: bool = True) -> list[UserJob]:
+    """Each (row number, row) as a UserJob, or a DataError naming the row; ``repeats`` False
+    leaves the repeated-user check to the caller (a streamed input checks it per part)."""
     users: list[UserJob] = []
     seen: dict[str, Any] = {}
     for where, row in rows:
@@ -129,7 +134,7 @@ def _check_rows(rows: Any, path: Path, unit: str) -> list[UserJob]:
         if user_id is None or str(user_id).strip() == "" or (isinstance(user_id, float) and np.isnan(user_id)):
             raise DataError(f"{path}: {unit} {where} has no user_id")
         user_id = str(user_id).strip()
-        if user_id in seen:
+        if repeats and user_id in seen:
             raise DataError(f"{path}: {unit} {where} repeats user_id {user_id!r} (first at {unit} {seen[user_id]})")
         seen[user_id] = where
         if isinstance(history, np.ndarray):

@@ -27,18 +27,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from ..atomic import TMP_PREFIX, atomic_file, atomic_write_text, clean_stale
 from ..errors import DataError
 from .runner import PartOutcome
 
 __all__ = [
-    "FORMATS", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "write_json",
+    "FORMATS", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "user_hash", "users_sha", "write_json",
     "write_jsonl", "write_part",
 ]  # fmt: skip
 
 FORMATS = ("parquet", "jsonl")
 MANIFEST = "manifest.json"
 DATA, RECORDS = "data", "parts"
+_HASH_KEY = "genrec-user-hash"  # 16 bytes, SipHash's key: changing it moves every user
 
 
 def _schema() -> Any:
@@ -77,11 +81,12 @@ def plan_parts(user_ids: list[str], part_size: int) -> list[PartPlan]:
     plans = []
     for number, start in enumerate(range(0, len(user_ids), part_size)):
         ids = user_ids[start : start + part_size]
-        plans.append(PartPlan(number, start, start + len(ids), _sha(ids), ids[0], ids[-1]))
+        plans.append(PartPlan(number, start, start + len(ids), users_sha(ids), ids[0], ids[-1]))
     return plans
 
 
-def _sha(ids: Iterable[str]) -> str:
+def users_sha(ids: Iterable[str]) -> str:
+    """A short hash of a part's user IDs, in order (a record's proof of which users it holds)."""
     digest = hashlib.sha256()
     for user_id in ids:
         digest.update(user_id.encode("utf-8", "surrogatepass") + b"\x1e")
@@ -102,10 +107,16 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def user_hash(user_ids: Any) -> np.ndarray:
+    """A 64-bit hash of each user ID (pandas' SipHash with a fixed key: the same on every machine,
+    Python run and pandas version), computed a column at a time; it places users in streamed parts
+    and output buckets."""
+    return pd.util.hash_array(np.asarray(user_ids, dtype=object), hash_key=_HASH_KEY, categorize=False)
+
+
 def user_bucket(user_id: str, buckets: int) -> int:
-    """A user's output bucket: a hash of the ID, the same on every machine and Python run."""
-    digest = hashlib.blake2b(user_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % buckets
+    """A user's output bucket (``--user-buckets``): ``user_hash`` modulo the bucket count."""
+    return int(user_hash([user_id])[0] % np.uint64(buckets))
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
@@ -143,8 +154,12 @@ def write_part(
     return record
 
 
-def completed_parts(out_dir: Path, plans: list[PartPlan], fmt: str, fingerprint_sha: str) -> dict[int, dict[str, Any]]:
-    """The records of parts a previous run completed for these same users and settings."""
+def completed_parts(
+    out_dir: Path, plans: list[PartPlan], fingerprint_sha: str, *, same_users: bool = True
+) -> dict[int, dict[str, Any]]:
+    """The records of parts a previous run completed for these same settings (and, with
+    ``same_users``, these same users: a streamed part's users are known once it is read, and the
+    settings' fingerprint holds the input's)."""
     done: dict[int, dict[str, Any]] = {}
     for plan in plans:
         record_path = out_dir / RECORDS / f"{part_name(plan.number)}.json"
@@ -155,7 +170,8 @@ def completed_parts(out_dir: Path, plans: list[PartPlan], fmt: str, fingerprint_
         except (OSError, ValueError):
             continue  # unreadable: redo the part
         whole = all((out_dir / file).is_file() for file in record.get("files", [None]) if file)
-        if whole and record.get("users_sha") == plan.users_sha and record.get("fingerprint") == fingerprint_sha:
+        users_match = not same_users or record.get("users_sha") == plan.users_sha
+        if whole and users_match and record.get("fingerprint") == fingerprint_sha:
             done[plan.number] = record
     return done
 
