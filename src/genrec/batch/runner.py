@@ -8,6 +8,7 @@ import logging
 import os
 import pickle
 import resource
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -232,7 +233,12 @@ def _where(exc: BaseException) -> str:
 
 
 def _worker() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}"
+    """``host:pid``, led by the Ray node's ID inside a Ray worker (two nodes may share a host)."""
+    name = f"{os.uname().nodename}:{os.getpid()}"
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{ray.get_runtime_context().get_node_id()[:8]}/{name}"
+    return name
 
 
 def _peak_rss_mb() -> float:
