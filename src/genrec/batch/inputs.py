@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["UserJob", "check_user_rows", "jsonl_rows", "read_users"]
+__all__ = ["UserJob", "check_log_rows", "check_user_rows", "jsonl_rows", "read_users"]
 
 _LOG_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
 
@@ -76,26 +76,36 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _interaction_log(table: pd.DataFrame, path: Path, first_row: int) -> list[UserJob]:
     """Rows numbered as a person finds them: the file's line (CSV, header = line 1) or row index."""
+    users, items, stamps = check_log_rows(table, path, first_row)
+    order = pd.unique(users)  # users in order of first appearance in the file
+    by_time = np.argsort(stamps, kind="stable")  # stable: equal (or missing) timestamps keep file order
+    groups = pd.DataFrame({"user_id": users[by_time], "item_id": items[by_time]}).groupby("user_id", sort=False)["item_id"].agg(list)
+    return [UserJob(user_id=str(u), history=list(groups[u])) for u in order]
+
+
+def check_log_rows(table: pd.DataFrame, path: Path, first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A log's user IDs and item IDs (stripped text) and timestamps (-inf where missing: first),
+    or a DataError naming the first bad row (``first_row``: the number of the table's first)."""
     missing = [c for c in ("user_id", "item_id") if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, table.columns)) or 'none'}); "
                         "an interaction log needs user_id, item_id[, timestamp]")  # fmt: skip
+    ids = []
     for column in ("user_id", "item_id"):
-        blank = table[column].isna() | (table[column].astype(str).str.strip() == "")
+        values = table[column].astype("string").str.strip()
+        blank = (values.isna() | (values == "")).to_numpy(dtype=bool)
         if blank.any():
-            raise DataError(f"{path}: row {int(np.flatnonzero(blank.to_numpy())[0]) + first_row} has no {column}")
-    table = table.assign(user_id=table["user_id"].astype(str).str.strip(), item_id=table["item_id"].astype(str).str.strip())
-    order = pd.unique(table["user_id"].to_numpy())  # users in order of first appearance in the file
+            raise DataError(f"{path}: row {int(np.flatnonzero(blank)[0]) + first_row} has no {column}")
+        ids.append(values.to_numpy(dtype=object))
+    stamps = np.full(len(table), -np.inf)
     if "timestamp" in table.columns:
-        stamps = pd.to_numeric(table["timestamp"], errors="coerce")
-        bad = stamps.isna() & table["timestamp"].notna()
+        parsed = pd.to_numeric(table["timestamp"], errors="coerce")
+        bad = (parsed.isna() & table["timestamp"].notna()).to_numpy(dtype=bool)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise DataError(f"{path}: row {row + first_row} has timestamp {table['timestamp'].iloc[row]!r}, not a number")
-        # stable: equal (or missing) timestamps keep file order
-        table = table.iloc[np.argsort(stamps.fillna(-np.inf).to_numpy(), kind="stable")]
-    groups = table.groupby("user_id", sort=False)["item_id"].agg(list)
-    return [UserJob(user_id=str(u), history=list(groups[u])) for u in order]
+        stamps = parsed.fillna(-np.inf).to_numpy(dtype=np.float64)
+    return ids[0], ids[1], stamps
 
 
 def _user_rows(table: pd.DataFrame, path: Path) -> list[UserJob]:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .inputs import UserJob, check_user_rows, jsonl_rows
+from .inputs import UserJob, check_log_rows, check_user_rows, jsonl_rows
 from .parts import user_hash
 
 __all__ = ["StreamInput", "stream_parts", "READ_ROWS"]
@@ -198,27 +198,9 @@ def _header(path: Path, delimiter: str) -> list[str]:
 
 
 def _log_chunk(table: pd.DataFrame, path: Path, first_row: int) -> dict[str, Any]:
-    """A log's rows checked (IDs present, timestamps numbers), as ``inputs`` checks one file."""
-    missing = [c for c in ("user_id", "item_id") if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(map(str, table.columns)) or 'none'}); "
-                        "an interaction log needs user_id, item_id[, timestamp]")  # fmt: skip
-    ids = {}
-    for column in ("user_id", "item_id"):
-        values = table[column].astype("string").str.strip()
-        blank = values.isna() | (values == "")
-        if blank.any():
-            raise DataError(f"{path}: row {int(np.flatnonzero(blank.to_numpy())[0]) + first_row} has no {column}")
-        ids[column] = values.to_numpy(dtype=object)
-    stamps = np.full(len(table), -np.inf)  # missing timestamps first, as in one file
-    if "timestamp" in table.columns:
-        parsed = pd.to_numeric(table["timestamp"], errors="coerce")
-        bad = parsed.isna() & table["timestamp"].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{path}: row {row + first_row} has timestamp {table['timestamp'].iloc[row]!r}, not a number")
-        stamps = parsed.fillna(-np.inf).to_numpy(dtype=np.float64)
-    return {"row": np.arange(first_row, first_row + len(table)), **ids, "ts": stamps}
+    """A log's rows, checked as ``inputs`` checks one file."""
+    users, items, stamps = check_log_rows(table, path, first_row)
+    return {"row": np.arange(first_row, first_row + len(table)), "user_id": users, "item_id": items, "ts": stamps}
 
 
 def _user_chunk(users: list[UserJob], start: int, count: int) -> dict[str, Any]:
