@@ -7,7 +7,9 @@ on the same model and the same prompts.
     default) and without it (a model call every step), with the model calls each made;
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
-plus genrec's own decoder without the constraint, and several users decoded in one batch.
+plus genrec's own decoder without the constraint, and several users decoded in one batch;
+(e) with ``--int8``, genrec with the linear layers quantised to int8 (torch's dynamic quantisation): its
+    time and how often its top-10 is fp32's.
 Medians over users. Writes OUTDIR/bench.json.
 """
 
@@ -57,6 +59,23 @@ def _build_index_child(titles, model_dir, cache_dir, context, queue) -> None:
                "index_nodes": index.n_nodes, "index_mb": index.nbytes() / 2**20, "max_depth": index.max_depth})  # fmt: skip
 
 
+def _quantize_int8(model, *, head: bool, per_channel: bool):
+    """The blocks' linear layers (and with ``head`` the output head) as torch's dynamic int8 ones:
+    int8 weights, activations quantised per call. A measurement, not a library mode: its top-10
+    agreement with float32 decides whether it may become one (eval/notes/2026-12-07-int8.md)."""
+    import warnings
+
+    import torch
+
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig if per_channel else torch.ao.quantization.default_dynamic_qconfig
+    head_module = model.get_output_embeddings()
+    spec = {name: qconfig for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and (head or module is not head_module)}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao's eager quantisation announces its move to torchao
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
 def dict_trie(index):
     trie: dict = {}
     for n in range(index.n_titles):
@@ -99,6 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--skip-hf", action="store_true", help="skip (b), the slow reference")
+    p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (dtype='int8')")
+    p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
+    p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
     args = p.parse_args(argv)
 
     import torch
@@ -152,10 +174,10 @@ def main(argv=None) -> int:
     end = rec.end_ids[0]
     k = 10
 
-    def genrec_one(job, lookahead=True):
+    def genrec_one(job, lookahead=True, lm=model):
         stats: dict = {}
         t = time.perf_counter()
-        hyps = beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
+        hyps = beam_search(lm, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
                            banned_titles=[job.banned_titles], pad_token_id=rec.pad_token_id, stats=stats,
                            lookahead=lookahead)[0]  # fmt: skip
         seconds = time.perf_counter() - t
@@ -179,16 +201,24 @@ def main(argv=None) -> int:
                     max_new_tokens=steps, pad_token_id=rec.pad_token_id)  # fmt: skip
         return time.perf_counter() - t
 
+    int8 = None
+    if args.int8:  # (e) the opt-in approximate mode: linear layers quantised to int8
+        import copy
+
+        int8 = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
+        genrec_one(jobs[0], lm=int8)
     genrec_one(jobs[0])  # warm-up
     genrec_one(jobs[0], lookahead=False)
     # user by user, the methods back to back: drift in machine speed hits them alike
-    genrec_runs, plain_runs, floor, engine = [], [], [], []
+    genrec_runs, plain_runs, floor, engine, int8_runs = [], [], [], [], []
     for job in jobs:
         run = genrec_one(job)
         genrec_runs.append(run)
         plain_runs.append(genrec_one(job, lookahead=False))
         floor.append(hf_generate(job, run[3])[0])  # (c) the same number of new tokens, no constraint
         engine.append(engine_floor(job, run[3]))
+        if int8 is not None:
+            int8_runs.append(genrec_one(job, lm=int8))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
     plain_s = statistics.median(r[0] for r in plain_runs)
     unconstrained_s = statistics.median(floor)
@@ -228,6 +258,14 @@ def main(argv=None) -> int:
         "forced_token_share": forced_token_share(index),
         "title_tokens_median": statistics.median(len(index.sequence(t)) for t in range(min(index.n_titles, 5000))),
     }
+    if int8_runs:
+        result["int8_s"] = statistics.median(r[0] for r in int8_runs)
+        result["int8_vs_unconstrained"] = result["int8_s"] / unconstrained_s
+        result["int8_same_top10_users"] = sum(a[1] == b[1] for a, b in zip(int8_runs, genrec_runs)) / len(jobs)
+        result["int8_top10_overlap"] = statistics.mean(len(set(a[1]) & set(b[1])) / k for a, b in zip(int8_runs, genrec_runs))
+        print(f"(e) int8: {result['int8_s']:.3f} s/user ({result['int8_vs_unconstrained']:.2f}x unconstrained fp32, "
+              f"fp32 genrec {genrec_s / unconstrained_s:.2f}x); same top-10 {result['int8_same_top10_users']:.2f} of users, "
+              f"overlap@10 {result['int8_top10_overlap']:.2f}", flush=True)  # fmt: skip
 
     # (b) transformers with a GENRE-style nested-dict trie
     if not args.skip_hf:
