@@ -254,10 +254,12 @@ def run_batch_stream(
     job.manifest(plans)
     done = frozenset(job.records)
     skipped = sum(r["users"] for r in job.records.values())
+    remaining = [n for n in range(n_parts) if n not in done]
     # a part only the streamed input can say is empty leaves no outcome: its record says so
     outcomes = _with_empty_parts(
-        _ray_outcomes(spec, settings, lambda: stream_parts(source, n_parts, done), workers, ray_address, threads_per_worker),
-        [n for n in range(n_parts) if n not in done],
+        _ray_outcomes(spec, settings, lambda: stream_parts(source, n_parts, done), workers, ray_address, threads_per_worker)
+        if remaining else iter(()),
+        remaining,
     )  # fmt: skip
     job.write(outcomes, _plan_of_outcome, total=None, progress=progress)
     return job.finish(plans, users=sum(r["users"] for r in job.records.values()), skipped=skipped)

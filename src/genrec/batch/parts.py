@@ -45,18 +45,15 @@ DATA, RECORDS = "data", "parts"
 _HASH_KEY = "genrec-user-hash"  # 16 bytes, SipHash's key: changing it moves every user
 
 
+#: the output's columns and their Arrow types, the same in every part (a part whose users all
+#: failed included); ``run_id``: the job's settings hash, shared by a resumed job's parts
+SCHEMA = (("user_id", "string"), ("rank", "int32"), ("item_id", "string"), ("title", "string"), ("score", "float64"), ("run_id", "string"))
+
+
 def _schema() -> Any:
     import pyarrow as pa
 
-    return pa.schema([
-        ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("title", pa.string()),
-        ("score", pa.float64()), ("run_id", pa.string()),
-    ])  # fmt: skip
-
-
-#: the output's columns, the same in every part (a part whose users all failed included);
-#: ``run_id``: the job's settings hash, shared by a resumed job's parts, another job's differs
-SCHEMA = ("user_id", "rank", "item_id", "title", "score", "run_id")
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in SCHEMA])
 
 
 @dataclass(frozen=True)
