@@ -19,14 +19,11 @@ from typing import Any
 
 from ..errors import DataError, GenrecError, require
 from .inputs import UserJob
-from .parts import FORMATS, MANIFEST, PartPlan, completed_parts, plan_parts, prepare_out_dir, users_sha, write_json, write_jsonl, write_part
+from .parts import FORMATS, LAYOUT, MANIFEST, PartPlan, completed_parts, plan_parts, prepare_out_dir, users_sha, write_json, write_jsonl, write_part
 from .runner import DecodeSettings, PartOutcome, PartRunner, RecommenderSpec
 from .stream import StreamInput, stream_parts
 
 __all__ = ["BatchSummary", "run_batch", "run_batch_stream", "decode_parts", "fingerprint"]
-
-#: the output folder's layout (see ``parts``): 2 puts the data files under data/, records under parts/
-LAYOUT = 2
 
 
 @dataclass

@@ -35,13 +35,15 @@ from ..errors import DataError
 from .runner import PartOutcome
 
 __all__ = [
-    "FORMATS", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "user_hash", "users_sha", "write_json",
+    "FORMATS", "LAYOUT", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "user_hash", "users_sha", "write_json",
     "write_jsonl", "write_part",
 ]  # fmt: skip
 
 FORMATS = ("parquet", "jsonl")
 MANIFEST = "manifest.json"
 DATA, RECORDS = "data", "parts"
+#: this folder layout's version, in every job's fingerprint (2: data files under data/, records under parts/)
+LAYOUT = 2
 _HASH_KEY = "genrec-user-hash"  # 16 bytes, SipHash's key: changing it moves every user
 
 
@@ -137,8 +139,10 @@ def write_part(
     if user_buckets is None:
         files[f"{DATA}/{name}.{fmt}"] = rows
     else:
+        # each user's bucket hashed once, the part's IDs together
+        bucket = dict(zip(outcome.user_ids, (user_hash(outcome.user_ids) % np.uint64(user_buckets)).tolist())) if outcome.user_ids else {}
         for row in rows:
-            files.setdefault(f"{DATA}/user_bucket={user_bucket(row['user_id'], user_buckets)}/{name}.{fmt}", []).append(row)
+            files.setdefault(f"{DATA}/user_bucket={bucket[row['user_id']]}/{name}.{fmt}", []).append(row)
     for file, part_rows in sorted(files.items()):
         _write_rows(out_dir / file, part_rows, fmt)
     record = {

@@ -151,8 +151,7 @@ def _chunks(path: Path, source: StreamInput) -> Iterator[dict[str, Any]]:
     first_row = 0 if suffix == ".parquet" else 2  # a text file's header is line 1
     for start, table in _tables(path, suffix, source.sep):
         if source.user_rows:
-            rows = ((start + n, r) for n, r in enumerate(table.to_dict("records")))
-            yield _user_chunk(check_user_rows(rows, path, "row", repeats=False), start, len(table))
+            yield _user_chunk([(start + n, r) for n, r in enumerate(table.to_dict("records"))], path, "row")
         else:
             yield _log_chunk(table, path, start + first_row)
 
@@ -203,10 +202,11 @@ def _log_chunk(table: pd.DataFrame, path: Path, first_row: int) -> dict[str, Any
     return {"row": np.arange(first_row, first_row + len(table)), "user_id": users, "item_id": items, "ts": stamps}
 
 
-def _user_chunk(users: list[UserJob], start: int, count: int) -> dict[str, Any]:
-    assert len(users) == count  # check_user_rows raises on a bad row; none is left out
+def _user_chunk(rows: list[tuple[int, Any]], path: Path, unit: str) -> dict[str, Any]:
+    """Numbered user rows, each checked into a UserJob (a bad one is a DataError naming it)."""
+    users = check_user_rows(iter(rows), path, unit, repeats=False)
     return {
-        "row": np.arange(start, start + count), "user_id": np.array([u.user_id for u in users], dtype=object),
+        "row": np.array([number for number, _ in rows]), "user_id": np.array([u.user_id for u in users], dtype=object),
         "payload": np.array([pickle.dumps(u) for u in users], dtype=object),
     }  # fmt: skip
 
@@ -217,19 +217,12 @@ def _jsonl_chunks(path: Path) -> Iterator[dict[str, Any]]:
         for row in jsonl_rows(path):
             pending.append(row)
             if len(pending) == READ_ROWS:
-                yield _numbered_users(pending, path)
+                yield _user_chunk(pending, path, "line")
                 pending = []
         if pending:
-            yield _numbered_users(pending, path)
+            yield _user_chunk(pending, path, "line")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason})") from None
-
-
-def _numbered_users(rows: list[tuple[int, Any]], path: Path) -> dict[str, Any]:
-    users = check_user_rows(iter(rows), path, "line", repeats=False)
-    chunk = _user_chunk(users, 0, len(users))
-    chunk["row"] = np.array([line for line, _ in rows])
-    return chunk
 
 
 def _part_users(group: pd.DataFrame, source: StreamInput) -> pd.DataFrame:
