@@ -5,6 +5,10 @@ seconds), and the rest of the search (prefill, masks and bookkeeping).
     .venv/bin/python eval/profile_decoding.py --long-titles [--users 1]
     .venv/bin/python eval/profile_decoding.py --real-catalog ../shared/datasets/ml-100k/u.item \
         --sep '|' --encoding latin-1 --no-header [--users 8]
+    .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 2,4,8,16   # capped chains
+
+``--max-chains`` times each cap on forced tokens fed per call (``beam_search(max_chain=)``) against
+whole chains, each user searched alone, and checks every cap returns the same lists.
 
 The same prompts as eval/bench_decoding.py (a 5-item history, seed 0); ``--users N`` decodes N
 users in one batch.
@@ -31,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model")
+    p.add_argument("--max-chains", help="comma-separated caps to compare with whole chains (users searched one at a time)")
     args = p.parse_args(argv)
 
     from genrec import Catalog, Recommender
@@ -49,19 +54,22 @@ def main(argv: list[str] | None = None) -> int:
 
     calls: list[ModelCall] = []
 
-    def run(lookahead: bool) -> tuple[float, dict]:
+    def run(lookahead: bool, users: list | None = None, max_chain: int | None = None) -> tuple[float, dict, list]:
         calls.clear()
         stats: dict = {}
+        users = jobs if users is None else users
         started = time.perf_counter()
-        beam_search(rec.lm.model, [j.prompt_ids for j in jobs], num_beams=10, num_return=10, index=index,
-                    banned_titles=[j.banned_titles for j in jobs], pad_token_id=rec.pad_token_id, stats=stats,
-                    lookahead=lookahead, on_model_call=calls.append)  # fmt: skip
-        return time.perf_counter() - started, stats
+        hyps = beam_search(rec.lm.model, [j.prompt_ids for j in users], num_beams=10, num_return=10, index=index,
+                           banned_titles=[j.banned_titles for j in users], pad_token_id=rec.pad_token_id, stats=stats,
+                           lookahead=lookahead, max_chain=max_chain, on_model_call=calls.append)  # fmt: skip
+        return time.perf_counter() - started, stats, [[h.tokens for h in user] for user in hyps]
 
     run(True)  # warm-up: prompt-prefix cache
+    if args.max_chains:
+        return compare_caps(run, jobs, calls, [None, *map(int, args.max_chains.split(","))])
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
     for lookahead in (True, False):
-        total, stats = run(lookahead)
+        total, stats, _ = run(lookahead)
         model_s = sum(c.seconds for c in calls)
         print(f"\nlookahead {'on' if lookahead else 'off'}: {total:.2f} s = prefill {stats['prefill_s']:.2f} s + model calls "
               f"{model_s:.2f} s ({len(calls)} calls, {stats['steps']} steps) + masks and bookkeeping "
@@ -71,6 +79,26 @@ def main(argv: list[str] | None = None) -> int:
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c in enumerate(calls, 1):
             print(f"| {n} | {c.users} / {c.active} | {c.rows} | {c.tokens} | {c.width} | {c.keys} | {c.seconds:.3f} |")
+    return 0
+
+
+def compare_caps(run, jobs: list, calls: list, caps: list) -> int:
+    """Each cap's seconds, calls and tokens per user (users one at a time), beside whole chains."""
+    print("| max chain | s/user | model calls s/user | calls/user | tokens fed/user | same lists as whole chains |")
+    print("|---|---:|---:|---:|---:|---|")
+    reference = None
+    for cap in caps:
+        seconds = model_s = n_calls = n_tokens = 0.0
+        lists = []
+        for job in jobs:
+            total, _, hyps = run(True, [job], cap)
+            seconds, model_s = seconds + total, model_s + sum(c.seconds for c in calls)
+            n_calls, n_tokens = n_calls + len(calls), n_tokens + sum(c.tokens for c in calls)
+            lists.append(hyps)
+        reference = lists if reference is None else reference
+        n = len(jobs)
+        print(f"| {'whole' if cap is None else cap} | {seconds / n:.2f} | {model_s / n:.2f} | {n_calls / n:.1f} | "
+              f"{n_tokens / n:.0f} | {lists == reference} |", flush=True)  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from genrec.decoding import TitlePrior, beam_search
+from genrec.errors import ConfigError
 
 from helpers import catalog_of
 from test_beam_search import hf_reference, random_titles
@@ -77,6 +78,29 @@ def test_lookahead_changes_nothing_but_the_model_calls(make_rec, tiny_model, tit
         assert with_stats["model_calls"] <= without_stats["model_calls"]
         one_hyps, one_stats, _ = _search(rec, tiny_model, histories[2:3], True)
         assert one_stats["model_calls"] < one_stats["steps"]
+
+
+@pytest.mark.parametrize("max_chain", [0, 1, 3])
+def test_a_capped_chain_changes_nothing_but_the_model_calls(make_rec, tiny_model, chains_in_every_call, max_chain):
+    """Feeding at most ``max_chain`` forced tokens a call: the same search, with at least as many
+    calls as whole chains and at most as many as no lookahead."""
+    rec = make_rec(catalog_of(long_titles(60)))
+    histories = [["i1"], ["i2", "i3", "i4"], ["i5"]]
+    runs = {cap: _search(rec, tiny_model, histories, True, max_chain=cap) for cap in (None, max_chain)}
+    off_hyps, off_stats, _ = _search(rec, tiny_model, histories, False)
+    capped_hyps, capped_stats, _ = runs[max_chain]
+    for a, b in zip(capped_hyps, off_hyps):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=2e-6, abs=1e-4)
+    assert runs[None][1]["model_calls"] <= capped_stats["model_calls"] <= off_stats["model_calls"]
+    if max_chain == 0:
+        assert capped_stats["model_calls"] == off_stats["model_calls"]
+
+
+def test_a_negative_chain_cap_is_refused(make_rec, tiny_model):
+    rec = make_rec(catalog_of(long_titles(20)))
+    with pytest.raises(ConfigError, match="max_chain"):
+        _search(rec, tiny_model, [["i1"]], True, max_chain=-1)
 
 
 def test_lookahead_matches_transformers_on_long_titles(make_rec, tiny_model):

@@ -78,6 +78,7 @@ def beam_search(
     prefix_cache: PrefixCache | None = None,
     prior: TitlePrior | None = None,
     lookahead: bool = True,
+    max_chain: int | None = None,
     max_per_family: int | None = None,
     family_share: float = DEFAULT_FAMILY_SHARE,
     vocabulary: OutputVocabulary | None = None,
@@ -94,7 +95,9 @@ def beam_search(
 
     ``lookahead`` (constrained only): a beam's forced continuation (the single-child chain after
     its token) is fed in the same model call, so the steps that take it need no call (exact: the
-    same beams and scores as without).
+    same beams and scores as without). ``max_chain`` feeds at most that many forced tokens of a
+    chain per call (the rest when the beam reaches them): fewer tokens fed for beams pruned
+    midway, more calls; exact too (eval/notes/2026-12-07-chain-cap.md measures the trade).
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
     ``max_per_family`` (constrained only): at most that many titles of one family of variants
@@ -113,6 +116,8 @@ def beam_search(
     """
     if num_beams < 1 or num_return < 1:
         raise ConfigError("num_beams and num_return must be at least 1")
+    if max_chain is not None and max_chain < 0:
+        raise ConfigError(f"max_chain must be 0 or more (None: whole chains), got {max_chain}")
     if num_return > num_beams:
         raise ConfigError(f"num_return ({num_return}) cannot exceed num_beams ({num_beams})")
     if not prompts:
@@ -147,6 +152,7 @@ def beam_search(
         mask_dtype=next(model.parameters()).dtype,
         lookahead=lookahead and constraint is not None,
         vocabulary=vocabulary.to(device) if vocabulary is not None else None,
+        max_chain=max_chain,
     )
 
     cap = None

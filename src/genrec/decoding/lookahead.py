@@ -44,6 +44,9 @@ def chains(state: SearchState, settings: SearchSettings, rows: torch.Tensor) -> 
     arrays = settings.constraint.arrays
     node = state.nodes[rows]
     length = arrays["forced"][node].long()
+    if settings.max_chain is not None:
+        # the rest of a capped chain is fed by the call after the beam walks the part fed
+        length = length.clamp(max=settings.max_chain)
     longest = int(length.max()) if len(rows) else 0
     tokens = torch.full((len(rows), longest), -1, dtype=torch.long, device=device)
     fed = length.clone()

@@ -42,6 +42,7 @@ class SearchSettings:
     mask_dtype: torch.dtype
     lookahead: bool
     vocabulary: OutputVocabulary | None
+    max_chain: int | None = None  # forced tokens fed ahead per beam and call (None: the whole chain)
 
 
 @dataclass(frozen=True)
