@@ -98,3 +98,31 @@ def test_embed_settings_out_of_range_are_refused_by_name():
         EvalConfig(dataset="chain", methods=["genrec-embed"], embed_layers=(-1,)).check()
     with pytest.raises(DataError, match="unknown method"):
         EvalConfig(dataset="chain", methods=["genrec-embed+nothing"]).check()
+
+
+def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, capsys):
+    """eval/embed_ceiling.py rebuilds a run's split, cold items and rows from its folder: the map
+    the mixture kept, at the w it chose, scores the run's own test NDCG@10, and w = 0 is the
+    baseline's."""
+    from conftest import REPO
+    from genrec.data.datasets import load_dataset
+    from helpers import script_main
+
+    chain = chain_dataset(n_users=30, n_items=20, length=6)
+    chain.interactions[["user_id", "item_id", "timestamp"]].to_csv(tmp_path / "log.csv", index=False)
+    chain.catalog.to_dataframe().to_csv(tmp_path / "items.csv", index=False)
+    data = {"interactions": str(tmp_path / "log.csv"), "catalog": str(tmp_path / "items.csv")}
+    ds = load_dataset("interactions", interactions=data["interactions"], catalog=data["catalog"])
+    config = EvalConfig(dataset="interactions", data=data, methods=["content", "genrec-embed+content"], k=10, seed=2,
+                        cold_items=0.3, embed_layers=(1, 2), embed_epochs=2)  # fmt: skip
+    doc = run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory)
+    capsys.readouterr()
+    assert script_main(REPO / "eval" / "embed_ceiling.py", [str(tmp_path / "run")]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| layer")]
+    tuned = doc["methods"]["genrec-embed+content"]["tuned"]
+    assert len(table) == 2 + (tuned["epoch"] > 0)  # each layer untrained, and the map kept if one was trained
+    chosen = next(line for line in table if f"layer {tuned['layer']}, " + ("map" if tuned["epoch"] else "untrained") in line)
+    cells = [cell.strip() for cell in chosen.strip("|").split("|")[1:]]
+    test_at = {w: float(cell.split(" / ")[1]) for w, cell in zip(embed.WEIGHTS, cells)}
+    assert test_at[tuned["weight"]] == pytest.approx(doc["methods"]["genrec-embed+content"]["NDCG@10"], abs=1e-4)
+    assert test_at[0.0] == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
