@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model")
     p.add_argument("--max-chains", help="comma-separated caps to compare with whole chains (users searched one at a time)")
+    p.add_argument("--ops", type=int, metavar="N", help="instead: torch.profiler's N costliest operators of one search, and "
+                   "a bare forward of the same model (10 tokens) beside the weights' read time")
     args = p.parse_args(argv)
 
     from genrec import Catalog, Recommender
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - started, stats, [[h.tokens for h in user] for user in hyps]
 
     run(True)  # warm-up: prompt-prefix cache
+    if args.ops:
+        return operator_profile(run, rec.lm.model, args.ops)
     if args.max_chains:
         return compare_caps(run, jobs, calls, [None, *map(int, args.max_chains.split(","))])
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
@@ -79,6 +83,40 @@ def main(argv: list[str] | None = None) -> int:
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c in enumerate(calls, 1):
             print(f"| {n} | {c.users} / {c.active} | {c.rows} | {c.tokens} | {c.width} | {c.keys} | {c.seconds:.3f} |")
+    return 0
+
+
+def operator_profile(run, model, n: int) -> int:
+    """Where a search's seconds go by operator, and two floors to hold a model call against: reading
+    every weight once (this machine's memory bandwidth) and a bare forward of 10 tokens after a
+    200-token prompt (no tree mask, no lookahead bookkeeping)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        total, stats, _ = run(True)
+    print(f"one search: {total:.2f} s, {stats['model_calls']} model calls")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=n))
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    block = torch.ones(weights // 4, dtype=torch.float32)
+    block.sum()
+    started = time.perf_counter()
+    for _ in range(5):
+        block.sum()
+    read_s = (time.perf_counter() - started) / 5
+    print(f"reading {weights / 1e6:.0f} MB of weights once: {read_s * 1e3:.1f} ms ({weights / read_s / 1e9:.1f} GB/s)")
+    with torch.inference_mode():
+        prompt = torch.randint(100, 1000, (1, 200))
+        out = model(input_ids=prompt, use_cache=True)
+        for tokens in (1, 10, 40):
+            times = []
+            for _ in range(5):
+                cache = __import__("copy").deepcopy(out.past_key_values)
+                fed = torch.randint(100, 1000, (1, tokens))
+                started = time.perf_counter()
+                model(input_ids=fed, past_key_values=cache, use_cache=True)
+                times.append(time.perf_counter() - started)
+            print(f"bare forward of {tokens} tokens after 200 (logits for each): {sorted(times)[2] * 1e3:.1f} ms (median of 5)")
     return 0
 
 
