@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from genrec.content import catalog_texts
 from genrec.encoder import EncoderSettings, ItemEncoder, embed_texts, training_pairs
 from genrec.errors import ConfigError
 
@@ -90,3 +91,42 @@ def test_bad_settings_are_refused():
         EncoderSettings(decay=0.0).check()
     with pytest.raises(ConfigError, match="shape"):
         ItemEncoder(np.zeros(5))
+
+
+def test_a_recommenders_item_vectors_are_read_once_then_kept(make_rec, tiny_model, tmp_path, monkeypatch):
+    import genrec.encoder as encoder_module
+    from helpers import catalog_of
+
+    reads: list[tuple[int, ...]] = []
+    real = encoder_module.embed_texts
+
+    def counting(model, tokenizer, texts, *, layers, **kw):
+        reads.append(tuple(layers))
+        return real(model, tokenizer, texts, layers=layers, **kw)
+
+    monkeypatch.setattr(encoder_module, "embed_texts", counting)
+    catalog = catalog_of(["Alien", "Brazil", "The Terminator"])
+    first = make_rec(catalog).item_vectors(layers=(1, 2))
+    assert reads == [(1, 2)] and first[1].shape == (3, tiny_model.config.hidden_size)
+    np.testing.assert_allclose(first[2], real(tiny_model, make_rec(catalog).tokenizer, catalog_texts(catalog), layers=(2,))[2], atol=1e-6)
+    # another Recommender on the same model and catalog reads them from disk; a new layer alone is read
+    again = make_rec(catalog).item_vectors(layers=(2, 0))
+    assert reads == [(1, 2), (0,)]
+    np.testing.assert_array_equal(again[2], first[2])
+    make_rec(catalog).item_vectors(layers=(0, 1, 2))
+    assert len(reads) == 2
+    # another catalog, a model trained further, or no disk cache: read again
+    make_rec(catalog_of(["Alien", "Brazil", "Aliens"])).item_vectors(layers=(1,))
+    assert len(reads) == 3
+    make_rec(catalog, use_disk_cache=False).item_vectors(layers=(1,))
+    assert len(reads) == 4
+    import torch
+
+    with torch.no_grad():
+        tiny_model.model.norm.weight.add_(1.0)
+    try:
+        make_rec(catalog).item_vectors(layers=(1,))
+    finally:
+        with torch.no_grad():
+            tiny_model.model.norm.weight.sub_(1.0)
+    assert len(reads) == 5

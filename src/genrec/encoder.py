@@ -20,16 +20,20 @@ the same idea, text encoders transferring to items no log has seen).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_file
 from .content import history_weights
 from .errors import ConfigError
 
-__all__ = ["EncoderSettings", "ItemEncoder", "embed_texts", "training_pairs"]
+__all__ = ["EncoderSettings", "ItemEncoder", "cached_embed_texts", "embed_texts", "model_fingerprint", "training_pairs"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,42 @@ def embed_texts(
                 out[layer][batch] = mean.cpu().numpy()
             bar.update(len(batch))
     return out
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of the model's configuration and of every weight tensor's sum: another checkpoint,
+    or the same one trained further, has another fingerprint (so a cache keyed by it is read again)."""
+    import torch
+
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode("utf-8"))
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            digest.update(name.encode("utf-8") + np.float64(weight.sum(dtype=torch.float64).item()).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_embed_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, layers: Sequence[int], cache_dir: str | Path | None,
+    max_tokens: int = 64, progress: bool = False,
+) -> dict[int, np.ndarray]:  # fmt: skip
+    """``embed_texts``, kept in ``cache_dir`` (None: not kept): one file per model and texts,
+    holding every layer read so far, so a layer asked for again is read from disk and a new layer
+    reads the texts once more for that layer alone (reading a product catalog takes minutes)."""
+    if cache_dir is None:
+        return embed_texts(model, tokenizer, texts, layers=layers, max_tokens=max_tokens, progress=progress)
+    sample = [tokenizer(" " + text, add_special_tokens=False)["input_ids"][:max_tokens] for text in texts[:8]]
+    reading = json.dumps([model_fingerprint(model), type(tokenizer).__name__, len(tokenizer), sample, max_tokens, list(texts)])
+    path = Path(cache_dir) / f"item-vectors-{hashlib.sha256(reading.encode('utf-8')).hexdigest()[:24]}.npz"
+    kept: dict[int, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as stored:
+            kept = {int(layer): stored[layer] for layer in stored.files}
+    missing = sorted({int(layer) for layer in layers} - set(kept))
+    if missing:
+        kept.update(embed_texts(model, tokenizer, texts, layers=missing, max_tokens=max_tokens, progress=progress))
+        with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **{str(layer): vectors for layer, vectors in kept.items()})
+    return {int(layer): kept[int(layer)] for layer in layers}
 
 
 def _any_token(tokenizer: Any) -> int:

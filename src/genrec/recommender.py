@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .content import ContentScores
+from .content import ContentScores, catalog_texts
 from .decoding import (
     DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
 )  # fmt: skip
+from .encoder import cached_embed_texts
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
@@ -42,7 +43,6 @@ __all__ = [
     "trained_template",
     "trained_vocabulary",
 ]
-
 
 
 class Recommender:
@@ -126,6 +126,7 @@ class Recommender:
         self.search, self.content_search = check_search(search), content_search
         self.fine_tuned = fine_tuned_by_genrec(model)
         self._content_scores: ContentScores | None = None
+        self._vectors_dir = self.cache_dir / "item_vectors" if use_disk_cache else None
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -386,6 +387,12 @@ class Recommender:
                 scores.vectors  # built here, under the lock, once
                 self._content_scores = scores
             return self._content_scores
+
+    def item_vectors(self, layers: Sequence[int] = (8,), *, progress: bool = False) -> dict[int, Any]:
+        """``{layer: [n_items, hidden]}``: each catalog item's text as the model reads it, the
+        features of ``genrec.encoder.ItemEncoder``; read once, then kept on disk (unless ``use_disk_cache=False``)."""
+        texts = catalog_texts(self.catalog)
+        return cached_embed_texts(self.lm.model, self.tokenizer, texts, layers=layers, cache_dir=self._vectors_dir, progress=progress)
 
     def prefix_cache(self, template: str) -> PrefixCache:
         """The shared prompt-prefix cache of ``template`` (created on first use)."""

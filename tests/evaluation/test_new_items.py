@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import genrec.encoder as encoder
 import genrec.evaluation.embed as embed
 from genrec.data.cold import cold_items
 from genrec.data.splits import sample_examples, split_dataset
@@ -72,7 +73,7 @@ def test_genrec_embed_reads_items_once_and_mixes_a_baseline_on_validation(tmp_pa
     new_items = cold_items(ds.catalog, 0.3, 2)
     assert any(set(row["items"]) & new_items for row in lists(tmp_path / "run", "genrec-embed"))
     # a resumed or extended run reads the kept vectors instead of the catalog
-    monkeypatch.setattr(embed, "embed_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read again")))
+    monkeypatch.setattr(encoder, "embed_texts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read again")))
     again = run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory, overwrite=False)
     assert again["methods"]["genrec-embed"]["tuned"] == alone["tuned"]
     assert again["methods"]["genrec-embed+content"]["tuned"] == mixed["tuned"]

@@ -27,9 +27,8 @@ from ..atomic import atomic_file
 from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod, scores_ndcg
 from ..catalog import Catalog
-from ..content import catalog_texts
 from ..data.cold import seen_items
-from ..encoder import EncoderSettings, ItemEncoder, embed_texts
+from ..encoder import EncoderSettings, ItemEncoder
 from ..ranking.rows import evaluate_scored
 from .context import Method, Rows, RunContext, Store
 
@@ -66,15 +65,14 @@ class EncoderScores(ScoredMethod):
 
 
 def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray]:
-    """Each catalog item's mean hidden state at ``layers``, read by the run's model once and kept
-    in the run's folder (a folder written for other layers is read again)."""
+    """Each catalog item's mean hidden state at ``layers``, read by the run's model once
+    (``Recommender.item_vectors``, kept in the model's cache) and kept in the run's folder too."""
     path = Path(ctx.out_dir) / "item_vectors.npz"
     if path.exists():
         with np.load(path) as kept:
             if all(str(layer) in kept for layer in layers):
                 return {layer: kept[str(layer)] for layer in layers}
-    lm = ctx.recommender().lm
-    vectors = embed_texts(lm.model, lm.tokenizer, catalog_texts(ctx.catalog), layers=layers, progress=ctx.progress)
+    vectors = ctx.recommender().item_vectors(layers, progress=ctx.progress)  # (the model's cache, shared by runs)
     with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **{str(layer): v for layer, v in vectors.items()})
     return vectors
