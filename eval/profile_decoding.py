@@ -8,7 +8,8 @@ seconds), and the rest of the search (prefill, masks and bookkeeping).
     .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 2,4,8,16   # capped chains
 
 ``--max-chains`` times each cap on forced tokens fed per call (``beam_search(max_chain=)``) against
-whole chains, each user searched alone, and checks every cap returns the same lists.
+whole chains, each user searched alone, and checks every cap returns the same lists (``none``:
+whole chains only); ``--compile`` adds whole chains with the model's blocks through torch.compile.
 
 The same prompts as eval/bench_decoding.py (a 5-item history, seed 0); ``--users N`` decodes N
 users in one batch.
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model")
     p.add_argument("--max-chains", help="comma-separated caps to compare with whole chains (users searched one at a time)")
     p.add_argument("--ops", type=int, metavar="N", help="instead: torch.profiler's N costliest operators of one search, and "
-                   "a bare forward of the same model (10 tokens) beside the weights' read time")
+                   "bare forwards of the same model beside the weights' read time")
+    p.add_argument("--compile", action="store_true",
+                   help="with --ops: the bare forwards through torch.compile too; with --max-chains: whole chains compiled too")
     args = p.parse_args(argv)
 
     from genrec import Catalog, Recommender
@@ -68,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
     run(True)  # warm-up: prompt-prefix cache
     if args.ops:
-        return operator_profile(run, rec.lm.model, args.ops)
+        return operator_profile(run, rec.lm.model, args.ops, compiled=args.compile)
     if args.max_chains:
-        return compare_caps(run, jobs, calls, [None, *map(int, args.max_chains.split(","))])
+        caps = [None, *map(int, args.max_chains.split(","))] if args.max_chains != "none" else [None]
+        return compare_caps(run, jobs, calls, caps, model=rec.lm.model if args.compile else None)
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
     for lookahead in (True, False):
         total, stats, _ = run(lookahead)
@@ -86,10 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def operator_profile(run, model, n: int) -> int:
+def _bare_forward(model, tokens: int, keep: int) -> float:
+    """Median seconds of ``model`` on ``tokens`` new tokens after a 200-token prompt (a copy of
+    its cache each time), with logits for the last position (``keep`` 1) or every one (0)."""
+    import copy
+
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.randint(100, 1000, (1, 200)), use_cache=True)
+        times = []
+        for _ in range(6):  # the first compiles, for a compiled model
+            cache = copy.deepcopy(out.past_key_values)
+            fed = torch.randint(100, 1000, (1, tokens))
+            started = time.perf_counter()
+            model(input_ids=fed, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+            times.append(time.perf_counter() - started)
+    return sorted(times[1:])[2]
+
+
+def operator_profile(run, model, n: int, compiled: bool = False) -> int:
     """Where a search's seconds go by operator, and two floors to hold a model call against: reading
-    every weight once (this machine's memory bandwidth) and a bare forward of 10 tokens after a
-    200-token prompt (no tree mask, no lookahead bookkeeping)."""
+    every weight once (this machine's memory bandwidth) and bare forwards of 1-40 tokens after a
+    200-token prompt (no tree mask, no lookahead bookkeeping), eager and, with ``compiled``,
+    through torch.compile (dynamic shapes; the first call compiles)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -105,27 +129,23 @@ def operator_profile(run, model, n: int) -> int:
         block.sum()
     read_s = (time.perf_counter() - started) / 5
     print(f"reading {weights / 1e6:.0f} MB of weights once: {read_s * 1e3:.1f} ms ({weights / read_s / 1e9:.1f} GB/s)")
-    with torch.inference_mode():
-        prompt = torch.randint(100, 1000, (1, 200))
-        out = model(input_ids=prompt, use_cache=True)
-        for tokens in (1, 10, 40):
-            times = []
-            for _ in range(5):
-                cache = __import__("copy").deepcopy(out.past_key_values)
-                fed = torch.randint(100, 1000, (1, tokens))
-                started = time.perf_counter()
-                model(input_ids=fed, past_key_values=cache, use_cache=True)
-                times.append(time.perf_counter() - started)
-            print(f"bare forward of {tokens} tokens after 200 (logits for each): {sorted(times)[2] * 1e3:.1f} ms (median of 5)")
+    for label, forward in (("eager", model), *((("torch.compile", torch.compile(model, dynamic=True)),) if compiled else ())):
+        for tokens, keep in ((1, 1), (10, 1), (10, 0), (40, 1)):
+            seconds = _bare_forward(forward, tokens, keep)
+            what = "its last position's logits" if keep else "every position's logits"
+            print(f"bare forward ({label}) of {tokens} tokens after 200, {what}: {seconds * 1e3:.1f} ms (median of 5)")
     return 0
 
 
-def compare_caps(run, jobs: list, calls: list, caps: list) -> int:
-    """Each cap's seconds, calls and tokens per user (users one at a time), beside whole chains."""
+def compare_caps(run, jobs: list, calls: list, caps: list, model=None) -> int:
+    """Each cap's seconds, calls and tokens per user (users one at a time), beside whole chains;
+    with ``model``, whole chains again with its blocks through torch.compile (after one user's
+    search has compiled them)."""
     print("| max chain | s/user | model calls s/user | calls/user | tokens fed/user | same lists as whole chains |")
     print("|---|---:|---:|---:|---:|---|")
-    reference = None
-    for cap in caps:
+    reference: list = []
+
+    def row(label: str, cap: int | None) -> None:
         seconds = model_s = n_calls = n_tokens = 0.0
         lists = []
         for job in jobs:
@@ -133,10 +153,22 @@ def compare_caps(run, jobs: list, calls: list, caps: list) -> int:
             seconds, model_s = seconds + total, model_s + sum(c.seconds for c in calls)
             n_calls, n_tokens = n_calls + len(calls), n_tokens + sum(c.tokens for c in calls)
             lists.append(hyps)
-        reference = lists if reference is None else reference
+        reference[:] = reference or lists
         n = len(jobs)
-        print(f"| {'whole' if cap is None else cap} | {seconds / n:.2f} | {model_s / n:.2f} | {n_calls / n:.1f} | "
-              f"{n_tokens / n:.0f} | {lists == reference} |", flush=True)  # fmt: skip
+        print(f"| {label} | {seconds / n:.2f} | {model_s / n:.2f} | {n_calls / n:.1f} | {n_tokens / n:.0f} | "
+              f"{lists == reference} |", flush=True)  # fmt: skip
+
+    for cap in caps:
+        row("whole" if cap is None else str(cap), cap)
+    if model is not None:
+        import torch
+
+        prefix = model.base_model_prefix
+        setattr(model, prefix, torch.compile(getattr(model, prefix), dynamic=True))
+        started = time.perf_counter()
+        run(True, jobs[:1], None)
+        print(f"(compiling the blocks: {time.perf_counter() - started:.0f} s in the first search)")
+        row("whole, torch.compile", None)
     return 0
 
 
