@@ -130,3 +130,20 @@ def test_a_recommenders_item_vectors_are_read_once_then_kept(make_rec, tiny_mode
         with torch.no_grad():
             tiny_model.model.norm.weight.sub_(1.0)
     assert len(reads) == 5
+
+
+def test_an_unreadable_or_mismatched_vectors_file_is_read_again(make_rec, caplog):
+    from helpers import catalog_of
+
+    catalog = catalog_of(["Alien", "Brazil", "The Terminator"])
+    rec = make_rec(catalog)
+    first = rec.item_vectors(layers=(1,))[1]
+    (kept,) = list((rec.cache_dir / "item_vectors").glob("item-vectors-*.npz"))
+    kept.write_bytes(b"not a numpy archive")
+    with caplog.at_level("WARNING", logger="genrec.encoder"):
+        np.testing.assert_allclose(make_rec(catalog).item_vectors(layers=(1,))[1], first, atol=1e-6)
+    assert "unreadable" in caplog.text
+    np.savez(kept, **{"1": first[:2]})  # a file that holds another number of rows
+    with caplog.at_level("WARNING", logger="genrec.encoder"):
+        assert make_rec(catalog).item_vectors(layers=(1,))[1].shape == first.shape
+    assert "do not hold 3 rows" in caplog.text

@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,8 @@ from .content import history_weights
 from .errors import ConfigError
 
 __all__ = ["EncoderSettings", "ItemEncoder", "cached_embed_texts", "embed_texts", "model_fingerprint", "training_pairs"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -116,16 +120,30 @@ def cached_embed_texts(
     sample = [tokenizer(" " + text, add_special_tokens=False)["input_ids"][:max_tokens] for text in texts[:8]]
     reading = json.dumps([model_fingerprint(model), type(tokenizer).__name__, len(tokenizer), sample, max_tokens, list(texts)])
     path = Path(cache_dir) / f"item-vectors-{hashlib.sha256(reading.encode('utf-8')).hexdigest()[:24]}.npz"
-    kept: dict[int, np.ndarray] = {}
-    if path.exists():
-        with np.load(path) as stored:
-            kept = {int(layer): stored[layer] for layer in stored.files}
+    kept = _kept_vectors(path, len(texts))
     missing = sorted({int(layer) for layer in layers} - set(kept))
     if missing:
         kept.update(embed_texts(model, tokenizer, texts, layers=missing, max_tokens=max_tokens, progress=progress))
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **{str(layer): vectors for layer, vectors in kept.items()})
     return {int(layer): kept[int(layer)] for layer in layers}
+
+
+def _kept_vectors(path: Path, n_texts: int) -> dict[int, np.ndarray]:
+    """The layers kept in ``path``; a file that cannot be read, or holds another number of rows,
+    is read again from the texts (and replaced), never trusted."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as stored:
+            kept = {int(layer): stored[layer] for layer in stored.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        logger.warning("item vectors %s unreadable (%s): reading the texts again", path, error)
+        return {}
+    if any(vectors.ndim != 2 or len(vectors) != n_texts for vectors in kept.values()):
+        logger.warning("item vectors %s do not hold %d rows: reading the texts again", path, n_texts)
+        return {}
+    return kept
 
 
 def _any_token(tokenizer: Any) -> int:
