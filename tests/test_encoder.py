@@ -122,13 +122,15 @@ def test_a_recommenders_item_vectors_are_read_once_then_kept(make_rec, tiny_mode
     assert len(reads) == 4
     import torch
 
+    norm = tiny_model.model.norm.weight
+    saved = norm.detach().clone()
     with torch.no_grad():
-        tiny_model.model.norm.weight.add_(1.0)
+        norm.add_(1.0)
     try:
         make_rec(catalog).item_vectors(layers=(1,))
     finally:
         with torch.no_grad():
-            tiny_model.model.norm.weight.sub_(1.0)
+            norm.copy_(saved)  # the session's model, exactly as it was
     assert len(reads) == 5
 
 
