@@ -6,6 +6,7 @@ seconds), and the rest of the search (prefill, masks and bookkeeping).
     .venv/bin/python eval/profile_decoding.py --real-catalog ../shared/datasets/ml-100k/u.item \
         --sep '|' --encoding latin-1 --no-header [--users 8]
     .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 2,4,8,16   # capped chains
+    .venv/bin/python eval/profile_decoding.py --long-titles --ops 15 [--compile]   # by operator, and the floors
 
 ``--max-chains`` times each cap on forced tokens fed per call (``beam_search(max_chain=)``) against
 whole chains, each user searched alone, and checks every cap returns the same lists (``none``:
