@@ -37,6 +37,19 @@ def test_a_cold_start_run_tunes_on_the_new_item_validation_rows(tmp_path, tiny_f
     assert doc["methods"]["content"]["tuned"]["valid_NDCG@10"] != every["methods"]["content"]["tuned"]["valid_NDCG@10"]
 
 
+def test_a_run_tuned_on_few_new_rows_says_so(tmp_path, caplog):
+    ds = chain_dataset(n_users=30, n_items=20, length=6)
+    common = dict(dataset="chain", methods=["content"], k=10, seed=2, cold_items=0.3)
+    with caplog.at_level("WARNING", logger="genrec.evaluation.harness"):
+        doc = run_evaluation(ds, EvalConfig(tune_on="new", **common), tmp_path / "new", progress=False)
+    n = doc["split"]["new_items"]["valid_rows"]["new"]
+    assert f"only {n} validation rows with a new target" in caplog.text and "--cold-items" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="genrec.evaluation.harness"):
+        run_evaluation(ds, EvalConfig(**common), tmp_path / "all", progress=False)
+    assert "validation rows" not in caplog.text  # tuned on all rows: nothing to say
+
+
 def test_genrec_content_is_the_libraries_content_search(tmp_path, tiny_factory):
     ds = chain_dataset(n_users=12, n_items=20, length=6)
     config = EvalConfig(dataset="chain", methods=["genrec", "genrec-content"], k=10, users=6, seed=1, batch_size=4)

@@ -19,6 +19,7 @@ see the last ``max_history`` items of the history in their prompt.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -47,6 +48,11 @@ __all__ = [
 ]  # fmt: skip
 
 _CONFIG_FILE = "run_config.json"
+#: fewer validation rows than this in the group a run tunes on (``--tune-on``), and the choices
+#: made on them are noise (D3's 30 new-item rows: eval/notes/2026-12-07-new-items-more-rows.md)
+FEW_TUNING_ROWS = 100
+
+logger = logging.getLogger(__name__)
 
 
 def _compare_with_best_baseline(summaries: dict[str, dict[str, Any]], results: dict[str, list[UserResult]]) -> None:
@@ -84,6 +90,15 @@ def _new_items_info(split: Any, seen: frozenset[str], examples: list, *, valid: 
         "cold_items_seeded": split.info.get("cold_items", 0), "cold_fraction": config.cold_items, "only": config.only,
         "test_rows": count_groups(examples, seen), "valid_rows": count_groups(valid, seen),
     }  # fmt: skip
+
+
+def _warn_few_tuning_rows(valid: list, seen: frozenset[str], config: EvalConfig) -> None:
+    if config.tune_on == "all":
+        return
+    n = count_groups(valid, seen)[config.tune_on]
+    if n < FEW_TUNING_ROWS:
+        more = "; seeded new items (--cold-items) add more" if config.tune_on == "new" else ""
+        logger.warning("only %d validation rows with a %s target to tune on: choices made on so few are noisy%s", n, config.tune_on, more)
 
 
 def _prepare_out_dir(out_dir: Path, config: EvalConfig, overwrite: bool) -> None:
@@ -174,6 +189,7 @@ def run_evaluation(
     split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
     split = without_items(split, cold_items(catalog, config.cold_items, config.seed))
     seen = seen_items(split)  # a row is new when no training sequence holds its target
+    _warn_few_tuning_rows(split.valid, seen, config)
     candidates = split.test if config.only == "all" else [e for e in split.test if group_of(e, seen) == config.only]
     examples = sample_examples(candidates, config.users, config.seed)
     pop_pct = popularity_percentiles(split.popularity(), catalog.ids)
