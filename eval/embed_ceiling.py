@@ -1,9 +1,14 @@
 """How much room a run's ``genrec-embed+<baseline>`` choice had: every encoder its folder keeps
 (each layer untrained, and the map the mixture kept), mixed with the baseline at every w, scored on
 the validation rows it chose on and on the test rows. A diagnostic for explaining a result after
-the run: it reads test rows, so nothing here ever chooses a setting.
+the run: its table reads test rows, so nothing in it chooses a setting.
 
     .venv/bin/python eval/embed_ceiling.py runs/ml-joint-new [--base content]
+    .venv/bin/python eval/embed_ceiling.py RUN RUN ... --pool
+
+``--pool`` asks what the model's vectors add to the baseline from words alone (the untrained
+encoder: no log read): the one layer and w chosen on all the runs' validation rows together (and
+on nothing else), then tested on all their test rows against the baseline, paired.
 
 The run's own split, cold items, tuning rows (``--tune-on``) and test rows (``--only``) are rebuilt
 from its ``run_config.json``; the maps of the epochs and layers the run did not keep are not saved,
@@ -21,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from genrec.baselines.fit import fit_scored
-from genrec.baselines.scored import ScoredMethod, scores_ndcg
+from genrec.baselines.scored import ScoredMethod
 from genrec.data.arguments import dataset_from_args
 from genrec.data.cold import cold_items, group_of, seen_items, without_items
 from genrec.data.splits import split_dataset
 from genrec.encoder import EncoderSettings, ItemEncoder
 from genrec.evaluation.embed import VALID_ROWS, WEIGHTS, _standardised
-from genrec.ranking.metrics import ndcg, top_k
+from genrec.evaluation.significance import paired_comparison
+from genrec.ranking.metrics import UserResult, ndcg, rank_in_list, top_k
 from genrec.ranking.protocol import Protocol
 
 
@@ -52,53 +58,115 @@ def _rows(run: Path) -> tuple[dict, object, dict[str, list]]:
     return config, (dataset, tuning), rows
 
 
-def protocol_ndcg(catalog: object, scores: np.ndarray, rows: list, protocol: Protocol) -> float:
-    """Mean NDCG@10 of ``scores`` by the test protocol (title-mates excluded, the run's tie order,
-    credit checked), as the run ranked its test rows."""
-    total = 0.0
-    for n, example in enumerate(rows):
-        items = [catalog.ids[i] for i in top_k(scores[n], protocol.excluded_mask(example.history), protocol.ties, protocol.k)]
-        total += ndcg(protocol.credit(example.target, items), 10)
-    return total / len(rows) if rows else 0.0
+class RunScores:
+    """One run's rows and its baseline's standardised scores on them, and the rank each row's
+    target takes in any mixture: on validation rows by the rule the run chose by
+    (``scores_ndcg``'s: history excluded, catalog order for ties), on test rows by the test
+    protocol (title-mates excluded, the run's tie order, credit from the list)."""
+
+    def __init__(self, run: Path, base: str) -> None:
+        self.run = run
+        self.config, (dataset, tuning), self.rows = _rows(run)
+        self.catalog = dataset.catalog
+        fitted = fit_scored(base, self.catalog, tuning, seed=self.config["seed"], sasrec_epochs=self.config["sasrec_epochs"],
+                            saved_dir=run, progress=False)  # fmt: skip
+        self.probe = ScoredMethod(self.catalog)
+        self.protocol = Protocol.for_run(self.catalog, self.config["k"], self.config["seed"])
+        self.theirs = {k: _standardised(np.asarray(fitted.score([e.history for e in r]), dtype=np.float64)) for k, r in self.rows.items()}
+        self.vectors = np.load(run / "item_vectors.npz")
+
+    def mine(self, encoder: ItemEncoder) -> dict[str, np.ndarray]:
+        return {k: _standardised(encoder.scores(self.probe.positions(e.history for e in r))) for k, r in self.rows.items()}
+
+    def ranks(self, part: str, scores: np.ndarray) -> list[int | None]:
+        catalog, ranks = self.catalog, []
+        for n, example in enumerate(self.rows[part]):
+            if part == "valid":
+                excluded = np.zeros(len(catalog), dtype=bool)
+                excluded[[self.probe.index[i] for i in example.history if i in self.probe.index]] = True
+                items = [catalog.ids[i] for i in top_k(scores[n], excluded, np.arange(len(catalog)), 10)]
+                ranks.append(rank_in_list(example.target, items))
+            else:
+                items = [catalog.ids[i] for i in top_k(scores[n], self.protocol.excluded_mask(example.history), self.protocol.ties, self.protocol.k)]
+                ranks.append(self.protocol.credit(example.target, items))
+        return ranks
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path)
-    p.add_argument("--base", default="content", help="the mixture's baseline (its item_encoder+<base>.npz)")
-    args = p.parse_args(argv)
-    config, (dataset, tuning), rows = _rows(args.run)
-    catalog = dataset.catalog
-    base = fit_scored(args.base, catalog, tuning, seed=config["seed"], sasrec_epochs=config["sasrec_epochs"],
-                      saved_dir=args.run, progress=False)  # fmt: skip
-    probe = ScoredMethod(catalog)
-    protocol = Protocol.for_run(catalog, config["k"], config["seed"])
-    ndcg_of = {"valid": lambda scores: scores_ndcg(probe, scores, rows["valid"]),  # as the run chose
-               "test": lambda scores: protocol_ndcg(catalog, scores, rows["test"], protocol)}  # as the run ranked
-    theirs = {k: _standardised(np.asarray(base.score([e.history for e in r]), dtype=np.float64)) for k, r in rows.items()}
-    with np.load(args.run / f"item_encoder+{args.base}.npz") as kept:
+def _mean_ndcg(ranks: list[int | None]) -> float:
+    return float(np.mean([ndcg(rank, 10) for rank in ranks])) if ranks else 0.0
+
+
+def ceiling(run: Path, base: str) -> int:
+    """Every encoder ``run`` keeps, mixed with ``base`` at every w: validation / test NDCG@10."""
+    scores = RunScores(run, base)
+    config, rows = scores.config, scores.rows
+    with np.load(run / f"item_encoder+{base}.npz") as kept:
         tuned = json.loads(str(kept["tuned"]))
         trained = (kept["weight"], kept["bias"]) if "weight" in kept else None
-    vectors = np.load(args.run / "item_vectors.npz")
-    candidates = [(int(layer), None) for layer in vectors.files]
+    candidates = [(int(layer), None) for layer in scores.vectors.files]
     if trained is not None:
         candidates.append((tuned["layer"], trained))
-    print(f"{args.run}: {len(rows['valid'])} validation rows ({config['tune_on']}), {len(rows['test'])} test rows "
+    print(f"{run}: {len(rows['valid'])} validation rows ({config['tune_on']}), {len(rows['test'])} test rows "
           f"({config['only']}); the run chose layer {tuned['layer']}, epoch {tuned['epoch']}, w = {tuned.get('weight')}")  # fmt: skip
     print("NDCG@10 validation (as the run chose) / test (as the run ranked); w = 0 is the baseline alone\n")
     print("| encoder | " + " | ".join(f"w = {w}" for w in WEIGHTS) + " |")
     print("|---|" + "---:|" * len(WEIGHTS))
     for layer, mapping in sorted(candidates, key=lambda c: (c[1] is not None, c[0])):
-        encoder = ItemEncoder(vectors[str(layer)], EncoderSettings())
+        encoder = ItemEncoder(scores.vectors[str(layer)], EncoderSettings())
         if mapping is not None:
             encoder.weight, encoder.bias = mapping
-        mine = {k: _standardised(encoder.scores(probe.positions(e.history for e in r))) for k, r in rows.items()}
+        mine = scores.mine(encoder)
         cells = []
         for w in WEIGHTS:
-            mixed = {k: (1 - w) * theirs[k] + w * mine[k] for k in rows}
-            cells.append(" / ".join(f"{ndcg_of[k](mixed[k]):.4f}" for k in ("valid", "test")))
+            mixed = {k: (1 - w) * scores.theirs[k] + w * mine[k] for k in rows}
+            cells.append(" / ".join(f"{_mean_ndcg(scores.ranks(k, mixed[k])):.4f}" for k in ("valid", "test")))
         name = f"layer {layer}, " + (f"map of epoch {tuned['epoch']}" if mapping is not None else "untrained")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+def pooled_untrained(runs: list[Path], base: str) -> int:
+    """The untrained encoder (no interaction log read) mixed with ``base``: the one (layer, w) with
+    the best NDCG@10 over all ``runs``' validation rows together, then its test rows against the
+    base alone (w = 0), paired over every run's test rows."""
+    valid: dict[tuple[int, float], list] = {}
+    test: dict[tuple[int, float], list] = {}
+    offset = 0
+    for run in runs:
+        scores = RunScores(run, base)
+        layers = sorted(int(layer) for layer in scores.vectors.files)
+        for layer in layers:
+            mine = scores.mine(ItemEncoder(scores.vectors[str(layer)], EncoderSettings()))
+            for w in WEIGHTS:
+                mixed = {k: (1 - w) * scores.theirs[k] + w * mine[k] for k in scores.rows}
+                valid.setdefault((layer, w), []).extend(scores.ranks("valid", mixed["valid"]))
+                test.setdefault((layer, w), []).extend(
+                    UserResult(e.user_id, e.target, [], rank, 0, row=offset + n)
+                    for n, (e, rank) in enumerate(zip(scores.rows["test"], scores.ranks("test", mixed["test"])))
+                )  # fmt: skip
+        offset += len(scores.rows["test"])
+        print(f"{run}: {len(scores.rows['valid'])} validation rows, {len(scores.rows['test'])} test rows", flush=True)
+    by_key = {key: _mean_ndcg(ranks) for key, ranks in valid.items()}
+    layer, w = max(by_key, key=lambda key: (by_key[key], -key[1], -key[0]))  # ties: less of the encoder, earlier layer
+    alone = next(key for key in test if key[1] == 0.0)
+    print("\npooled validation NDCG@10 by layer / w: " + ", ".join(f"{k[0]}/{k[1]} {v:.4f}" for k, v in sorted(by_key.items())))
+    print(f"chosen on validation: layer {layer}, untrained, w = {w}")
+    c = paired_comparison(test[(layer, w)], test[alone], names=(f"untrained layer {layer}, w = {w}", base), resamples=10000)
+    print(f"test, {c.rows} rows: {c.mean:.4f} against {base} {c.against_mean:.4f}, {c.difference:+.4f} "
+          f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--base", default="content", help="the mixture's baseline (its item_encoder+<base>.npz)")
+    p.add_argument("--pool", action="store_true", help="the untrained encoder's (layer, w) chosen on every run's validation rows together")
+    args = p.parse_args(argv)
+    if args.pool:
+        return pooled_untrained(args.runs, args.base)
+    for run in args.runs:
+        ceiling(run, args.base)
     return 0
 
 

@@ -4,6 +4,7 @@ through the same path the product serves it by, and the model's item vectors (ge
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -140,3 +141,18 @@ def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, c
     test_at = {w: float(cell.split(" / ")[1]) for w, cell in zip(embed.WEIGHTS, cells)}
     assert test_at[tuned["weight"]] == pytest.approx(doc["methods"]["genrec-embed+content"]["NDCG@10"], abs=1e-4)
     assert test_at[0.0] == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
+    # --pool: the untrained encoder's layer and w chosen on validation alone, then its test rows
+    # against the baseline's; over one run, the very cell of that run's table
+    assert script_main(REPO / "eval" / "embed_ceiling.py", [str(tmp_path / "run"), "--pool"]) == 0
+    out = capsys.readouterr().out
+    layer, w = re.search(r"chosen on validation: layer (\d+), untrained, w = ([\d.]+)", out).groups()
+
+    def cells(line):  # {w: (validation, test)} of a table row
+        return {x: tuple(float(v) for v in cell.split(" / ")) for x, cell in zip(embed.WEIGHTS, line.strip("|").split("|")[1:])}
+
+    untrained = {line.split(",")[0]: cells(line) for line in table if "untrained" in line}
+    chosen = untrained[f"| layer {layer}"][float(w)]
+    assert chosen[0] == max(v[0] for row in untrained.values() for v in row.values())  # the best on validation
+    tested = re.search(r"test, (\d+) rows: ([\d.]+) against content ([\d.]+)", out).groups()
+    assert int(tested[0]) == doc["n_users"] and float(tested[1]) == pytest.approx(chosen[1], abs=1e-4)
+    assert float(tested[2]) == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
