@@ -1,29 +1,26 @@
 """The facade: ``Recommender(catalog, model).recommend(history, k)``.
 
-It holds the model, tokenizer, catalog, prompt library, limits and caches; each public method
-delegates to its task module in ``genrec.tasks`` (recommend, rank, explain, chat).
+It holds the model, tokenizer, catalog, prompt library and limits; each public method delegates to
+its task module in ``genrec.tasks`` (recommend, rank, explain, chat); what it builds once and keeps
+(prompt-prefix caches, content and item vectors, ``warm``) is ``resources.py``'s.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .content import ContentScores, catalog_texts
-from .decoding import (
-    DEFAULT_FAMILY_SHARE, PrefixCache, TitleIndex, TitleIndexes, check_family_cap, check_output_vocabulary,
-)  # fmt: skip
-from .encoder import cached_embed_texts
+from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, check_output_vocabulary
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
 from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
+from .resources import KeptResources
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
 from .tasks.chat import chat
 from .tasks.content_search import ContentSearch, check_search
@@ -45,7 +42,7 @@ __all__ = [
 ]
 
 
-class Recommender:
+class Recommender(KeptResources):
     """Recommends catalog items by having a causal language model write their titles.
 
     ``model``: None (the embedded default, SmolLM2-135M-Instruct), a transformers model id, a local
@@ -125,8 +122,6 @@ class Recommender:
         self.default_prior = Prior(weight=prior_weight, aggregation=prior_aggregation).override(prior)
         self.search, self.content_search = check_search(search), content_search
         self.fine_tuned = fine_tuned_by_genrec(model)
-        self._content_scores: ContentScores | None = None
-        self._vectors_dir = self.cache_dir / "item_vectors" if use_disk_cache else None
         self.special_tokens = special_token_strings(self.tokenizer)
         self.prompts = PromptLibrary(prompts_dir, special_tokens=self.special_tokens)
         self.end_ids, self.end_text = answer_end(self.tokenizer)
@@ -150,9 +145,7 @@ class Recommender:
             limits=limits,
             max_prompt_tokens=max_prompt_tokens,
         )
-        # per template: the cache of the prompt text every user's prompt starts with
-        self._prefix_caches: dict[str, PrefixCache] = {}
-        self._lock = threading.Lock()
+        self._keep(self.cache_dir, use_disk_cache)
 
     def __repr__(self) -> str:
         return f"Recommender(model={self.lm.name!r}, catalog={self.catalog!r})"
@@ -355,49 +348,6 @@ class Recommender:
     def resolve(self, refs: Sequence[Any]) -> list[str]:
         """Item IDs for a mix of IDs and titles; one UnknownItemError lists everything unknown."""
         return [self.catalog.ids[p] for p in self.pipeline.resolve(refs)]
-
-    def index_for(self, template: str = "next_item") -> TitleIndex:
-        """The title index used with ``template`` (built or loaded on first use)."""
-        return self.pipeline.index(self.pipeline.title_context(template))
-
-    def warm(self, template: str = "next_item") -> None:
-        """Build now what the first call with ``template`` would build: its title index, and the
-        cache of the prompt text every prompt of it starts with, taken from two renderings that
-        differ in their history, so it is the same in every process whichever users come first
-        (services and batch workers call this before serving); and content search's vectors."""
-        import torch
-
-        from .decoding.attention import cache_argument
-
-        self.index_for(template)
-        if self.search != "beam":
-            self.content_scores()  # the catalog's TF-IDF vectors, or the first request pays for them
-        if len(self.catalog) < 2:
-            return
-        ids = self.catalog.ids
-        prompts = [self.pipeline.prepare(history, template).prompt_ids for history in ([ids[0]], [ids[1], ids[0]])]
-        with torch.inference_mode():
-            self.prefix_cache(template).get(self.lm.model, prompts, cache_argument(self.lm.model))
-
-    def content_scores(self) -> ContentScores:
-        """The catalog's TF-IDF similarities ``search="content"`` proposes from (built on first use)."""
-        with self._lock:
-            if self._content_scores is None:
-                scores = ContentScores(self.catalog, window=self.content_search.window, decay=self.content_search.decay)
-                scores.vectors  # built here, under the lock, once
-                self._content_scores = scores
-            return self._content_scores
-
-    def item_vectors(self, layers: Sequence[int] = (8,), *, progress: bool = False) -> dict[int, Any]:
-        """``{layer: [n_items, hidden]}``: each catalog item's text as the model reads it, the
-        features of ``genrec.encoder.ItemEncoder``; read once, then kept on disk (unless ``use_disk_cache=False``)."""
-        texts = catalog_texts(self.catalog)
-        return cached_embed_texts(self.lm.model, self.tokenizer, texts, layers=layers, cache_dir=self._vectors_dir, progress=progress)
-
-    def prefix_cache(self, template: str) -> PrefixCache:
-        """The shared prompt-prefix cache of ``template`` (created on first use)."""
-        with self._lock:
-            return self._prefix_caches.setdefault(template, PrefixCache())
 
     def _threshold(self, threshold: float | None) -> float:
         return self.grounding_threshold if threshold is None else threshold
