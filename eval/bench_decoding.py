@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--skip-hf", action="store_true", help="skip (b), the slow reference")
-    p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (dtype='int8')")
+    p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (a measurement; no library mode)")
     p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
     p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
     args = p.parse_args(argv)

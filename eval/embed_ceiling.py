@@ -26,15 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from genrec.baselines.fit import fit_scored
-from genrec.baselines.scored import ScoredMethod
+from genrec.baselines.scored import ScoredMethod, scores_ranks
 from genrec.data.arguments import dataset_from_args
 from genrec.data.cold import cold_items, group_of, seen_items, without_items
 from genrec.data.splits import split_dataset
 from genrec.encoder import EncoderSettings, ItemEncoder
 from genrec.evaluation.embed import VALID_ROWS, WEIGHTS, _standardised
 from genrec.evaluation.significance import paired_comparison
-from genrec.ranking.metrics import UserResult, ndcg, rank_in_list, top_k
+from genrec.ranking.metrics import UserResult, ndcg
 from genrec.ranking.protocol import Protocol
+from genrec.ranking.rows import protocol_list
 
 
 def _rows(run: Path) -> tuple[dict, object, dict[str, list]]:
@@ -65,7 +66,6 @@ class RunScores:
     protocol (title-mates excluded, the run's tie order, credit from the list)."""
 
     def __init__(self, run: Path, base: str) -> None:
-        self.run = run
         self.config, (dataset, tuning), self.rows = _rows(run)
         self.catalog = dataset.catalog
         fitted = fit_scored(base, self.catalog, tuning, seed=self.config["seed"], sasrec_epochs=self.config["sasrec_epochs"],
@@ -79,17 +79,10 @@ class RunScores:
         return {k: _standardised(encoder.scores(self.probe.positions(e.history for e in r))) for k, r in self.rows.items()}
 
     def ranks(self, part: str, scores: np.ndarray) -> list[int | None]:
-        catalog, ranks = self.catalog, []
-        for n, example in enumerate(self.rows[part]):
-            if part == "valid":
-                excluded = np.zeros(len(catalog), dtype=bool)
-                excluded[[self.probe.index[i] for i in example.history if i in self.probe.index]] = True
-                items = [catalog.ids[i] for i in top_k(scores[n], excluded, np.arange(len(catalog)), 10)]
-                ranks.append(rank_in_list(example.target, items))
-            else:
-                items = [catalog.ids[i] for i in top_k(scores[n], self.protocol.excluded_mask(example.history), self.protocol.ties, self.protocol.k)]
-                ranks.append(self.protocol.credit(example.target, items))
-        return ranks
+        rows = self.rows[part]
+        if part == "valid":
+            return scores_ranks(self.probe, scores, rows)
+        return [self.protocol.credit(e.target, protocol_list(self.catalog, scores[n], e, self.protocol)) for n, e in enumerate(rows)]
 
 
 def _mean_ndcg(ranks: list[int | None]) -> float:

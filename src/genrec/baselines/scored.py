@@ -15,7 +15,7 @@ from ..data.datasets import Example
 from ..data.splits import Split
 from ..ranking.metrics import ndcg, rank_in_list, top_k
 
-__all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "scores_ndcg", "validation_ndcg"]
+__all__ = ["ScoredMethod", "Popularity", "Markov", "ItemKNN", "scores_ndcg", "scores_ranks", "validation_ndcg"]
 
 
 class ScoredMethod:
@@ -162,14 +162,18 @@ def validation_ndcg(method: ScoredMethod, examples: Sequence[Example], limit: in
 def scores_ndcg(method: ScoredMethod, scores: np.ndarray, examples: Sequence[Example]) -> float:
     """``validation_ndcg`` of ``scores`` already computed for ``examples`` (a tuning loop that tries
     many mixtures of the same scores computes them once)."""
-    if not len(examples):
-        return 0.0
+    ranks = scores_ranks(method, scores, examples)
+    return sum(ndcg(rank, 10) for rank in ranks) / len(ranks) if ranks else 0.0
+
+
+def scores_ranks(method: ScoredMethod, scores: np.ndarray, examples: Sequence[Example]) -> list[int | None]:
+    """Each example's target rank in the top 10 of its ``scores`` by ``validation_ndcg``'s rule."""
     ties = np.arange(len(method.catalog))
-    total = 0.0
+    ranks = []
     for row, example in enumerate(examples):
         excluded = np.zeros(len(method.catalog), dtype=bool)
         excluded[[method.index[i] for i in example.history if i in method.index]] = True
         best = top_k(scores[row], excluded, ties, 10)
-        total += ndcg(rank_in_list(example.target, [method.catalog.ids[i] for i in best]), 10)
-    return total / len(examples)
+        ranks.append(rank_in_list(example.target, [method.catalog.ids[i] for i in best]))
+    return ranks
 

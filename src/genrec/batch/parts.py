@@ -35,7 +35,7 @@ from ..errors import DataError
 from .runner import PartOutcome
 
 __all__ = [
-    "FORMATS", "LAYOUT", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_bucket", "user_hash", "users_sha", "write_json",
+    "FORMATS", "LAYOUT", "SCHEMA", "PartPlan", "completed_parts", "plan_parts", "prepare_out_dir", "user_buckets_of", "user_hash", "users_sha", "write_json",
     "write_jsonl", "write_part",
 ]  # fmt: skip
 
@@ -113,9 +113,9 @@ def user_hash(user_ids: Any) -> np.ndarray:
     return pd.util.hash_array(np.asarray(user_ids, dtype=object), hash_key=_HASH_KEY, categorize=False)
 
 
-def user_bucket(user_id: str, buckets: int) -> int:
-    """A user's output bucket (``--user-buckets``): ``user_hash`` modulo the bucket count."""
-    return int(user_hash([user_id])[0] % np.uint64(buckets))
+def user_buckets_of(user_ids: Any, buckets: int) -> list[int]:
+    """Each user's output bucket (``--user-buckets``): ``user_hash`` modulo the bucket count."""
+    return (user_hash(user_ids) % np.uint64(buckets)).tolist() if len(user_ids) else []
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
@@ -139,8 +139,7 @@ def write_part(
     if user_buckets is None:
         files[f"{DATA}/{name}.{fmt}"] = rows
     else:
-        # each user's bucket hashed once, the part's IDs together
-        bucket = dict(zip(outcome.user_ids, (user_hash(outcome.user_ids) % np.uint64(user_buckets)).tolist())) if outcome.user_ids else {}
+        bucket = dict(zip(outcome.user_ids, user_buckets_of(outcome.user_ids, user_buckets)))  # the part's IDs hashed together
         for row in rows:
             files.setdefault(f"{DATA}/user_bucket={bucket[row['user_id']]}/{name}.{fmt}", []).append(row)
     for file, part_rows in sorted(files.items()):

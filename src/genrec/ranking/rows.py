@@ -20,7 +20,7 @@ from ..errors import DataError
 from .metrics import UserResult, ndcg, top_k
 from .protocol import Protocol
 
-__all__ = ["row_result", "evaluate_scored", "evaluate_genrec", "genrec_ndcg"]
+__all__ = ["row_result", "protocol_list", "evaluate_scored", "evaluate_genrec", "genrec_ndcg"]
 
 
 def evaluate_scored(
@@ -43,8 +43,7 @@ def evaluate_scored(
         scores = method.score([e.history for _, e in batch])
         results = []
         for n, (row, example) in enumerate(batch):
-            best = top_k(scores[n], protocol.excluded_mask(example.history), protocol.ties, protocol.k)
-            items = [method.catalog.ids[i] for i in best]
+            items = protocol_list(method.catalog, scores[n], example, protocol)
             results.append(row_result(row, example, items, protocol.credit(example.target, items), n_outputs=len(items)))
         per_user = (time.perf_counter() - t0) / len(batch)
         for r in results:
@@ -52,6 +51,11 @@ def evaluate_scored(
         on_batch(results)
         bar.update(len(batch))
     bar.close()
+
+
+def protocol_list(catalog: Catalog, scores: np.ndarray, example: Example, protocol: Protocol) -> list[str]:
+    """The top-k item IDs of one row's catalog ``scores`` by the protocol (its exclusions and tie order)."""
+    return [catalog.ids[i] for i in top_k(scores, protocol.excluded_mask(example.history), protocol.ties, protocol.k)]
 
 
 def row_result(row: int, example: Example, items: list[str], rank: int | None, **counts: Any) -> UserResult:
