@@ -119,7 +119,7 @@ def test_two_nodes_share_the_parts_and_survive_losing_one(cluster, job, tmp_path
         driver.wait()
         finished = False
     if not finished:  # the documented fallback: the same command again resumes the missing parts
-        subprocess.run([*ray_job[:-4], "--ray-address", address, "--workers", "1", "--threads-per-worker", "1", "--out", str(out)],
+        subprocess.run([*job, "--ray-address", address, "--workers", "1", "--threads-per-worker", "1", "--out", str(out)],
                        env=env, check=True, capture_output=True, timeout=300)  # fmt: skip
     print(f"after losing a node the job {'finished by itself' if finished else 'was resumed'}")
     manifest = json.loads((out / "manifest.json").read_text())
