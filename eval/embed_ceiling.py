@@ -31,7 +31,8 @@ from genrec.data.arguments import dataset_from_args
 from genrec.data.cold import cold_items, group_of, seen_items, without_items
 from genrec.data.splits import split_dataset
 from genrec.encoder import EncoderSettings, ItemEncoder
-from genrec.evaluation.embed import VALID_ROWS, WEIGHTS, _standardised
+from genrec.content import standardised
+from genrec.evaluation.embed import VALID_ROWS, WEIGHTS
 from genrec.evaluation.significance import paired_comparison
 from genrec.ranking.metrics import UserResult, ndcg
 from genrec.ranking.protocol import Protocol
@@ -72,11 +73,11 @@ class RunScores:
                             saved_dir=run, progress=False)  # fmt: skip
         self.probe = ScoredMethod(self.catalog)
         self.protocol = Protocol.for_run(self.catalog, self.config["k"], self.config["seed"])
-        self.theirs = {k: _standardised(np.asarray(fitted.score([e.history for e in r]), dtype=np.float64)) for k, r in self.rows.items()}
+        self.theirs = {k: standardised(np.asarray(fitted.score([e.history for e in r]), dtype=np.float64)) for k, r in self.rows.items()}
         self.vectors = np.load(run / "item_vectors.npz")
 
     def mine(self, encoder: ItemEncoder) -> dict[str, np.ndarray]:
-        return {k: _standardised(encoder.scores(self.probe.positions(e.history for e in r))) for k, r in self.rows.items()}
+        return {k: standardised(encoder.scores(self.probe.positions(e.history for e in r))) for k, r in self.rows.items()}
 
     def ranks(self, part: str, scores: np.ndarray) -> list[int | None]:
         rows = self.rows[part]

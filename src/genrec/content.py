@@ -10,6 +10,7 @@ them. The harness's ``content`` baseline scores with the same vectors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +19,10 @@ import numpy as np
 from .catalog import Catalog
 from .errors import ConfigError
 
-__all__ = ["ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights"]
+__all__ = ["ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "standardised"]
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
+_URL = re.compile(r"(?i)^(https?|ftp)://\S*$")
 
 
 def log_similarity(similarities: np.ndarray) -> np.ndarray:
@@ -28,10 +30,19 @@ def log_similarity(similarities: np.ndarray) -> np.ndarray:
     return np.log(similarities + 1e-6)
 
 
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row centred and divided by its spread over the catalog: scores of different scales
+    (TF-IDF cosines, the model's, a baseline's) mixed as equals."""
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    return centred / (centred.std(axis=1, keepdims=True) + 1e-9)
+
+
 def item_text(item: dict[str, Any]) -> str:
-    """An item's words: its title and every attribute value ("Crime|Drama" reads as two words)."""
+    """An item's words: its title and every attribute value ("Crime|Drama" reads as two words),
+    less web addresses (an address names a page, and its words would make every item of one site
+    near every other: MovieLens' ``u.item`` read as it is has one per film)."""
     values = [item.get("title", "")] + [str(v) for k, v in item.items() if k not in _SKIP and k != "title" and v is not None]
-    return " ".join(v.replace("|", " ") for v in values if v)
+    return " ".join(v.replace("|", " ") for v in values if v and not _URL.match(v.strip()))
 
 
 def catalog_texts(catalog: Catalog) -> list[str]:
@@ -69,6 +80,7 @@ class ContentScores:
             raise ConfigError(f"content window must be 0 (all) or more and decay in (0, 1], got {window} and {decay}")
         self.catalog, self.window, self.decay = catalog, window, decay
         self._vectors: Any = None
+        self._vectorizer: Any = None
 
     @property
     def vectors(self) -> Any:
@@ -81,21 +93,27 @@ class ContentScores:
             texts = catalog_texts(self.catalog)
             try:
                 self._vectors = vectorizer.fit_transform(texts).tocsr()
+                self._vectorizer = vectorizer
             except ValueError:  # no title holds a word (of two characters or more): nothing is near anything
                 self._vectors = sparse.csr_matrix((len(self.catalog), 0))
         return self._vectors
 
     def similarities(
-        self, histories: Sequence[Sequence[int]], *, window: int | None = None, decay: float | None = None
+        self, histories: Sequence[Sequence[int]], *, window: int | None = None, decay: float | None = None,
+        requests: Sequence[str | None] | None = None,
     ) -> np.ndarray:  # fmt: skip
         """``[users, n_items]`` cosine similarities for histories given as catalog positions
-        (oldest first); ``window`` and ``decay``: in place of this scorer's own."""
-        if not any(len(h) for h in histories):  # near nothing, without building the vectors
+        (oldest first); ``window`` and ``decay``: in place of this scorer's own. A user's
+        ``requests`` text (None: none) joins the profile as much as the newest item counts."""
+        texts = [text or "" for text in requests] if requests is not None else [""] * len(histories)
+        if not any(len(h) for h in histories) and not any(t.strip() for t in texts):  # near nothing, without building the vectors
             return np.zeros((len(histories), len(self.catalog)))
         window = self.window if window is None else window
         decay = self.decay if decay is None else decay
         vectors = self.vectors
         profile = history_weights(histories, len(self.catalog), window=window, decay=decay) @ vectors
+        if self._vectorizer is not None and any(t.strip() for t in texts):
+            profile = profile + self._vectorizer.transform(texts)
         return np.asarray((profile @ vectors.T).todense(), dtype=np.float64)
 
     def __call__(self, histories: list[list[str]]) -> np.ndarray:

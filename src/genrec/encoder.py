@@ -169,8 +169,9 @@ class ItemEncoder:
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2:
             raise ConfigError(f"features must be [items, dimensions], got shape {features.shape}")
-        centred = features - features.mean(axis=0)
-        self.features = (centred / (centred.std(axis=0) + 1e-6)).astype(np.float32)
+        self.mean = features.mean(axis=0)
+        self.scale = (features - self.mean).std(axis=0) + 1e-6
+        self.features = ((features - self.mean) / self.scale).astype(np.float32)
         self.settings = settings.check()
         self.weight: np.ndarray | None = None  # the trained map (None: the identity)
         self.bias: np.ndarray | None = None
@@ -179,13 +180,24 @@ class ItemEncoder:
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, after the trained map if any."""
-        mapped = self.features if self.weight is None else self.features @ self.weight.T + self.bias
+        return self._unit(self.features)
+
+    def unit_vectors(self, features: np.ndarray) -> np.ndarray:
+        """Unit vectors of texts read apart from the catalog (a request), standardised and mapped
+        as the catalog's items are."""
+        return self._unit(((np.asarray(features, dtype=np.float64) - self.mean) / self.scale).astype(np.float32))
+
+    def _unit(self, standard: np.ndarray) -> np.ndarray:
+        mapped = standard if self.weight is None else standard @ self.weight.T + self.bias
         return mapped / (np.linalg.norm(mapped, axis=1, keepdims=True) + 1e-9)
 
-    def scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """``[users, n_items]`` cosines of every item with each history's profile (positions)."""
+    def scores(self, histories: Sequence[Sequence[int]], *, extra: np.ndarray | None = None) -> np.ndarray:
+        """``[users, n_items]`` cosines of every item with each history's profile (positions);
+        ``extra``: ``[users, dimensions]`` added to the profiles (a request's unit vector)."""
         vectors = self.vectors
         profile = history_weights(histories, len(vectors), window=self.settings.window, decay=self.settings.decay) @ vectors
+        if extra is not None:
+            profile = profile + extra
         profile = profile / (np.linalg.norm(profile, axis=1, keepdims=True) + 1e-9)
         return np.asarray(profile @ vectors.T, dtype=np.float64)
 

@@ -1,6 +1,7 @@
 """What a ``Recommender`` builds once and keeps, lazily and thread-safely: the prompt-prefix cache
-of each template, the catalog's TF-IDF vectors (content search) and the catalog as the model reads
-it (item vectors, kept on disk), and ``warm``, which builds them before serving."""
+of each template, the catalog's TF-IDF vectors and the catalog as the model reads it (item vectors,
+kept on disk), which content search's words mix (``words``), and ``warm``, which builds them
+before serving."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 from .catalog import Catalog
 from .content import ContentScores, catalog_texts
 from .decoding import PrefixCache, TitleIndex
-from .encoder import cached_embed_texts
+from .encoder import EncoderSettings, ItemEncoder, cached_embed_texts, embed_texts
 from .model import LoadedModel
 from .tasks import PromptPipeline
 from .tasks.content_search import ContentSearch
+from .words import Words, reading_layer
 
 __all__ = ["KeptResources"]
 
@@ -34,6 +36,8 @@ class KeptResources:
         # per template: the cache of the prompt text every user's prompt starts with
         self._prefix_caches: dict[str, PrefixCache] = {}
         self._content_scores: ContentScores | None = None
+        self._words: tuple[ContentSearch, Words] | None = None  # with the settings they were built for
+        self._words_lock = threading.Lock()  # (building the words takes the other lock)
         self._vectors_dir = cache_dir / "item_vectors" if use_disk_cache else None
         self._lock = threading.Lock()
 
@@ -52,7 +56,7 @@ class KeptResources:
 
         self.index_for(template)
         if self.search != "beam":
-            self.content_scores()  # the catalog's TF-IDF vectors, or the first request pays for them
+            self.words()  # the catalog's TF-IDF vectors and the model's reading, or the first request pays for them
         if len(self.catalog) < 2:
             return
         ids = self.catalog.ids
@@ -68,6 +72,28 @@ class KeptResources:
                 scores.vectors  # built here, under the lock, once
                 self._content_scores = scores
             return self._content_scores
+
+    def words(self) -> Words:
+        """What content search scores with (``genrec.words``), as ``content_search`` says: TF-IDF,
+        mixed with the model's reading of the catalog unless its ``reading`` is None (built on first
+        use; reading a catalog takes a minute or more on a CPU, then it is kept on disk)."""
+        settings = self.content_search  # (may be replaced between calls: the words follow it)
+        with self._words_lock:
+            if self._words is None or self._words[0] != settings:
+                self._words = (settings, self._build_words(settings))
+            return self._words[1]
+
+    def _build_words(self, settings: ContentSearch) -> Words:
+        content, shape = self.content_scores(), {"window": settings.window, "decay": settings.decay}
+        if settings.reading is None:
+            return Words(content, **shape)
+        layer = reading_layer(settings.reading, self.lm.model.config.num_hidden_layers)
+        encoder = ItemEncoder(self.item_vectors((layer,), progress=True)[layer], EncoderSettings(epochs=0))
+
+        def read(texts: Sequence[str]) -> Any:
+            return embed_texts(self.lm.model, self.tokenizer, texts, layers=[layer])[layer]
+
+        return Words(content, encoder, weight=settings.reading_weight, read=read, **shape)
 
     def item_vectors(self, layers: Sequence[int] = (8,), *, progress: bool = False) -> dict[int, Any]:
         """``{layer: [n_items, hidden]}``: each catalog item's text as the model reads it, the

@@ -30,6 +30,10 @@ def families_dataset(n_users: int = 24) -> Dataset:
 
 def test_item_text_reads_the_title_and_attributes():
     assert item_text({"item_id": "1", "title": "Heat", "genres": "Crime|Drama", "full_title": "Heat (1995)"}) == "Heat Crime Drama"
+    # a web address is no word of the item's (MovieLens' u.item read as it is holds one per film)
+    film = {"title": "Heat (1995)", "column_3": "15-Dec-1995", "column_5": "http://us.imdb.com/M/title-exact?Heat%20(1995)"}
+    assert item_text(film) == "Heat (1995) 15-Dec-1995"
+    assert item_text({"title": "Manual", "note": "see https://example.org first"}) == "Manual see https://example.org first"
 
 
 def test_content_recommends_an_item_no_one_has_bought_from_its_words():

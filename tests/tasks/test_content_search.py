@@ -1,5 +1,6 @@
-"""Content search: the items nearest the history in words proposed, the model reranking them; the
-default (``search="auto"``) when nothing learned from an interaction log is at hand."""
+"""Content search: the items nearest the history in words (TF-IDF mixed with the model's reading)
+proposed and ordered, the model reranking them at a weight below 1; the default
+(``search="auto"``) when nothing learned from an interaction log is at hand."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from genrec import Catalog, ConfigError, ContentScores, ContentSearch, DeadlineError, Prior
 from genrec.tasks.content_search import uses_content
 from genrec.tasks.rank import score_titles
+
+TFIDF = ContentSearch(reading=None)  # the words as TF-IDF alone
 
 SERIES = [
     ("a0", "Alien", "Horror|Sci-Fi"), ("a1", "Aliens", "Action|Sci-Fi"), ("a2", "Alien 3", "Sci-Fi"),
@@ -51,14 +54,14 @@ def sims_of(scores, item, catalog):
 
 
 def test_content_search_reranks_contents_candidates_and_never_returns_the_history(make_rec, catalog):
-    rec = make_rec(catalog, search="content", content_search=ContentSearch(candidates=4, weight=1.0))
+    rec = make_rec(catalog, search="content", content_search=ContentSearch(candidates=4, weight=1.0, reading=None))
     found = rec.recommend(["Alien", "The Terminator"], k=3)
     sims = sims_of(rec.content_scores(), "a0", catalog) * 0.7 + sims_of(rec.content_scores(), "t0", catalog)  # the newest counts 1
     allowed = [p for p in np.argsort(-sims, kind="stable") if catalog.ids[p] not in ("a0", "t0")]
     # at weight 1 the list is content's own order
     assert [r.item_id for r in found] == [catalog.ids[p] for p in allowed[:3]]
     # at weight 0 the model orders content's 4 candidates by the log-probability beam search ranks by
-    rec.content_search = ContentSearch(candidates=4, weight=0.0)
+    rec.content_search = ContentSearch(candidates=4, weight=0.0, reading=None)
     found = rec.recommend(["Alien", "The Terminator"], k=4)
     candidates = [catalog.ids[p] for p in allowed[:4]]
     assert sorted(r.item_id for r in found) == sorted(candidates)
@@ -68,11 +71,11 @@ def test_content_search_reranks_contents_candidates_and_never_returns_the_histor
 
 
 def test_a_history_with_no_words_in_common_is_left_to_beam_search(make_rec, catalog):
-    rec = make_rec(catalog, search="content")
+    rec = make_rec(catalog, search="content", content_search=TFIDF)
     assert [r.item_id for r in rec.recommend(["Heat"], k=5)] == [r.item_id for r in rec.recommend(["Heat"], k=5, search="beam")]
     # a request alone has no history to compare: the request template's beam
-    assert [r.item_id for r in rec.recommend([], request="a romance", k=3)] == [
-        r.item_id for r in rec.recommend([], request="a romance", k=3, search="beam")
+    assert [r.item_id for r in rec.recommend([], request="please", k=3)] == [
+        r.item_id for r in rec.recommend([], request="please", k=3, search="beam")
     ]
     # in one batch, each user goes its own way
     both = rec.recommend_batch([["Heat"], ["Toy Story"]], k=2)
@@ -102,11 +105,14 @@ def test_auto_is_content_unless_something_learned_from_a_log_is_at_hand(make_rec
 
 
 def test_chat_proposes_from_the_liked_items_words_and_never_the_mentioned_ones(make_rec, catalog):
-    rec = make_rec(catalog, search="auto")
-    reply = rec.chat([{"role": "user", "content": "I loved Alien and The Terminator but hated Titanic. What next?"}], k=3)
-    ids = [r.item_id for r in reply.items]
+    messages = [{"role": "user", "content": "I loved Alien and The Terminator but hated Titanic. What next?"}]
+    rec = make_rec(catalog, search="auto", content_search=TFIDF)
+    ids = [r.item_id for r in rec.chat(messages, k=3).items]
     assert len(ids) == 3 and not {"a0", "t0", "r0"} & set(ids)
     assert set(ids) <= {"a1", "a2", "t1"}  # the sci-fi sequels share their words
+    rec.content_search = ContentSearch()  # and the model's reading mixed in: still none of the mentioned
+    ids = [r.item_id for r in rec.chat(messages, k=3).items]
+    assert len(ids) == 3 and not {"a0", "t0", "r0"} & set(ids)
 
 
 def test_content_search_keeps_the_deadline(make_rec, catalog):

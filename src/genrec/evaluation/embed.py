@@ -27,6 +27,7 @@ from ..atomic import atomic_file
 from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod, scores_ndcg
 from ..catalog import Catalog
+from ..content import standardised
 from ..data.cold import seen_items
 from ..encoder import EncoderSettings, ItemEncoder
 from ..ranking.rows import evaluate_scored
@@ -42,11 +43,6 @@ WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 VALID_ROWS = 2000
 
 
-def _standardised(scores: np.ndarray) -> np.ndarray:
-    centred = scores - scores.mean(axis=1, keepdims=True)
-    return centred / (centred.std(axis=1, keepdims=True) + 1e-9)
-
-
 class EncoderScores(ScoredMethod):
     """The encoder's scores, alone or mixed with a fitted baseline's."""
 
@@ -60,8 +56,8 @@ class EncoderScores(ScoredMethod):
         mine = self.encoder.scores(self.positions(histories))
         if self.base is None or self.weight >= 1.0:
             return mine
-        theirs = _standardised(np.asarray(self.base.score(histories), dtype=np.float64))
-        return theirs if self.weight <= 0.0 else (1 - self.weight) * theirs + self.weight * _standardised(mine)
+        theirs = standardised(np.asarray(self.base.score(histories), dtype=np.float64))
+        return theirs if self.weight <= 0.0 else (1 - self.weight) * theirs + self.weight * standardised(mine)
 
 
 def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray]:
@@ -117,7 +113,7 @@ def _train_layers(
     probe = ScoredMethod(catalog)  # the catalog's index, for scoring validation rows
     histories = probe.positions(e.history for e in valid)
     # the baseline's scores do not change while the map trains: computed once
-    theirs = None if base is None else _standardised(np.asarray(ctx.baseline(base).score([e.history for e in valid]), dtype=np.float64))
+    theirs = None if base is None else standardised(np.asarray(ctx.baseline(base).score([e.history for e in valid]), dtype=np.float64))
     weights = (1.0,) if base is None else WEIGHTS
     sequences = [[catalog.position(i) for i in sequence if i in catalog] for sequence in ctx.split.train.values()]
     seen = seen_items(ctx.split)
@@ -128,7 +124,7 @@ def _train_layers(
         by_epoch: list[dict[float, float]] = []  # each epoch's validation NDCG@10 for each w
 
         def select(encoder: ItemEncoder = encoder, by_epoch: list[dict[float, float]] = by_epoch) -> float:
-            mine = _standardised(encoder.scores(histories))
+            mine = standardised(encoder.scores(histories))
             by_w = {w: scores_ndcg(probe, mine if theirs is None or w >= 1.0 else (1 - w) * theirs + w * mine, valid) for w in weights}
             by_epoch.append(by_w)
             return max(by_w.values())

@@ -67,16 +67,17 @@ class ScoredBaseline(Method):
 
 
 CONTENT_MODE = (
-    f"content search: the {ContentSearch().candidates} items nearest the history in words proposed, the model reranking "
-    f"them (sum of the two, w = {ContentSearch().weight}; the Recommender's defaults)"
+    f"content search: the items nearest the history in words (TF-IDF mixed with the model's reading of the items at "
+    f"{ContentSearch().reading:.3g} of its depth, w = {ContentSearch().reading_weight}), the model's rerank at weight "
+    f"{1 - ContentSearch().weight:g}; the Recommender's defaults"
 )
 
 
 class GenrecBeam(Method):
     """The language model alone: constrained beam search (``genrec``), or free text grounded
     onto the catalog (``genrec-free``); or the library's search from words (``genrec-content``:
-    the items nearest the history in words proposed, the model reranking them, with the
-    Recommender's default settings, untuned). Tuned only when the run tries several history lengths."""
+    ``Recommender(search="content")`` with its default settings, untuned: TF-IDF mixed with the
+    model's reading of the items). Tuned only when the run tries several history lengths."""
 
     mode = "constrained beam search"
 

@@ -77,8 +77,7 @@ def chat(
     prior = prior if prior is not None else host.default_prior
     recs = None
     if uses_content(search or host.search, prior, host.fine_tuned):
-        similarities = host.content_scores().similarities([job.history_positions])
-        recs = decode_content(host, similarities, [job], k, host.content_search)[0]
+        recs = decode_content(host, host.words().scores([job.history_positions]), [job], k, host.content_search)[0]
     if recs is None:
         rows = prior.item_scores(host.catalog, [job.history_positions])
         recs = decode_constrained(host, [job], k, beams, prior=prior, prior_rows=rows)[0]

@@ -10,6 +10,7 @@ from ..decoding import OutputVocabulary, PrefixCache, TitleIndex
 from ..limits import Limits
 from ..model import LoadedModel
 from ..prompts import PromptLibrary
+from ..words import Words
 from .pipeline import PromptPipeline
 from .prior import Prior
 
@@ -46,6 +47,8 @@ class TaskHost(Protocol):
     def prefix_cache(self, template: str) -> PrefixCache: ...
 
     def content_scores(self) -> ContentScores: ...
+
+    def words(self) -> Words: ...
 
 
 def output_vocabulary(host: TaskHost, index: TitleIndex) -> OutputVocabulary | None:

@@ -72,8 +72,8 @@ def recommend_batch(
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
     if constrained and uses_content(search or host.search, prior, host.fine_tuned):
-        similarities = host.content_scores().similarities([job.history_positions for job in jobs])
-        results = decode_content(host, similarities, jobs, k, host.content_search, deadline=deadline)
+        words = host.words().scores([job.history_positions for job in jobs], requests)
+        results = decode_content(host, words, jobs, k, host.content_search, deadline=deadline)
     size = batch_size or host.batch_size
     # similar prompt lengths together: less padding per batch (only what content left to the beam)
     pending = [i for i, r in enumerate(results) if r is None]
