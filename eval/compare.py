@@ -14,11 +14,16 @@ that occur twice in a run are left out (and counted), not guessed at.
 ``--and FIRST SECOND`` (repeatable): pool more pairs of runs into one comparison (the same two
 methods on other datasets, say): each pair's rows are matched as above, then all are tested
 together.
+
+``--cluster``: rows of one dataset with the same user and target (the same row in runs of several
+seeds, say) are resampled and sign-flipped together, as one piece of evidence: pooled seeded runs
+repeat rows, and counting each copy as independent makes the interval too narrow.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -49,6 +54,15 @@ def _common_rows(first: list[UserResult], second: list[UserResult]) -> tuple[lis
     return pairs[0], pairs[1], len(set(keyed[0]) & set(keyed[1]) & ambiguous)
 
 
+def _dataset_key(run: Path) -> str:
+    """What a run read (its dataset and data options): rows of runs with the same key are rows of one dataset."""
+    path = run / "run_config.json"
+    if not path.is_file():
+        raise DataError(f"{run}: no run_config.json, so --cluster cannot tell which dataset its rows are of")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    return json.dumps([config.get("dataset"), config.get("data")], sort_keys=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("first", type=_side, help="RUN_DIR:METHOD")
@@ -60,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by-user", action="store_true", help="pair rows by user and target, over the rows both runs hold")
     p.add_argument("--and", dest="more", nargs=2, action="append", default=[], metavar=("FIRST", "SECOND"),
                    help="another pair of RUN_DIR:METHOD pooled into the comparison (repeatable)")  # fmt: skip
+    p.add_argument("--cluster", action="store_true", help="rows of one dataset with the same user and target count as one")
     args = p.parse_args(argv)
     try:
         (run_a, a), (run_b, b) = args.first, args.second
-        first, second = [], []
+        first, second, clusters = [], [], []
         for side_a, side_b in [(args.first, args.second)] + [(_side(x), _side(y)) for x, y in args.more]:
             one, two = load_results(*side_a), load_results(*side_b)
             if args.by_user:
@@ -73,18 +88,24 @@ def main(argv: list[str] | None = None) -> int:
                 one, two = sorted(one, key=lambda r: r.row), sorted(two, key=lambda r: r.row)
                 if [r.row for r in one] != [r.row for r in two]:
                     raise DataError(f"{side_a[0]} and {side_b[0]} hold different rows: pool them --by-user")
+            if args.cluster:
+                dataset = _dataset_key(side_a[0])
+                clusters += [(dataset, r.user_id, r.target) for r in one]
             first += [replace(r, row=len(first) + n) for n, r in enumerate(one)]
             second += [replace(r, row=len(second) + n) for n, r in enumerate(two)]
         names = (f"{a} ({run_a})", f"{b} ({run_b})")
         rows = []
         for metric in (m.strip() for m in args.metrics.split(",") if m.strip()):
             c = paired_comparison(
-                first, second, names=names, metric=metric, resamples=args.resamples, confidence=args.confidence, seed=args.seed
-            )
+                first, second, names=names, metric=metric, resamples=args.resamples, confidence=args.confidence, seed=args.seed,
+                clusters=clusters if args.cluster else None,
+            )  # fmt: skip
             rows.append(
                 f"| {c.metric} | {c.rows} | {c.mean:.4f} | {c.against_mean:.4f} | {c.difference:+.4f} | "
                 f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.p_text} | {c.better} / {c.worse} |"
             )
+        if args.cluster:
+            print(f"{len(set(clusters))} clusters (distinct dataset, user and target) among {len(first)} rows")
         print(f"| metric | rows | {a} | {b} | difference | {args.confidence:.0%} CI | p | better / worse rows |")
         print("|---|---:|---:|---:|---:|---|---:|---|")
         print("\n".join(rows))

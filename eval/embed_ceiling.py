@@ -8,7 +8,8 @@ the run: its table reads test rows, so nothing in it chooses a setting.
 
 ``--pool`` asks what the model's vectors add to the baseline from words alone (the untrained
 encoder: no log read): the one layer and w chosen on all the runs' validation rows together (and
-on nothing else), then tested on all their test rows against the baseline, paired.
+on nothing else), then tested on all their test rows against the baseline, paired (a row that
+several seeded runs hold counts as one: ``paired_comparison``'s clusters).
 
 The run's own split, cold items, tuning rows (``--tune-on``) and test rows (``--only``) are rebuilt
 from its ``run_config.json``; the maps of the epochs and layers the run did not keep are not saved,
@@ -125,7 +126,7 @@ def pooled_untrained(runs: list[Path], base: str) -> int:
     base alone (w = 0), paired over every run's test rows."""
     valid: dict[tuple[int, float], list] = {}
     test: dict[tuple[int, float], list] = {}
-    offset = 0
+    offset, clusters = 0, []  # rows of one dataset with the same user and target are one (seeded runs repeat rows)
     for run in runs:
         scores = RunScores(run, base)
         layers = sorted(int(layer) for layer in scores.vectors.files)
@@ -139,14 +140,19 @@ def pooled_untrained(runs: list[Path], base: str) -> int:
                     for n, (e, rank) in enumerate(zip(scores.rows["test"], scores.ranks("test", mixed["test"])))
                 )  # fmt: skip
         offset += len(scores.rows["test"])
+        dataset = json.dumps([scores.config["dataset"], scores.config["data"]], sort_keys=True)
+        clusters += [(dataset, e.user_id, e.target) for e in scores.rows["test"]]
         print(f"{run}: {len(scores.rows['valid'])} validation rows, {len(scores.rows['test'])} test rows", flush=True)
     by_key = {key: _mean_ndcg(ranks) for key, ranks in valid.items()}
     layer, w = max(by_key, key=lambda key: (by_key[key], -key[1], -key[0]))  # ties: less of the encoder, earlier layer
     alone = next(key for key in test if key[1] == 0.0)
     print("\npooled validation NDCG@10 by layer / w: " + ", ".join(f"{k[0]}/{k[1]} {v:.4f}" for k, v in sorted(by_key.items())))
     print(f"chosen on validation: layer {layer}, untrained, w = {w}")
-    c = paired_comparison(test[(layer, w)], test[alone], names=(f"untrained layer {layer}, w = {w}", base), resamples=10000)
-    print(f"test, {c.rows} rows: {c.mean:.4f} against {base} {c.against_mean:.4f}, {c.difference:+.4f} "
+    c = paired_comparison(
+        test[(layer, w)], test[alone], names=(f"untrained layer {layer}, w = {w}", base), resamples=10000, clusters=clusters
+    )  # fmt: skip
+    print(f"test, {c.rows} rows ({c.clusters} distinct dataset, user and target): {c.mean:.4f} against {base} "
+          f"{c.against_mean:.4f}, {c.difference:+.4f} "
           f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")  # fmt: skip
     return 0
 

@@ -153,6 +153,8 @@ def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, c
     untrained = {line.split(",")[0]: cells(line) for line in table if "untrained" in line}
     chosen = untrained[f"| layer {layer}"][float(w)]
     assert chosen[0] == max(v[0] for row in untrained.values() for v in row.values())  # the best on validation
-    tested = re.search(r"test, (\d+) rows: ([\d.]+) against content ([\d.]+)", out).groups()
-    assert int(tested[0]) == doc["n_users"] and float(tested[1]) == pytest.approx(chosen[1], abs=1e-4)
+    tested = re.search(r"test, (\d+) rows \((\d+) distinct dataset, user and target\): ([\d.]+) against content ([\d.]+)", out).groups()
+    assert int(tested[0]) == int(tested[1]) == doc["n_users"]  # one run: no row twice
+    tested = (tested[0], tested[2], tested[3])
+    assert float(tested[1]) == pytest.approx(chosen[1], abs=1e-4)
     assert float(tested[2]) == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)

@@ -76,6 +76,30 @@ def test_bootstrap_interval_matches_a_plain_reference():
     assert c.ci_low == pytest.approx(means[100], abs=0.006) and c.ci_high == pytest.approx(means[3899], abs=0.006)
 
 
+def test_rows_counted_several_times_are_one_piece_of_evidence_when_clustered():
+    from dataclasses import replace
+
+    rng = random.Random(3)
+    a, b = _results(_random_ranks(rng, 120)), _results(_random_ranks(rng, 120))
+    once = paired_comparison(a, b, resamples=1000)
+    # every cluster a single row: the same comparison as without clusters
+    single = paired_comparison(a, b, resamples=1000, clusters=[r.row for r in a])
+    assert replace(single, clusters=None) == once and single.clusters == 120
+    # each row pooled ten times over (the same user and target in ten seeded runs)
+    copies = 10
+    a10 = [replace(r, row=r.row + 120 * c) for c in range(copies) for r in a]
+    b10 = [replace(r, row=r.row + 120 * c) for c in range(copies) for r in b]
+    naive = paired_comparison(a10, b10, resamples=1000)
+    clustered = paired_comparison(a10, b10, resamples=1000, clusters=[(r.user_id, r.target) for r in a10])
+    assert naive.difference == pytest.approx(once.difference) == pytest.approx(clustered.difference)
+    assert naive.ci_high - naive.ci_low < 0.5 * (once.ci_high - once.ci_low)  # ten copies looked like evidence
+    # clustered, the interval and p-value are those of the rows counted once
+    assert (clustered.ci_low, clustered.ci_high) == pytest.approx((once.ci_low, once.ci_high))
+    assert clustered.p_value == once.p_value and clustered.rows == 1200 and clustered.clusters == 120
+    with pytest.raises(DataError, match="2 cluster keys for 120 results"):
+        paired_comparison(a, b, clusters=[0, 1])
+
+
 def test_metrics_at_any_cut_off():
     r = _results([1, 4, 11, None])
     assert metric_values(r, "HR@10").tolist() == [1, 1, 0, 0]
@@ -138,3 +162,12 @@ def test_compare_pools_pairs_of_runs_into_one_test(tmp_path):
     assert "| HR@1 | 5 | 0.4000 | 0.0000 | +0.4000 |" in done.stdout and "| 2 / 0 |" in done.stdout
     apart = subprocess.run([*cmd[:4], "--and", side("a2"), side("b1")], capture_output=True, text=True, timeout=300)
     assert apart.returncode == 1 and "hold different rows" in apart.stderr
+    # --cluster: which dataset a run read says which rows are the same row (u0 -> t0 and u1 -> t1 are in both runs)
+    unknown = subprocess.run([*cmd, "--cluster"], capture_output=True, text=True, timeout=300)
+    assert unknown.returncode == 1 and "no run_config.json, so --cluster cannot tell" in unknown.stderr
+    for run in ("a1", "a2"):
+        (tmp_path / run / "run_config.json").write_text('{"dataset": "toy", "data": {"data_dir": "x"}}', encoding="utf-8")
+    clustered = subprocess.run([*cmd, "--cluster"], capture_output=True, text=True, timeout=300)
+    assert clustered.returncode == 0, clustered.stderr
+    assert "3 clusters (distinct dataset, user and target) among 5 rows" in clustered.stdout
+    assert "| HR@1 | 5 | 0.4000 | 0.0000 | +0.4000 |" in clustered.stdout

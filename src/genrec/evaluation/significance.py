@@ -6,12 +6,16 @@ hundred rows and hit rates of a few percent, most differences in the third decim
 a paired bootstrap confidence interval (rows resampled with replacement, both methods together)
 and a two-sided sign-flip randomisation p-value (under "no difference" each row's difference is
 as likely to have either sign).
+
+Rows that are not independent (the same user and target in several seeded runs pooled together)
+are passed as ``clusters``: the rows of one cluster are resampled and sign-flipped together, so a
+row counted ten times weighs as much as before but is no longer ten pieces of evidence.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +48,7 @@ class PairedComparison:
     confidence: float
     p_value: float
     resamples: int
+    clusters: int | None = None  # independent groups of rows resampled together (None: every row its own)
 
     @property
     def p_text(self) -> str:
@@ -91,25 +96,38 @@ def paired_comparison(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> PairedComparison:
     """Compare two methods' results row by row (rows matched by ``row``; both must hold the
-    same rows with the same targets, or the comparison would not be paired)."""
+    same rows with the same targets, or the comparison would not be paired). ``clusters``: one
+    key per result of ``method`` (in its order), rows sharing a key resampled and flipped together."""
     if resamples < 1:
         raise DataError(f"resamples must be at least 1, got {resamples}")
     if not 0 < confidence < 1:
         raise DataError(f"confidence must be in (0, 1), got {confidence}")
+    if clusters is not None and len(clusters) != len(method):
+        raise DataError(f"{len(clusters)} cluster keys for {len(method)} results: pass one per result")
     a, b = _paired_rows(method, against, names)
     values, against_values = metric_values(a, metric), metric_values(b, metric)
     diff = values - against_values
-    rng = np.random.default_rng(seed)
     n = len(diff)
-    boot = diff[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    # each cluster's summed difference and size (without clusters, every row its own)
+    if clusters is None:
+        sums, sizes = diff, np.ones(n)
+    else:
+        key_of, number = {r.row: key for r, key in zip(method, clusters)}, {}
+        group = np.array([number.setdefault(key_of[r.row], len(number)) for r in a])  # numbered as first met
+        sums, sizes = np.bincount(group, weights=diff), np.bincount(group).astype(np.float64)
+    m = len(sums)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, m, size=(resamples, m))
+    boot = sums[picks].sum(axis=1) / sizes[picks].sum(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(boot, [tail, 1 - tail])
-    flips = rng.choice(np.array([-1.0, 1.0]), size=(resamples, n))
+    flips = rng.choice(np.array([-1.0, 1.0]), size=(resamples, m))
     observed = abs(diff.mean())
     # the observed assignment counts as one of the permutations, so p is never 0
-    extreme = int(np.sum(np.abs((flips * diff).mean(axis=1)) >= observed - 1e-12))
+    extreme = int(np.sum(np.abs((flips * sums).sum(axis=1) / n) >= observed - 1e-12))
     return PairedComparison(
         method=names[0],
         against=names[1],
@@ -126,6 +144,7 @@ def paired_comparison(
         confidence=confidence,
         p_value=(1 + extreme) / (1 + resamples),
         resamples=resamples,
+        clusters=None if clusters is None else m,
     )
 
 
