@@ -59,20 +59,40 @@ def test_words_mix_standardised_tfidf_and_reading_and_a_request_joins_both(catal
     expected = reference_mixture(content.similarities(histories), encoder.scores(histories), 0.3)
     np.testing.assert_allclose(got.logits, expected, atol=1e-6)
     assert got.near.all()  # the model reads every item: each is somewhere
-    # a request counts as much as the newest item in both profiles; a request alone is a profile too
-    asked = words.scores([[0], []], ["romance drama", "a comedy"])
-    request_vectors = encoder.unit_vectors(read(["romance drama", "a comedy"]))
-    tfidf = content.similarities([[0], []], requests=["romance drama", "a comedy"])
-    expected = reference_mixture(tfidf, encoder.scores([[0], []], extra=request_vectors), 0.3)
+    # a request counts as much as the history's items together in both profiles (after two items,
+    # 1.7); a request alone is a profile too
+    asked = words.scores([[0, 2], []], ["romance drama", "a comedy"])
+    request_vectors = encoder.unit_vectors(read(["romance drama", "a comedy"])) * np.array([[1.7], [1.0]])
+    tfidf = content.similarities([[0, 2], []], requests=["romance drama", "a comedy"])
+    expected = reference_mixture(tfidf, encoder.scores([[0, 2], []], extra=request_vectors), 0.3)
     np.testing.assert_allclose(asked.logits, expected, atol=1e-6)
     assert tfidf[1, catalog.position("c0")] > 0 and tfidf[1, catalog.position("r0")] == 0
-    assert not np.allclose(asked.logits[0], words.scores([[0]]).logits[0])
+    assert not np.allclose(asked.logits[0], words.scores([[0, 2]]).logits[0])
     assert not words.scores([[]]).near.any()  # no history, no request: nothing to go on
     # TF-IDF alone: log-similarities, near where a word is shared
     alone = Words(content).scores([[catalog.position("c0")]])
     sims = content.similarities([[catalog.position("c0")]])
     np.testing.assert_allclose(alone.logits, np.log(sims + 1e-6))
     assert (alone.near == (sims > 0)).all() and not alone.near[0, catalog.position("x0")]
+
+
+def test_a_request_counts_as_much_as_the_history_and_its_stop_words_not_at_all():
+    from genrec.content import request_weights
+
+    np.testing.assert_allclose(request_weights([[0, 1, 2], [], [5]], window=20, decay=0.7), [1 + 0.7 + 0.49, 1.0, 1.0])
+    np.testing.assert_allclose(request_weights([[0, 1, 2]], window=1, decay=0.7), [1.0])
+    films = Catalog.from_records([
+        {"item_id": "q", "title": "Requiem for a Dream"}, {"item_id": "s", "title": "Space Camp"},
+        {"item_id": "t", "title": "Toy Story"}, {"item_id": "u", "title": "Toy Soldiers"},
+    ])  # fmt: skip
+    content = ContentScores(films)
+    asked = content.similarities([[]], requests=["a space film for kids"])[0]
+    assert asked[0] == 0.0 and asked[1] > 0.0  # "for" and "a" are no request's words; "space" is
+    # after Toy Story and Toy Soldiers (weights 0.7 and 1) the request counts 1.7
+    both = content.similarities([[2, 3]], requests=["space"])[0]
+    alone = content.similarities([[]], requests=["space"])[0]
+    history = content.similarities([[2, 3]])[0]
+    np.testing.assert_allclose(both, history + 1.7 * alone)
 
 
 def test_a_request_alone_is_searched_from_its_words(make_rec, catalog):

@@ -19,7 +19,9 @@ import numpy as np
 from .catalog import Catalog
 from .errors import ConfigError
 
-__all__ = ["ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "standardised"]
+__all__ = [
+    "ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "request_weights", "standardised",
+]  # fmt: skip
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
 _URL = re.compile(r"(?i)^(https?|ftp)://\S*$")
@@ -66,6 +68,14 @@ def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window:
     return sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), n_items))
 
 
+def request_weights(histories: Sequence[Sequence[int]], *, window: int, decay: float) -> np.ndarray:
+    """How much each user's request counts in a profile: as much as the history's items together
+    (``history_weights``' row sums), and at least as much as one item. A request says what is
+    wanted now; it should neither drown in a long history nor drown it."""
+    totals = [sum(decay**age for age in range(len(list(h)[-window:] if window else list(h)))) for h in histories]
+    return np.maximum(1.0, np.array(totals, dtype=np.float64))
+
+
 class ContentScores:
     """Each item's similarity to a history: the cosine of the item's TF-IDF vector (word unigrams
     and bigrams, sublinear term frequency, accents stripped; fitted on the catalog's own text) with
@@ -104,7 +114,9 @@ class ContentScores:
     ) -> np.ndarray:  # fmt: skip
         """``[users, n_items]`` cosine similarities for histories given as catalog positions
         (oldest first); ``window`` and ``decay``: in place of this scorer's own. A user's
-        ``requests`` text (None: none) joins the profile as much as the newest item counts."""
+        ``requests`` text (None: none) joins the profile as much as the history's items together
+        (``request_weights``), its English stop words left out ("for", "a": a request is a sentence,
+        a title a name, and a title holding "for" is no nearer a request holding it)."""
         texts = [text or "" for text in requests] if requests is not None else [""] * len(histories)
         if not any(len(h) for h in histories) and not any(t.strip() for t in texts):  # near nothing, without building the vectors
             return np.zeros((len(histories), len(self.catalog)))
@@ -113,7 +125,13 @@ class ContentScores:
         vectors = self.vectors
         profile = history_weights(histories, len(self.catalog), window=window, decay=decay) @ vectors
         if self._vectorizer is not None and any(t.strip() for t in texts):
-            profile = profile + self._vectorizer.transform(texts)
+            from scipy import sparse
+            from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+            clean, split = self._vectorizer.build_preprocessor(), self._vectorizer.build_tokenizer()
+            kept = [" ".join(w for w in split(clean(t)) if w not in ENGLISH_STOP_WORDS) for t in texts]
+            weights = sparse.diags(request_weights(histories, window=window, decay=decay))
+            profile = profile + weights @ self._vectorizer.transform(kept)
         return np.asarray((profile @ vectors.T).todense(), dtype=np.float64)
 
     def __call__(self, histories: list[list[str]]) -> np.ndarray:
