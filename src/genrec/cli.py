@@ -47,8 +47,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
     g.add_argument("--search", default="auto", choices=SEARCHES,
-                   help="beam: the model writes titles over the whole catalog; content: the items nearest the history in words, "
-                   "reranked by the model; auto (default): content unless a prior or a genrec-fine-tuned model is given")  # fmt: skip
+                   help="beam: the model writes titles over the whole catalog; content: the items nearest the history "
+                   "(and request) in words, TF-IDF mixed with the model's reading of each item; auto (default): content "
+                   "unless a prior or a genrec-fine-tuned model is given")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,8 +59,8 @@ class Recommender(KeptResources):
     (over the tokens the catalog's titles are written with; ``decoding/vocabulary.py``); None:
     what a genrec-fine-tuned model directory was trained with (its ``genrec.json``), else "full".
     ``search``: "beam" (the model writes titles over the whole catalog), "content" (the items
-    nearest the history in words proposed, the model reranking them, as
-    ``content_search`` says; ``tasks/content_search.py``) or "auto": content unless a call has an
+    nearest the history and request in words, TF-IDF mixed with the model's reading of each item,
+    as ``content_search`` says; ``tasks/content_search.py``) or "auto": content unless a call has an
     active prior or the model is a genrec-fine-tuned directory (whatever learned from a log).
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state

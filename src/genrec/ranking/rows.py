@@ -100,7 +100,7 @@ def evaluate_genrec(
     ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users
     is one part of ``genrec batch``'s path: decoded here (``workers=1``), or by a pool of Ray
     actors each loading ``model`` in ``dtype`` — the same batches, so the same lists. ``search``:
-    the model's beam over the whole catalog, or content's candidates reranked (``content``)."""
+    the model's beam over the whole catalog, or the items nearest in words (``content``)."""
     from tqdm.auto import tqdm
 
     from ..batch import DecodeSettings, RecommenderSpec, UserJob, decode_parts

@@ -42,7 +42,7 @@ from .results import Recommendation, Recommendations
 __all__ = ["SEARCHES", "ContentSearch", "check_search", "uses_content", "decode_content"]
 
 #: ``beam``: the model writes titles over the whole catalog; ``content``: the items nearest in words
-#: proposed, the model reranking them; ``auto``: content unless a prior or a fine-tuned model is at hand
+#: (TF-IDF and the model's reading); ``auto``: content unless a prior or a fine-tuned model is at hand
 SEARCHES = ("auto", "beam", "content")
 
 
