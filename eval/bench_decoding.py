@@ -9,7 +9,9 @@ on the same model and the same prompts.
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch;
 (e) with ``--int8``, genrec with the linear layers quantised to int8 (torch's dynamic quantisation): its
-    time and how often its top-10 is fp32's.
+    time and how often its top-10 is fp32's;
+(f) with ``--compile``, genrec with the model's blocks through torch.compile (exact up to float
+    rounding): its time after two searches have compiled it, and whether every top-10 is eager's.
 Medians over users. Writes OUTDIR/bench.json.
 """
 
@@ -118,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--skip-hf", action="store_true", help="skip (b), the slow reference")
+    p.add_argument("--compile", action="store_true",
+                   help="(f) also decode with the blocks through torch.compile (genrec.model.compile_blocks)")
     p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (a measurement; no library mode)")
     p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
     p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
@@ -207,10 +211,22 @@ def main(argv=None) -> int:
 
         int8 = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
         genrec_one(jobs[0], lm=int8)
+    compiled, compile_s = None, None
+    if args.compile:  # (f) the exact decoder with its blocks compiled (a copy: eager runs stay eager)
+        import copy
+
+        from genrec.model import compile_blocks
+
+        compiled = compile_blocks(copy.deepcopy(model))
+        started = time.perf_counter()
+        for job in jobs[:2]:  # the first searches compile
+            genrec_one(job, lm=compiled)
+        compile_s = time.perf_counter() - started
+        print(f"(f) compiling the blocks: {compile_s:.0f} s in the first two searches", flush=True)
     genrec_one(jobs[0])  # warm-up
     genrec_one(jobs[0], lookahead=False)
     # user by user, the methods back to back: drift in machine speed hits them alike
-    genrec_runs, plain_runs, floor, engine, int8_runs = [], [], [], [], []
+    genrec_runs, plain_runs, floor, engine, int8_runs, compiled_runs = [], [], [], [], [], []
     for job in jobs:
         run = genrec_one(job)
         genrec_runs.append(run)
@@ -219,6 +235,8 @@ def main(argv=None) -> int:
         engine.append(engine_floor(job, run[3]))
         if int8 is not None:
             int8_runs.append(genrec_one(job, lm=int8))
+        if compiled is not None:
+            compiled_runs.append(genrec_one(job, lm=compiled))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
     plain_s = statistics.median(r[0] for r in plain_runs)
     unconstrained_s = statistics.median(floor)
@@ -258,6 +276,17 @@ def main(argv=None) -> int:
         "forced_token_share": forced_token_share(index),
         "title_tokens_median": statistics.median(len(index.sequence(t)) for t in range(min(index.n_titles, 5000))),
     }
+    if compiled_runs:
+        result["compiled_s"] = statistics.median(r[0] for r in compiled_runs)
+        result["compiled_vs_unconstrained"] = result["compiled_s"] / unconstrained_s
+        result["compile_s"] = compile_s
+        result["compiled_same_top10"] = all(a[1] == b[1] for a, b in zip(compiled_runs, genrec_runs))
+        result["compiled_score_max_abs_diff"] = max(
+            max(abs(x - y) for x, y in zip(a[2], b[2])) for a, b in zip(compiled_runs, genrec_runs)
+        )  # fmt: skip
+        print(f"(f) compiled blocks: {result['compiled_s']:.3f} s/user "
+              f"({result['compiled_vs_unconstrained']:.3f}x unconstrained, eager {genrec_s / unconstrained_s:.3f}x); "
+              f"same top-10 for every user: {result['compiled_same_top10']}", flush=True)  # fmt: skip
     if int8_runs:
         result["int8_s"] = statistics.median(r[0] for r in int8_runs)
         result["int8_vs_unconstrained"] = result["int8_s"] / unconstrained_s

@@ -100,3 +100,28 @@ def test_bfloat16_asked_for_on_a_cpu_without_native_bf16_is_warned_about(monkeyp
         assert warned == []
     else:  # once, for the bfloat16 asked for; float32 and the default say nothing
         assert len(warned) == 1 and "slower than float32" in warned[0]
+
+
+def test_compiled_blocks_give_the_eager_lists_and_keep_parameter_names(tiny_model, tokenizer, tmp_path):
+    import copy
+    import shutil
+
+    import torch
+
+    from genrec import Catalog, Recommender
+    from genrec.errors import ConfigError
+    from genrec.model import compile_blocks
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("g++")):
+        pytest.skip("torch.compile on a CPU needs a C compiler")
+    compiled = compile_blocks(copy.deepcopy(tiny_model))
+    assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in tiny_model.named_parameters()]
+    catalog = Catalog.from_records([{"item_id": str(i), "title": t} for i, t in enumerate(
+        ["Alien", "Aliens", "Heat", "Toy Story", "Toy Story 2", "The Matrix", "Casablanca", "Fargo"])])  # fmt: skip
+    lists = []
+    for model in (tiny_model, compiled):
+        rec = Recommender(catalog, model=model, tokenizer=tokenizer, cache_dir=tmp_path, search="beam")
+        lists.append([[(r.item_id, round(r.score, 3)) for r in rec.recommend(h, k=3)] for h in (["Alien"], ["Heat", "Fargo"])])
+    assert lists[0] == lists[1]
+    with pytest.raises(ConfigError, match="no list of decoder layers"):
+        compile_blocks(torch.nn.Linear(2, 2))

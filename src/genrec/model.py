@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_dir, clean_stale, discard_dir
-from .errors import IndexCacheError, ModelNotFoundError
+from .errors import ConfigError, IndexCacheError, ModelNotFoundError
 
 __all__ = [
     "LoadedModel",
     "load_model",
+    "compile_blocks",
     "default_model_dir",
     "default_gguf_path",
     "cache_root",
@@ -281,6 +282,18 @@ def load_model(
     lm.to(torch_device)
     lm.eval()
     return LoadedModel(model=lm, tokenizer=tokenizer, name=name, device=torch_device)
+
+
+def compile_blocks(model: Any) -> Any:
+    """Each of the model's transformer blocks through ``torch.compile`` (dynamic shapes), in place;
+    parameter names and the outputs stay (to float rounding). The first calls compile (minutes
+    on a small CPU), later calls run fused kernels: a process that serves for hours gains, a
+    short one loses (eval/notes/2026-12-07-speed-and-batching.md)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if getattr(decoder, "layers", None) is None:
+        raise ConfigError(f"{type(model).__name__} has no list of decoder layers to compile")
+    decoder.compile(dynamic=True)  # the blocks as one graph: compiled one by one they ran slower than eager
+    return model
 
 
 # ---------------------------------------------------------------------- what a tokenizer says
