@@ -285,8 +285,8 @@ def load_model(
 
 
 def compile_blocks(model: Any) -> Any:
-    """Each of the model's transformer blocks through ``torch.compile`` (dynamic shapes), in place;
-    parameter names and the outputs stay (to float rounding). The first calls compile (minutes
+    """The model's decoder (its transformer blocks, as one graph) through ``torch.compile`` (dynamic
+    shapes), in place; parameter names and the outputs stay (to float rounding). The first calls compile (minutes
     on a small CPU), later calls run fused kernels: a process that serves for hours gains, a
     short one loses (eval/notes/2026-12-07-speed-and-batching.md)."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
