@@ -117,6 +117,9 @@ def test_by_default_the_words_order_the_list_without_a_model_call(make_rec, cata
     assert [r.item_id for r in found] == [catalog.ids[p] for p in allowed[:4]]
     log_p = logits[allowed] - np.logaddexp.reduce(logits[allowed])
     np.testing.assert_allclose([r.score for r in found], log_p[:4], atol=1e-9)
+    # more asked for than content search's candidates: still k items, in the words' order
+    rec.content_search = ContentSearch(candidates=2)
+    assert [r.item_id for r in rec.recommend(["Heat"], k=5)] == [catalog.ids[p] for p in allowed[:5]]
     # new settings, new words: at reading weight 0 the order is TF-IDF's
     rec.content_search = ContentSearch(reading_weight=0.0)
     sims = rec.content_scores().similarities([[catalog.position("c0")]])[0]

@@ -48,12 +48,12 @@ SEARCHES = ("auto", "beam", "content")
 
 @dataclass(frozen=True)
 class ContentSearch:
-    """How ``search="content"`` proposes and orders: its ``candidates`` best items by their words,
-    mixed with the model's score at ``weight`` below 1 (see the module); the history's TF-IDF profile
-    from its last ``window`` items (0: all) weighted ``decay ** age`` (what the content baseline
-    chose on the validation rows of D3 and Amazon Scientific; MovieLens chose a window of 10 with
-    the same decay); the model's reading at ``reading`` of its depth, at ``reading_weight`` of the
-    words' score (``genrec.words``; None: TF-IDF alone)."""
+    """How ``search="content"`` proposes and orders: its ``candidates`` best items by their words
+    (or ``k``, if more), mixed with the model's score at ``weight`` below 1 (see the module); the
+    history's TF-IDF profile from its last ``window`` items (0: all) weighted ``decay ** age``
+    (what the content baseline chose on the validation rows of D3 and Amazon Scientific; MovieLens
+    chose a window of 10 with the same decay); the model's reading at ``reading`` of its depth, at
+    ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone)."""
 
     candidates: int = 50
     weight: float = 1.0
@@ -103,7 +103,7 @@ def decode_content(
             out.append(None)
             continue
         ranked = np.flatnonzero(allowed)[np.argsort(-row[allowed], kind="stable")]  # ties: catalog order
-        proposed = ranked[: settings.candidates]
+        proposed = ranked[: max(settings.candidates, k)]  # (k items come back even past the candidates)
         log_words = row[proposed] - np.logaddexp.reduce(row[allowed])
         mixed = log_words
         if settings.weight < 1.0:
