@@ -83,7 +83,8 @@ def job(tmp_path, tiny_model_dir):
     rows = [(f"u{u}", f"i{rng.randrange(len(TITLES))}") for u in range(12) for _ in range(rng.randint(1, 4))]
     pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(log, index=False)
     return [sys.executable, "-m", "genrec.cli", "batch", "--catalog", str(items), "--model", str(tiny_model_dir),
-            "--histories", str(log), "-k", "3", "--part-size", "1", "--batch-size", "1"]  # fmt: skip
+            "--histories", str(log), "-k", "3", "--part-size", "1", "--batch-size", "1",
+            "--search", "beam"]  # fmt: skip (beam: parts slow enough for a kill to land midway)
 
 
 def _rows(out: Path) -> pd.DataFrame:
