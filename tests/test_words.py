@@ -77,10 +77,10 @@ def test_words_mix_standardised_tfidf_and_reading_and_a_request_joins_both(catal
 
 
 def test_a_request_counts_as_much_as_the_history_and_its_stop_words_not_at_all():
-    from genrec.content import request_weights
+    from genrec.content import history_weights, request_weights
 
-    np.testing.assert_allclose(request_weights([[0, 1, 2], [], [5]], window=20, decay=0.7), [1 + 0.7 + 0.49, 1.0, 1.0])
-    np.testing.assert_allclose(request_weights([[0, 1, 2]], window=1, decay=0.7), [1.0])
+    np.testing.assert_allclose(request_weights(history_weights([[0, 1, 2], [], [5]], 6, window=20, decay=0.7)), [1 + 0.7 + 0.49, 1.0, 1.0])
+    np.testing.assert_allclose(request_weights(history_weights([[0, 1, 2]], 6, window=1, decay=0.7)), [1.0])
     films = Catalog.from_records([
         {"item_id": "q", "title": "Requiem for a Dream"}, {"item_id": "s", "title": "Space Camp"},
         {"item_id": "t", "title": "Toy Story"}, {"item_id": "u", "title": "Toy Soldiers"},

@@ -68,12 +68,12 @@ def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window:
     return sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), n_items))
 
 
-def request_weights(histories: Sequence[Sequence[int]], *, window: int, decay: float) -> np.ndarray:
-    """How much each user's request counts in a profile: as much as the history's items together
-    (``history_weights``' row sums), and at least as much as one item. A request says what is
-    wanted now; it should neither drown in a long history nor drown it."""
-    totals = [sum(decay**age for age in range(len(list(h)[-window:] if window else list(h)))) for h in histories]
-    return np.maximum(1.0, np.array(totals, dtype=np.float64))
+def request_weights(weights: Any) -> np.ndarray:
+    """How much each user's request counts in a profile whose items are weighted ``weights`` (a
+    ``history_weights`` matrix): as much as the history's items together (its row sums), and at
+    least as much as one item. A request says what is wanted now; it should neither drown in a
+    long history nor drown it."""
+    return np.maximum(1.0, np.asarray(weights.sum(axis=1), dtype=np.float64).ravel())
 
 
 class ContentScores:
@@ -123,15 +123,15 @@ class ContentScores:
         window = self.window if window is None else window
         decay = self.decay if decay is None else decay
         vectors = self.vectors
-        profile = history_weights(histories, len(self.catalog), window=window, decay=decay) @ vectors
+        weights = history_weights(histories, len(self.catalog), window=window, decay=decay)
+        profile = weights @ vectors
         if self._vectorizer is not None and any(t.strip() for t in texts):
             from scipy import sparse
             from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
             clean, split = self._vectorizer.build_preprocessor(), self._vectorizer.build_tokenizer()
             kept = [" ".join(w for w in split(clean(t)) if w not in ENGLISH_STOP_WORDS) for t in texts]
-            weights = sparse.diags(request_weights(histories, window=window, decay=decay))
-            profile = profile + weights @ self._vectorizer.transform(kept)
+            profile = profile + sparse.diags(request_weights(weights)) @ self._vectorizer.transform(kept)
         return np.asarray((profile @ vectors.T).todense(), dtype=np.float64)
 
     def __call__(self, histories: list[list[str]]) -> np.ndarray:

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .content import ContentScores, log_similarity, request_weights, standardised
+from .content import (
+    ContentScores,
+    history_weights,
+    log_similarity,
+    request_weights,
+    standardised,
+)
 from .encoder import ItemEncoder
 
 __all__ = ["READING_DEPTH", "READING_WEIGHT", "WordScores", "Words", "reading_layer"]
@@ -71,7 +77,8 @@ class Words:
         if asked and self.read is not None:
             extra = np.zeros((len(histories), self.encoder.features.shape[1]), dtype=np.float32)
             s = self.encoder.settings
-            weights = request_weights([histories[n] for n in asked], window=s.window, decay=s.decay)
+            profiles = history_weights([histories[n] for n in asked], len(self.encoder.features), window=s.window, decay=s.decay)
+            weights = request_weights(profiles)
             extra[asked] = weights[:, None] * self.encoder.unit_vectors(self.read([texts[n] for n in asked]))
         reading = self.encoder.scores(histories, extra=extra)
         mixed = (1.0 - self.weight) * standardised(similarities) + self.weight * standardised(reading)
