@@ -8,8 +8,10 @@ on the same model and the same prompts.
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch;
-(e) with ``--int8``, genrec with the linear layers quantised to int8 (torch's dynamic quantisation): its
-    time and how often its top-10 is fp32's;
+(e) approximate modes, each timed and its top-10 set against fp32's (how many users get the same list,
+    the mean overlap): with ``--int8`` the linear layers quantised to int8 (torch's dynamic
+    quantisation, a measurement only); with ``--bf16`` the opt-in fast mode, the model in bfloat16
+    (``Recommender(dtype="bfloat16")``), and with ``--compile`` too, that copy compiled;
 (f) with ``--compile``, genrec with the model's blocks through torch.compile (exact up to float
     rounding): its time after two searches have compiled it, and whether every top-10 is eager's.
 Medians over users. Writes OUTDIR/bench.json.
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (a measurement; no library mode)")
     p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
     p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
+    p.add_argument("--bf16", action="store_true", help="(e) also decode with a bfloat16 copy (the fast mode); with --compile, compiled too")
     args = p.parse_args(argv)
 
     import torch
@@ -205,36 +208,41 @@ def main(argv=None) -> int:
                     max_new_tokens=steps, pad_token_id=rec.pad_token_id)  # fmt: skip
         return time.perf_counter() - t
 
-    int8 = None
-    if args.int8:  # (e) the opt-in approximate mode: linear layers quantised to int8
-        import copy
+    import copy
 
-        int8 = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
-        genrec_one(jobs[0], lm=int8)
+    approx: dict = {}  # (e) approximate modes, by name: a model each
+    if args.int8:
+        approx["int8"] = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
+    if args.bf16:
+        approx["bf16"] = copy.deepcopy(model).to(torch.bfloat16)
     compiled, compile_s = None, None
     if args.compile:  # (f) the exact decoder with its blocks compiled (a copy: eager runs stay eager)
-        import copy
-
         from genrec.model import compile_blocks
 
         compiled = compile_blocks(copy.deepcopy(model))
+        if args.bf16:
+            approx["bf16_compiled"] = compile_blocks(copy.deepcopy(approx["bf16"]))
         started = time.perf_counter()
         for job in jobs[:2]:  # the first searches compile
             genrec_one(job, lm=compiled)
         compile_s = time.perf_counter() - started
         print(f"(f) compiling the blocks: {compile_s:.0f} s in the first two searches", flush=True)
+    for lm in approx.values():
+        for job in jobs[:2]:
+            genrec_one(job, lm=lm)
     genrec_one(jobs[0])  # warm-up
     genrec_one(jobs[0], lookahead=False)
     # user by user, the methods back to back: drift in machine speed hits them alike
-    genrec_runs, plain_runs, floor, engine, int8_runs, compiled_runs = [], [], [], [], [], []
+    genrec_runs, plain_runs, floor, engine, compiled_runs = [], [], [], [], []
+    approx_runs: dict = {name: [] for name in approx}
     for job in jobs:
         run = genrec_one(job)
         genrec_runs.append(run)
         plain_runs.append(genrec_one(job, lookahead=False))
         floor.append(hf_generate(job, run[3])[0])  # (c) the same number of new tokens, no constraint
         engine.append(engine_floor(job, run[3]))
-        if int8 is not None:
-            int8_runs.append(genrec_one(job, lm=int8))
+        for name, lm in approx.items():
+            approx_runs[name].append(genrec_one(job, lm=lm))
         if compiled is not None:
             compiled_runs.append(genrec_one(job, lm=compiled))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
@@ -287,14 +295,14 @@ def main(argv=None) -> int:
         print(f"(f) compiled blocks: {result['compiled_s']:.3f} s/user "
               f"({result['compiled_vs_unconstrained']:.3f}x unconstrained, eager {genrec_s / unconstrained_s:.3f}x); "
               f"same top-10 for every user: {result['compiled_same_top10']}", flush=True)  # fmt: skip
-    if int8_runs:
-        result["int8_s"] = statistics.median(r[0] for r in int8_runs)
-        result["int8_vs_unconstrained"] = result["int8_s"] / unconstrained_s
-        result["int8_same_top10_users"] = sum(a[1] == b[1] for a, b in zip(int8_runs, genrec_runs)) / len(jobs)
-        result["int8_top10_overlap"] = statistics.mean(len(set(a[1]) & set(b[1])) / k for a, b in zip(int8_runs, genrec_runs))
-        print(f"(e) int8: {result['int8_s']:.3f} s/user ({result['int8_vs_unconstrained']:.2f}x unconstrained fp32, "
-              f"fp32 genrec {genrec_s / unconstrained_s:.2f}x); same top-10 {result['int8_same_top10_users']:.2f} of users, "
-              f"overlap@10 {result['int8_top10_overlap']:.2f}", flush=True)  # fmt: skip
+    for name, runs in approx_runs.items():
+        result[f"{name}_s"] = statistics.median(r[0] for r in runs)
+        result[f"{name}_vs_unconstrained"] = result[f"{name}_s"] / unconstrained_s
+        result[f"{name}_same_top10_users"] = sum(a[1] == b[1] for a, b in zip(runs, genrec_runs)) / len(jobs)
+        result[f"{name}_top10_overlap"] = statistics.mean(len(set(a[1]) & set(b[1])) / k for a, b in zip(runs, genrec_runs))
+        print(f"(e) {name}: {result[f'{name}_s']:.3f} s/user ({result[f'{name}_vs_unconstrained']:.3f}x unconstrained fp32, "
+              f"fp32 genrec {genrec_s / unconstrained_s:.3f}x); same top-10 {result[f'{name}_same_top10_users']:.2f} of users, "
+              f"overlap@10 {result[f'{name}_top10_overlap']:.2f}", flush=True)  # fmt: skip
 
     # (b) transformers with a GENRE-style nested-dict trie
     if not args.skip_hf:
@@ -351,6 +359,18 @@ def main(argv=None) -> int:
         result[name] = len(histories) / min(times)
     rec.lookahead = True
     result["users_per_s_one_at_a_time"] = 1.0 / genrec_s
+    if args.bf16:  # the fast mode's batching, through the library's own bfloat16 load
+        fast = Recommender(catalog, model=args.model, cache_dir=cache_dir, search="beam", dtype="bfloat16")
+        fast.recommend_batch(histories[:2], k=k, batch_size=2, num_beams=args.beams)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fast.recommend_batch(histories, k=k, batch_size=len(histories), num_beams=args.beams)
+            times.append(time.perf_counter() - t0)
+        result["bf16_users_per_s_batched"] = len(histories) / min(times)
+        result["bf16_users_per_s_one_at_a_time"] = 1.0 / result["bf16_s"]
+        print(f"bf16 batched: {result['bf16_users_per_s_batched']:.2f} users/s vs "
+              f"{result['bf16_users_per_s_one_at_a_time']:.2f} one at a time", flush=True)  # fmt: skip
     print(f"batched: {result['users_per_s_batched']:.2f} users/s ({result['users_per_s_batched_no_lookahead']:.2f} without "
           f"lookahead) vs {result['users_per_s_one_at_a_time']:.2f} one at a time", flush=True)  # fmt: skip
     (out / "bench.json").write_text(json.dumps(result, indent=2))

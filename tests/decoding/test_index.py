@@ -106,6 +106,23 @@ def test_prefix_titles_and_sentinel():
     assert index.walk([4]) == -1
 
 
+def test_keep_columns_is_keep_restricted_to_the_title_tokens():
+    import torch
+
+    from genrec.decoding.constraint import TitleConstraint
+
+    seqs = [[5, 6, END], [5, 6, 7, END], [9, END]]
+    constraint = TitleConstraint(build_index(pad(seqs), vocab_size=16), "cpu")
+    assert constraint.arrays["columns"].tolist() == [END, 5, 6, 7, 9]
+    logp = torch.randn(3, 16)
+    nodes = torch.tensor([0, constraint.index.walk([5, 6]), constraint.sentinel])
+    row, token, _ = constraint.allowed(nodes)
+    full = constraint.keep(logp, row, token)
+    compact = constraint.keep_columns(logp, row, token, logp[row, token])
+    assert torch.equal(full[:, constraint.arrays["columns"]], compact)  # the same entries, and -inf elsewhere
+    assert torch.isinf(full).sum() - torch.isinf(compact).sum() == 3 * (16 - 5)
+
+
 def test_empty_index():
     index = build_index(np.zeros((0, 1), dtype=np.int32), vocab_size=16)
     assert index.n_titles == 0 and index.max_depth == 0 and index.allowed(0).tolist() == []

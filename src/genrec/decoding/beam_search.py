@@ -257,14 +257,15 @@ def _prefill(
 def _mask(
     logp: torch.Tensor, state: SearchState, settings: SearchSettings, cap: FamilyCap | None, finished: list[list[Hypothesis]]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The step's scores of every (beam, token), and under a family cap the held-back ones apart."""
+    """The step's scores of every (beam, token), and under a family cap the held-back ones apart.
+    Constrained, the columns are the index's tokens (``TitleConstraint.keep_columns``), not the vocabulary."""
     if settings.constraint is None:
         return logp, None
     row_users = state.active.repeat_interleave(settings.beams)
     row, token, child = settings.constraint.allowed(state.nodes, row_users)
     mixed = settings.prior.mix(logp, row, token, child, row_users) if settings.prior is not None else logp[row, token]
     if cap is None:
-        return settings.constraint.keep(logp, row, token, mixed), None
+        return settings.constraint.keep_columns(logp, row, token, mixed), None
     total = state.scores.view(-1)[row] + mixed
     if settings.length_penalty == 0.0:  # (scores only fall as a title grows; a normalised one can rise)
         closed = cap.closed(child, total, row_users[row], finished)
@@ -272,9 +273,10 @@ def _mask(
         total = torch.where(closed, torch.full_like(total, NEG_INF), total)
     held = cap.overflow(child, total, row_users[row])
     if not bool(held.any()):
-        return settings.constraint.keep(logp, row, token, mixed), None
+        return settings.constraint.keep_columns(logp, row, token, mixed), None
     kept = torch.where(held, torch.full_like(mixed, NEG_INF), mixed)
-    return settings.constraint.keep(logp, row, token, kept), settings.constraint.keep(logp, row[held], token[held], mixed[held])
+    keep = settings.constraint.keep_columns
+    return keep(logp, row, token, kept), keep(logp, row[held], token[held], mixed[held])
 
 
 def _score(logp: torch.Tensor, state: SearchState, settings: SearchSettings, spare: torch.Tensor | None = None) -> Candidates:
@@ -288,7 +290,8 @@ def _score(logp: torch.Tensor, state: SearchState, settings: SearchSettings, spa
 
 
 def _top(logp: torch.Tensor, state: SearchState, settings: SearchSettings, n: int) -> Candidates:
-    """The best ``n`` (beam, token) extensions per user of ``logp``, best first."""
+    """The best ``n`` (beam, token) extensions per user of ``logp``, best first (constrained,
+    ``logp``'s columns are the index's tokens)."""
     n_active, beams = len(state.active), settings.beams
     vocab = logp.shape[-1]
     flat = (logp + state.scores.view(-1, 1)).view(n_active, beams * vocab)
@@ -299,6 +302,7 @@ def _top(logp: torch.Tensor, state: SearchState, settings: SearchSettings, n: in
     valid = top_scores > NEG_INF
     constraint = settings.constraint
     if constraint is not None:
+        token = constraint.arrays["columns"][token]
         child = constraint.advance(state.nodes[parent_row], token)
         child = torch.where(valid, child, torch.full_like(child, constraint.sentinel))
         is_final = constraint.is_final(child) & valid

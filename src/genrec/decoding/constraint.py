@@ -77,6 +77,15 @@ class TitleConstraint:
         masked[row, token] = logp[row, token] if values is None else values
         return masked
 
+    def keep_columns(self, logp: torch.Tensor, row: torch.Tensor, token: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``keep`` over the index's tokens only (``columns``, sorted): ``[rows, len(columns)]``,
+        -inf but at ``(row, token)``. A search picks among these few thousand columns instead of
+        the whole vocabulary: the same candidates, a fraction of the work."""
+        columns = self.arrays["columns"]
+        masked = torch.full((logp.shape[0], len(columns)), NEG_INF, dtype=logp.dtype, device=logp.device)
+        masked[row, torch.searchsorted(columns, token)] = values
+        return masked
+
     def advance(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The node each (node, token) leads to; the sentinel where the token continues no title."""
         keys = self.arrays["keys"]

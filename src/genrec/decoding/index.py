@@ -198,6 +198,7 @@ class TitleIndex:
             arrays = {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name))) for name in names}
             arrays["keys"] = torch.from_numpy(self.keys)
             arrays["forced"] = torch.from_numpy(self.forced_lengths())
+            arrays["columns"] = torch.from_numpy(self.tokens())
             self._torch[key] = {name: t.to(device) for name, t in arrays.items()}
         return self._torch[key]
 
