@@ -33,7 +33,7 @@ from genrec.data.cold import cold_items, group_of, seen_items, without_items
 from genrec.data.splits import split_dataset
 from genrec.encoder import EncoderSettings, ItemEncoder
 from genrec.content import standardised
-from genrec.evaluation.embed import VALID_ROWS, WEIGHTS
+from genrec.log_model import VALID_ROWS, WEIGHTS
 from genrec.evaluation.significance import paired_comparison
 from genrec.ranking.metrics import UserResult, ndcg
 from genrec.ranking.protocol import Protocol

@@ -44,12 +44,18 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prompts", help="folder of .jinja templates that override or add to the built-in ones")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU when there is one)")
     g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="the model's weights (default: float32 on a CPU, bf16 on a GPU); bfloat16 on a CPU with AMX or "
+                   "AVX512-BF16 is the fast mode: about 1.7x faster beam search, most of the same top-10, not all")  # fmt: skip
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
+    g.add_argument("--log", metavar="FILE",
+                   help="an interaction log (CSV/TSV/Parquet of user_id,item_id[,timestamp]) to fit the trained mixture on "
+                   "(Recommender.fit); search auto then ranks by it")  # fmt: skip
     g.add_argument("--search", default="auto", choices=SEARCHES,
                    help="beam: the model writes titles over the whole catalog; content: the items nearest the history "
-                   "(and request) in words, TF-IDF mixed with the model's reading of each item; auto (default): content "
-                   "unless a prior or a genrec-fine-tuned model is given")  # fmt: skip
+                   "(and request) in words, TF-IDF mixed with the model's reading of each item; log: the mixture fitted "
+                   "on --log; auto (default): log when --log is given, beam for a genrec-fine-tuned model, else content")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,10 +165,11 @@ def _load_catalog(args: argparse.Namespace):
 def _recommender(args: argparse.Namespace, catalog: Any):
     from .recommender import Recommender
 
-    return Recommender(
-        catalog, model=args.model, prompts_dir=args.prompts, device=args.device, num_beams=args.beams,
+    rec = Recommender(
+        catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
         max_per_family=args.max_per_family, search=args.search,
     )  # fmt: skip
+    return rec.fit(args.log, progress=True) if args.log else rec
 
 
 def _history(args: argparse.Namespace) -> list[str]:

@@ -17,6 +17,7 @@ from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, chec
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
+from .log_model import fit_log_model, read_log
 from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
@@ -60,8 +61,9 @@ class Recommender(KeptResources):
     what a genrec-fine-tuned model directory was trained with (its ``genrec.json``), else "full".
     ``search``: "beam" (the model writes titles over the whole catalog), "content" (the items
     nearest the history and request in words, TF-IDF mixed with the model's reading of each item,
-    as ``content_search`` says; ``tasks/content_search.py``) or "auto": content unless a call has an
-    active prior or the model is a genrec-fine-tuned directory (whatever learned from a log).
+    as ``content_search`` says; ``tasks/content_search.py``), "log" (the mixture ``fit`` fitted on
+    an interaction log) or "auto": beam with an active prior, else log once a log is fitted, else
+    beam for a genrec-fine-tuned directory (whatever learned from a log), else content.
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.
@@ -182,6 +184,24 @@ class Recommender(KeptResources):
     @prior_aggregation.setter
     def prior_aggregation(self, aggregation: str) -> None:
         self.default_prior = replace(self.default_prior, aggregation=aggregation)
+
+    def fit(self, log: Any, *, epochs: int = 8, seed: int = 0, lenient: bool = False, progress: bool = False) -> Recommender:
+        """Fit the trained mixture on an interaction log (``genrec.log_model``): ItemKNN where the
+        log has seen an item and TF-IDF over words everywhere, mixed with the model's item vectors
+        under a map trained on the log; its settings chosen on each user's last interaction.
+        ``search="auto"`` then ranks by it (a call with a request: by the words). ``log``: a pandas
+        table or a file of ``user_id, item_id[, timestamp]``, or a mapping of user to item IDs,
+        oldest first. An item the catalog lacks is an error, or with ``lenient`` left out and
+        counted (``log_model.tuned``). Reading the catalog's item vectors takes minutes on a CPU
+        the first time (then they are kept on disk); training takes seconds an epoch."""
+        sequences = read_log(log)
+
+        def read(layers: Sequence[int]) -> dict[int, Any]:
+            return self.item_vectors(layers, progress=progress)
+
+        n_layers = self.lm.model.config.num_hidden_layers
+        self.log_model = fit_log_model(self.catalog, sequences, read, n_layers, epochs=epochs, seed=seed, lenient=lenient, progress=progress)
+        return self
 
     # ------------------------------------------------------------------ tasks
     def recommend(

@@ -14,6 +14,7 @@ from .catalog import Catalog
 from .content import ContentScores, catalog_texts
 from .decoding import PrefixCache, TitleIndex
 from .encoder import EncoderSettings, ItemEncoder, cached_embed_texts, embed_texts
+from .log_model import LogModel
 from .model import LoadedModel
 from .tasks import PromptPipeline
 from .tasks.content_search import ContentSearch
@@ -39,6 +40,7 @@ class KeptResources:
         self._words: tuple[ContentSearch, Words] | None = None  # with the settings they were built for
         self._words_lock = threading.Lock()  # (building the words takes the other lock)
         self._vectors_dir = cache_dir / "item_vectors" if use_disk_cache else None
+        self.log_model: LogModel | None = None  # fitted by Recommender.fit
         self._lock = threading.Lock()
 
     def index_for(self, template: str = "next_item") -> TitleIndex:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import genrec.encoder as encoder
-import genrec.evaluation.embed as embed
+import genrec.log_model as log_model
 from genrec.data.cold import cold_items
 from genrec.data.splits import sample_examples, split_dataset
 from genrec.errors import DataError
@@ -138,7 +138,7 @@ def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, c
     assert len(table) == 2 + (tuned["epoch"] > 0)  # each layer untrained, and the map kept if one was trained
     chosen = next(line for line in table if f"layer {tuned['layer']}, " + ("map" if tuned["epoch"] else "untrained") in line)
     cells = [cell.strip() for cell in chosen.strip("|").split("|")[1:]]
-    test_at = {w: float(cell.split(" / ")[1]) for w, cell in zip(embed.WEIGHTS, cells)}
+    test_at = {w: float(cell.split(" / ")[1]) for w, cell in zip(log_model.WEIGHTS, cells)}
     assert test_at[tuned["weight"]] == pytest.approx(doc["methods"]["genrec-embed+content"]["NDCG@10"], abs=1e-4)
     assert test_at[0.0] == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
     # --pool: the untrained encoder's layer and w chosen on validation alone, then its test rows
@@ -148,7 +148,7 @@ def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, c
     layer, w = re.search(r"chosen on validation: layer (\d+), untrained, w = ([\d.]+)", out).groups()
 
     def cells(line):  # {w: (validation, test)} of a table row
-        return {x: tuple(float(v) for v in cell.split(" / ")) for x, cell in zip(embed.WEIGHTS, line.strip("|").split("|")[1:])}
+        return {x: tuple(float(v) for v in cell.split(" / ")) for x, cell in zip(log_model.WEIGHTS, line.strip("|").split("|")[1:])}
 
     untrained = {line.split(",")[0]: cells(line) for line in table if "untrained" in line}
     chosen = untrained[f"| layer {layer}"][float(w)]

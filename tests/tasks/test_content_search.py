@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from genrec import Catalog, ConfigError, ContentScores, ContentSearch, DeadlineError, Prior
-from genrec.tasks.content_search import uses_content
+from genrec.tasks.content_search import search_mode
 from genrec.tasks.rank import score_titles
 
 TFIDF = ContentSearch(reading=None)  # the words as TF-IDF alone
@@ -84,14 +84,21 @@ def test_a_history_with_no_words_in_common_is_left_to_beam_search(make_rec, cata
 
 
 def test_auto_is_content_unless_something_learned_from_a_log_is_at_hand(make_rec, catalog, tmp_path):
-    assert uses_content("auto", Prior(), fine_tuned=False)
-    assert not uses_content("auto", Prior(np.zeros(3), weight=0.5), fine_tuned=False)
-    assert uses_content("auto", Prior(np.zeros(3), weight=0.0), fine_tuned=False)  # a prior at weight 0 is no prior
-    assert not uses_content("auto", Prior(), fine_tuned=True)
-    assert uses_content("content", Prior(np.zeros(3), weight=0.5), fine_tuned=True)
-    assert not uses_content("beam", Prior(), fine_tuned=False)
-    with pytest.raises(ConfigError, match="search must be one of auto, beam, content"):
-        uses_content("nearest", Prior(), fine_tuned=False)
+    def mode(search, prior=Prior(), fine_tuned=False, fitted_log=False):
+        return search_mode(search, prior, fine_tuned, fitted_log)
+
+    assert mode("auto") == "content"
+    assert mode("auto", Prior(np.zeros(3), weight=0.5)) == "beam"
+    assert mode("auto", Prior(np.zeros(3), weight=0.0)) == "content"  # a prior at weight 0 is no prior
+    assert mode("auto", fine_tuned=True) == "beam"
+    assert mode("auto", fine_tuned=True, fitted_log=True) == "log"
+    assert mode("auto", Prior(np.zeros(3), weight=0.5), fitted_log=True) == "beam"
+    assert mode("content", Prior(np.zeros(3), weight=0.5), fine_tuned=True) == "content"
+    assert mode("beam", fitted_log=True) == "beam"
+    with pytest.raises(ConfigError, match="search must be one of auto, beam, content, log"):
+        mode("nearest")
+    with pytest.raises(ConfigError, match=r"Recommender.fit\(log\) first"):
+        mode("log")
     rec = make_rec(catalog, search="auto")
     assert rec.search == "auto" and not rec.fine_tuned
     rec.warm()  # a service builds the vectors before its first request

@@ -40,7 +40,6 @@ def add_batch_parser(sub: Any, add_catalog: Callable[[argparse.ArgumentParser], 
     p.add_argument("--parts", type=int, help="parts of a streamed input, users placed by a hash of their ID (default: one per MiB of input)")
     p.add_argument("--user-buckets", type=int, help="partition the data files by a hash of user_id: data/user_bucket=B/")
     p.add_argument("--overwrite", action="store_true", help="discard what --out holds and start over")
-    p.add_argument("--dtype", help="float32 (default), bfloat16, float16")
 
 
 def _streamed(args: argparse.Namespace) -> bool:
@@ -52,6 +51,8 @@ def run_batch_command(args: argparse.Namespace, catalog: Any) -> int:
     from . import DecodeSettings, RecommenderSpec, batch_prior, file_sha, read_users, run_batch, run_batch_stream
     from .stream import StreamInput
 
+    if args.log:
+        raise DataError("genrec batch does not fit --log yet (each worker would fit it): use Recommender.fit in your own job")
     streamed = _streamed(args)
     if streamed and args.part_size is not None:
         raise DataError("--part-size slices one file read in memory; a streamed input is split by --parts")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["UserJob", "check_log_rows", "check_user_rows", "jsonl_rows", "read_users"]
+__all__ = ["UserJob", "check_log_rows", "check_user_rows", "jsonl_rows", "log_jobs", "read_users"]
 
 _LOG_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": ","}
 
@@ -48,9 +48,9 @@ def read_users(path: str | Path, *, sep: str | None = None) -> list[UserJob]:
         users = _read_jsonl(path)
     elif suffix == ".parquet":
         table = _read_parquet(path)
-        users = _user_rows(table, path) if "history" in table.columns else _interaction_log(table, path, first_row=0)
+        users = _user_rows(table, path) if "history" in table.columns else log_jobs(table, path, first_row=0)
     elif suffix in _LOG_SUFFIXES or sep is not None:
-        users = _interaction_log(_read_csv(path, sep or _LOG_SUFFIXES.get(suffix, ",")), path, first_row=2)
+        users = log_jobs(_read_csv(path, sep or _LOG_SUFFIXES.get(suffix, ",")), path, first_row=2)
     else:
         raise DataError(f"{path}: unknown histories format {suffix!r} (use .csv, .tsv, .parquet or .jsonl)")
     if not users:
@@ -74,8 +74,9 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read as Parquet: {exc}") from None
 
 
-def _interaction_log(table: pd.DataFrame, path: Path, first_row: int) -> list[UserJob]:
-    """Rows numbered as a person finds them: the file's line (CSV, header = line 1) or row index."""
+def log_jobs(table: pd.DataFrame, path: Path | str, first_row: int) -> list[UserJob]:
+    """Each user of an interaction log table and their items in time order (``path``: the source
+    named in errors). Rows numbered as a person finds them: the file's line (CSV, header = line 1) or row index."""
     users, items, stamps = check_log_rows(table, path, first_row)
     order = pd.unique(users)  # users in order of first appearance in the file
     by_time = np.argsort(stamps, kind="stable")  # stable: equal (or missing) timestamps keep file order
@@ -83,7 +84,7 @@ def _interaction_log(table: pd.DataFrame, path: Path, first_row: int) -> list[Us
     return [UserJob(user_id=str(u), history=list(groups[u])) for u in order]
 
 
-def check_log_rows(table: pd.DataFrame, path: Path, first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_log_rows(table: pd.DataFrame, path: Path | str, first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A log's user IDs and item IDs (stripped text) and timestamps (-inf where missing: first),
     or a DataError naming the first bad row (``first_row``: the number of the table's first)."""
     missing = [c for c in ("user_id", "item_id") if c not in table.columns]

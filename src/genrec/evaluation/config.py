@@ -21,7 +21,7 @@ __all__ = ["EvalConfig", "METHODS", "ALIASES", "SCORED", "DTYPES", "method_order
 
 METHODS = (
     "pop", "markov", "itemknn", "sasrec-bce", "sasrec-ce", "sasrec", "content", "hybrid", "genrec", "genrec-free", "genrec-content",
-    "genrec-embed",
+    "genrec-log", "genrec-embed",
 )  # fmt: skip
 #: method names that stand for another method (said in the report)
 ALIASES = {"sasrec": "sasrec-ce"}
@@ -130,7 +130,7 @@ class EvalConfig:
             raise DataError(f"rerank mixtures must be some of {', '.join(MIXTURES)}, got {', '.join(bad) or 'none'}")
         if self.rerank_candidates < self.k:
             raise DataError(f"rerank candidates must be at least k ({self.k}), got {self.rerank_candidates}")
-        if self.max_per_family is not None and any(is_rerank(m) or m == "genrec-content" for m in self.methods):
+        if self.max_per_family is not None and any(is_rerank(m) or m in ("genrec-content", "genrec-log") for m in self.methods):
             raise DataError("the family cap applies to beam search; a reranking method's lists would not honour it")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")

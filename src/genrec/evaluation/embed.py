@@ -10,7 +10,8 @@
 
 Both score the full catalog, so they rank by the same protocol as the scored baselines. The
 items' vectors are kept in the run's folder (``item_vectors.npz``): reading a catalog is the
-slow part (minutes here), training the map takes seconds an epoch.
+slow part (minutes here), training the map takes seconds an epoch. The training and the choice
+are ``genrec.log_model``'s, the one ``Recommender.fit`` serves.
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..baselines.fit import SCORED
-from ..baselines.scored import ScoredMethod, scores_ndcg
-from ..catalog import Catalog
-from ..content import standardised
-from ..data.cold import seen_items
 from ..encoder import EncoderSettings, ItemEncoder
+from ..log_model import EncoderScores, train_mixture
 from ..ranking.rows import evaluate_scored
 from .context import Method, Rows, RunContext, Store
 
@@ -37,27 +35,6 @@ __all__ = ["EMBED", "EMBED_PREFIX", "EncoderScores", "GenrecEmbed", "item_vector
 
 EMBED = "genrec-embed"
 EMBED_PREFIX = "genrec-embed+"
-#: the encoder's shares of a mixture tried on validation
-WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-#: validation rows read at each epoch (``validation_ndcg``'s limit)
-VALID_ROWS = 2000
-
-
-class EncoderScores(ScoredMethod):
-    """The encoder's scores, alone or mixed with a fitted baseline's."""
-
-    name = EMBED
-
-    def __init__(self, catalog: Catalog, encoder: ItemEncoder, base: ScoredMethod | None = None, weight: float = 1.0):
-        super().__init__(catalog)
-        self.encoder, self.base, self.weight = encoder, base, weight
-
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        mine = self.encoder.scores(self.positions(histories))
-        if self.base is None or self.weight >= 1.0:
-            return mine
-        theirs = standardised(np.asarray(self.base.score(histories), dtype=np.float64))
-        return theirs if self.weight <= 0.0 else (1 - self.weight) * theirs + self.weight * standardised(mine)
 
 
 def item_vectors(ctx: RunContext, layers: Sequence[int]) -> dict[int, np.ndarray]:
@@ -96,58 +73,15 @@ def fitted_encoder(ctx: RunContext, base: str | None = None) -> tuple[ItemEncode
                 encoder.weight, encoder.bias = kept["weight"], kept["bias"]
     else:
         started = time.perf_counter()
-        encoder, tuned = _train_layers(ctx, vectors, settings, base)
+        valid = ctx.tuning_split().valid
+        baseline = None if base is None else ctx.baseline(base)
+        encoder, tuned = train_mixture(ctx.catalog, ctx.split.train, valid, vectors, settings, baseline, progress=ctx.progress)
         tuned["train_s"] = round(time.perf_counter() - started, 1)  # (kept: a resumed run reports it too)
         trained = {"weight": encoder.weight, "bias": encoder.bias} if encoder.weight is not None else {}
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, tuned=json.dumps(tuned), **trained)
     ctx.shared[key] = (encoder, tuned)
     return encoder, tuned
-
-
-def _train_layers(
-    ctx: RunContext, vectors: dict[int, np.ndarray], settings: EncoderSettings, base: str | None
-) -> tuple[ItemEncoder, dict[str, Any]]:
-    catalog = ctx.catalog
-    valid = list(ctx.tuning_split().valid)[:VALID_ROWS]
-    probe = ScoredMethod(catalog)  # the catalog's index, for scoring validation rows
-    histories = probe.positions(e.history for e in valid)
-    # the baseline's scores do not change while the map trains: computed once
-    theirs = None if base is None else standardised(np.asarray(ctx.baseline(base).score([e.history for e in valid]), dtype=np.float64))
-    weights = (1.0,) if base is None else WEIGHTS
-    sequences = [[catalog.position(i) for i in sequence if i in catalog] for sequence in ctx.split.train.values()]
-    seen = seen_items(ctx.split)
-    known = np.array([item in seen for item in catalog.ids])
-    trials: dict[int, tuple[float, ItemEncoder, dict[float, float]]] = {}
-    for layer in ctx.config.embed_layers:
-        encoder = ItemEncoder(vectors[layer], settings)
-        by_epoch: list[dict[float, float]] = []  # each epoch's validation NDCG@10 for each w
-
-        def select(encoder: ItemEncoder = encoder, by_epoch: list[dict[float, float]] = by_epoch) -> float:
-            mine = standardised(encoder.scores(histories))
-            by_w = {w: scores_ndcg(probe, mine if theirs is None or w >= 1.0 else (1 - w) * theirs + w * mine, valid) for w in weights}
-            by_epoch.append(by_w)
-            return max(by_w.values())
-
-        encoder.train(sequences, known, select=select, progress=ctx.progress)
-        epoch = _kept_epoch(encoder)
-        trials[layer] = (by_epoch[epoch][max(by_epoch[epoch], key=lambda w: (by_epoch[epoch][w], -w))], encoder, by_epoch[epoch])
-    layer = max(trials, key=lambda n: (trials[n][0], -n))  # ties: the earlier layer
-    _, encoder, by_w = trials[layer]
-    tuned: dict[str, Any] = {
-        "layer": layer, "epoch": _kept_epoch(encoder),
-        "valid_NDCG@10": {f"layer {n}": round(score, 4) for n, (score, _, _) in trials.items()},
-        "epochs": [{k: round(v, 4) for k, v in h.items()} for h in encoder.history],
-    }  # fmt: skip
-    if base is not None:
-        tuned["weight"] = max(by_w, key=lambda w: (by_w[w], -w))  # ties: the baseline's side
-        tuned["mixture_valid_NDCG@10"] = {str(w): round(v, 4) for w, v in by_w.items()}
-    return encoder, tuned
-
-
-def _kept_epoch(encoder: ItemEncoder) -> int:
-    """The epoch ``ItemEncoder.train`` kept: the best validation score, the earliest of equals."""
-    return int(max(encoder.history, key=lambda h: (h["valid"], -h["epoch"]))["epoch"])
 
 
 class GenrecEmbed(Method):

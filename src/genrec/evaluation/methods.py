@@ -16,6 +16,7 @@ What they share (``RunContext``) and their base (``Method``) live in ``context.p
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -73,17 +74,26 @@ CONTENT_MODE = (
 )
 
 
+LOG_MODE = (
+    "Recommender.fit on the training sequences (its own choice on each sequence's last item, then refitted on them "
+    "all), ranked by search='log': the hybrid baseline mixed with the model's item vectors under a trained map"
+)
+
+
 class GenrecBeam(Method):
     """The language model alone: constrained beam search (``genrec``), or free text grounded
     onto the catalog (``genrec-free``); or the library's search from words (``genrec-content``:
     ``Recommender(search="content")`` with its default settings, untuned: TF-IDF mixed with the
-    model's reading of the items). Tuned only when the run tries several history lengths."""
+    model's reading of the items); or the library's mixture fitted on the training part
+    (``genrec-log``: ``Recommender.fit``, which chooses its settings on the training sequences'
+    last items, never on the run's validation rows). Tuned only when the run tries several
+    history lengths."""
 
     mode = "constrained beam search"
 
     @classmethod
     def accepts(cls, name: str) -> bool:
-        return name in ("genrec", "genrec-free", "genrec-content")
+        return name in ("genrec", "genrec-free", "genrec-content", "genrec-log")
 
     @property
     def constrained(self) -> bool:
@@ -91,7 +101,14 @@ class GenrecBeam(Method):
 
     @property
     def search(self) -> str:
-        return "content" if self.name == "genrec-content" else "beam"
+        return {"genrec-content": "content", "genrec-log": "log"}.get(self.name, "beam")
+
+    def fit(self, ctx: RunContext) -> None:
+        if self.name == "genrec-log":
+            started = time.perf_counter()
+            rec = ctx.recommender()
+            rec.fit(ctx.split.train, epochs=ctx.config.embed_epochs, seed=ctx.config.seed, progress=ctx.progress)
+            self.fit_s = time.perf_counter() - started
 
     def prior(self, ctx: RunContext) -> ScoredMethod | None:
         return None
@@ -129,7 +146,7 @@ class GenrecBeam(Method):
 
     def describe(self, ctx: RunContext, tuned: dict[str, Any] | None) -> dict[str, Any]:
         config = ctx.config
-        mode = {"genrec-free": "free generation + grounding", "genrec-content": CONTENT_MODE}.get(self.name) or self.mode_text(config)
+        mode = {"genrec-free": "free generation + grounding", "genrec-content": CONTENT_MODE, "genrec-log": LOG_MODE}.get(self.name) or self.mode_text(config)
         if tuned is not None:
             mode += self.tuned_text(tuned)
             if len(config.histories()) > 1:
@@ -142,6 +159,8 @@ class GenrecBeam(Method):
         }
         if tuned is not None:
             described["tuned"] = tuned
+        if self.name == "genrec-log":
+            described["fit"] = {"fit_s": round(self.fit_s, 1), **ctx.recommender().log_model.tuned}
         return described
 
     def mode_text(self, config: EvalConfig) -> str:

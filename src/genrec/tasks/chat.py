@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..grounding import Match
-from .content_search import decode_content, uses_content
+from .content_search import decode_content, search_scores
 from .explain import unique_matches
 from .host import TaskHost
 from .prior import Prior
@@ -76,8 +76,9 @@ def chat(
     )
     prior = prior if prior is not None else host.default_prior
     recs = None
-    if uses_content(search or host.search, prior, host.fine_tuned):
-        recs = decode_content(host, host.words().scores([job.history_positions]), [job], k, host.content_search)[0]
+    words = search_scores(host, search, prior, [job.history_positions])
+    if words is not None:
+        recs = decode_content(host, words, [job], k, host.content_search)[0]
     if recs is None:
         rows = prior.item_scores(host.catalog, [job.history_positions])
         recs = decode_constrained(host, [job], k, beams, prior=prior, prior_rows=rows)[0]

@@ -16,7 +16,8 @@ opinion more weight without losing accuracy on new-item validation rows. The mod
 the items, mixed into the words, is what measured better than TF-IDF alone.
 
 ``search="auto"`` (the default) uses it when nothing learned from an interaction log is at hand:
-no active prior, and a model that genrec did not fine-tune. A request's words join the history's
+no active prior, no log fitted (``Recommender.fit``: its mixture ranks the same way, through
+``search_scores``), and a model that genrec did not fine-tune. A request's words join the history's
 (a request alone is enough); a conversation's do not (``chat``: a turned-down title's words would
 pull its look-alikes up), and reach the model's prompt only when ``weight`` is below 1. Nothing to
 go on (no history and no request, or, with TF-IDF alone, no word in common with any item the user
@@ -39,11 +40,13 @@ from .pipeline import PreparedPrompt
 from .prior import Prior
 from .results import Recommendation, Recommendations
 
-__all__ = ["SEARCHES", "ContentSearch", "check_search", "uses_content", "decode_content"]
+__all__ = ["SEARCHES", "ContentSearch", "check_search", "search_mode", "search_scores", "decode_content"]
 
 #: ``beam``: the model writes titles over the whole catalog; ``content``: the items nearest in words
-#: (TF-IDF and the model's reading); ``auto``: content unless a prior or a fine-tuned model is at hand
-SEARCHES = ("auto", "beam", "content")
+#: (TF-IDF and the model's reading); ``log``: the mixture fitted on an interaction log
+#: (``Recommender.fit``); ``auto``: beam with a prior, else log once one is fitted, else beam for a
+#: fine-tuned model, else content
+SEARCHES = ("auto", "beam", "content", "log")
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,36 @@ def check_search(search: str) -> str:
     return search
 
 
-def uses_content(search: str, prior: Prior, fine_tuned: bool) -> bool:
-    """Whether a constrained call with this ``search`` and ``prior`` proposes from content."""
+def search_mode(search: str, prior: Prior, fine_tuned: bool, fitted_log: bool) -> str:
+    """What a constrained call with this ``search`` and ``prior`` ranks by: ``beam``, ``content``
+    (the words) or ``log`` (the mixture ``Recommender.fit`` fitted on an interaction log)."""
     if check_search(search) == "auto":
-        return not prior.active and not fine_tuned
-    return search == "content"
+        if prior.active:
+            return "beam"
+        return "log" if fitted_log else "beam" if fine_tuned else "content"
+    if search == "log" and not fitted_log:
+        raise ConfigError("search='log' ranks by a fitted interaction log: call Recommender.fit(log) first")
+    return search
+
+
+def search_scores(
+    host: TaskHost, search: str | None, prior: Prior, histories: Sequence[Sequence[int]], requests: Sequence[str | None] | None = None,
+) -> WordScores | None:  # fmt: skip
+    """The scores a constrained call proposes from (histories: catalog positions), or None for
+    beam search. With a fitted log, a row with a request is scored from the words (the log's
+    mixture cannot read a request), the others by the mixture."""
+    mode = search_mode(search or host.search, prior, host.fine_tuned, host.log_model is not None)
+    if mode == "beam":
+        return None
+    asked = [bool(text and text.strip()) for text in requests] if requests is not None else [False] * len(histories)
+    words = host.words().scores(histories, requests) if mode == "content" or any(asked) else None
+    if mode == "content" or host.log_model is None:
+        return words
+    fitted = host.log_model.word_scores(histories)
+    if words is None:
+        return fitted
+    rows = np.array(asked)[:, None]
+    return WordScores(np.where(rows, words.logits, fitted.logits), np.where(rows, words.near, fitted.near))
 
 
 def decode_content(

@@ -15,6 +15,7 @@ from .pipeline import PromptPipeline
 from .prior import Prior
 
 if TYPE_CHECKING:  # (content_search takes a TaskHost)
+    from ..log_model import LogModel
     from .content_search import ContentSearch
 
 __all__ = ["TaskHost", "output_vocabulary"]
@@ -40,9 +41,10 @@ class TaskHost(Protocol):
     pad_token_id: int
     default_prior: Prior  # what a call without a prior of its own mixes in (no scores: the model alone)
     output_vocabulary: str  # "full" or "catalog" (decoding.vocabulary)
-    search: str  # "auto", "beam" or "content" (content_search.py)
+    search: str  # "auto", "beam", "content" or "log" (content_search.py)
     content_search: ContentSearch
     fine_tuned: bool  # a model genrec fine-tuned on an interaction log (its directory holds genrec.json)
+    log_model: LogModel | None  # the mixture Recommender.fit fitted on an interaction log
 
     def prefix_cache(self, template: str) -> PrefixCache: ...
 

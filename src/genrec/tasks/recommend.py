@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..decoding import Hypothesis, TitleContext, TitlePrior, beam_search
 from ..errors import LimitError
 from ..model import eos_token_ids
-from .content_search import decode_content, uses_content
+from .content_search import decode_content, search_scores
 from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
 from .prior import Prior
@@ -52,7 +52,7 @@ def recommend_batch(
     (constrained decoding; None: the host's default) is mixed into every step. ``min_match_score``
     and ``strict_history``: how strictly histories are read (``PromptPipeline.prepare``);
     ``deadline`` (``time.monotonic()``): a DeadlineError once decoding runs past it. ``search``
-    (None: the host's): ``beam``, ``content`` or ``auto`` (``content_search.py``)."""
+    (None: the host's): ``beam``, ``content``, ``log`` or ``auto`` (``content_search.py``)."""
     k = host.limits.check_k(k)
     requests = list(requests) if requests is not None else [None] * len(histories)
     excludes = list(excludes) if excludes is not None else [()] * len(histories)
@@ -71,8 +71,8 @@ def recommend_batch(
     if scores is not None and not constrained:
         raise LimitError("a prior applies to constrained decoding only (constrained=True)")
     results: list[Recommendations | None] = [None] * len(jobs)
-    if constrained and uses_content(search or host.search, prior, host.fine_tuned):
-        words = host.words().scores([job.history_positions for job in jobs], requests)
+    words = search_scores(host, search, prior, [job.history_positions for job in jobs], requests) if constrained else None
+    if words is not None:
         results = decode_content(host, words, jobs, k, host.content_search, deadline=deadline)
     size = batch_size or host.batch_size
     # similar prompt lengths together: less padding per batch (only what content left to the beam)
