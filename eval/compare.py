@@ -15,6 +15,10 @@ that occur twice in a run are left out (and counted), not guessed at.
 methods on other datasets, say): each pair's rows are matched as above, then all are tested
 together.
 
+``--overlap K``: also how alike the two lists of each row are: the mean share of the first's top
+K that the second holds, and how many rows have the same top K in the same order (an approximate
+mode against the exact one, say).
+
 ``--cluster``: rows of one dataset with the same user and target (the same row in runs of several
 seeds, say) are resampled and sign-flipped together, as one piece of evidence: pooled seeded runs
 repeat rows, and counting each copy as independent makes the interval too narrow.
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--and", dest="more", nargs=2, action="append", default=[], metavar=("FIRST", "SECOND"),
                    help="another pair of RUN_DIR:METHOD pooled into the comparison (repeatable)")  # fmt: skip
     p.add_argument("--cluster", action="store_true", help="rows of one dataset with the same user and target count as one")
+    p.add_argument("--overlap", type=int, metavar="K", help="also the top-K overlap of each row's two lists")
     args = p.parse_args(argv)
     try:
         (run_a, a), (run_b, b) = args.first, args.second
@@ -109,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| metric | rows | {a} | {b} | difference | {args.confidence:.0%} CI | p | better / worse rows |")
         print("|---|---:|---:|---:|---:|---|---:|---|")
         print("\n".join(rows))
+        if args.overlap:
+            k = args.overlap
+            shares = [len(set(x.items[:k]) & set(y.items[:k])) / k for x, y in zip(first, second)]
+            same = sum(x.items[:k] == y.items[:k] for x, y in zip(first, second))
+            print(f"top-{k} overlap: {sum(shares) / len(shares):.3f} on average; the same top-{k} on {same} of {len(first)} rows")
     except GenrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from .encoder import EncoderSettings, ItemEncoder, cached_embed_texts, embed_tex
 from .log_model import LogModel
 from .model import LoadedModel
 from .tasks import PromptPipeline
-from .tasks.content_search import ContentSearch
+from .tasks.content_search import ContentSearch, search_mode
 from .words import Words, reading_layer
 
 __all__ = ["KeptResources"]
@@ -32,6 +32,8 @@ class KeptResources:
     pipeline: PromptPipeline
     search: str
     content_search: ContentSearch
+    default_prior: Any
+    fine_tuned: bool
 
     def _keep(self, cache_dir: Path, use_disk_cache: bool) -> None:
         # per template: the cache of the prompt text every user's prompt starts with
@@ -57,7 +59,8 @@ class KeptResources:
         from .decoding.attention import cache_argument
 
         self.index_for(template)
-        if self.search != "beam":
+        fitted = self.log_model is not None
+        if self.search in ("content", "log") or search_mode(self.search, self.default_prior, self.fine_tuned, fitted) != "beam":
             self.words()  # the catalog's TF-IDF vectors and the model's reading, or the first request pays for them
         if len(self.catalog) < 2:
             return

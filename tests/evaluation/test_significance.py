@@ -134,6 +134,18 @@ def test_compare_cli(tmp_path):
     assert missing.returncode == 1 and "no results for 'pop'" in missing.stderr and "it has: genrec" in missing.stderr
 
 
+def test_compare_reports_how_alike_the_two_lists_are(tmp_path):
+    lists = {"one": [["a", "b"], ["c", "d"], ["e", "f"]], "two": [["a", "b"], ["d", "c"], ["e", "x"]]}
+    for run, items in lists.items():
+        (tmp_path / run / "users").mkdir(parents=True)
+        results = [UserResult(f"u{i}", f"t{i}", row_items, rank=None, n_outputs=2, row=i) for i, row_items in enumerate(items)]
+        _append(tmp_path / run / "users" / "genrec.jsonl", results)
+    cmd = [sys.executable, str(REPO / "eval" / "compare.py"), f"{tmp_path / 'one'}:genrec", f"{tmp_path / 'two'}:genrec", "--overlap", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "top-2 overlap: 0.833 on average; the same top-2 on 1 of 3 rows" in done.stdout  # (1 + 1 + 0.5) / 3
+
+
 def test_compare_pairs_rows_by_user_across_runs_that_numbered_them_apart(tmp_path):
     """A --only new run against the same rows of an all-rows run: paired by user and target; a
     user and target held twice is left out, not guessed at."""
