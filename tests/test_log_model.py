@@ -61,6 +61,13 @@ def test_a_fitted_log_ranks_by_what_the_log_says(make_rec, catalog):
     assert rec.recommend(["The Terminator", "Alien"], k=1, search="content")[0].item_id == before
 
 
+def test_given_validation_pairs_choose_and_the_log_is_fitted_as_it_is(make_rec, catalog):
+    rec = make_rec(catalog).fit({"u": ["t0", "a0"], "v": ["r1"]}, valid=[(["t0", "a0"], "x0"), (["r1"], "c0")])
+    tuned = rec.log_model.tuned
+    assert tuned["valid_examples"] == 2 and tuned["users"] == 2 and tuned["interactions"] == 3
+    assert tuned["new_items"] == len(catalog) - 3  # nothing held back, nothing refitted: x0 and c0 stay new
+
+
 def test_log_search_needs_a_fitted_log(make_rec, catalog):
     rec = make_rec(catalog, search="log")
     with pytest.raises(Exception, match=r"Recommender.fit\(log\) first"):

@@ -185,14 +185,19 @@ class Recommender(KeptResources):
     def prior_aggregation(self, aggregation: str) -> None:
         self.default_prior = replace(self.default_prior, aggregation=aggregation)
 
-    def fit(self, log: Any, *, epochs: int = 8, seed: int = 0, lenient: bool = False, progress: bool = False) -> Recommender:
+    def fit(
+        self, log: Any, *, valid: Sequence[tuple[Sequence[str], str]] | None = None, epochs: int = 8, seed: int = 0,
+        lenient: bool = False, progress: bool = False,
+    ) -> Recommender:  # fmt: skip
         """Fit the trained mixture on an interaction log (``genrec.log_model``): ItemKNN where the
         log has seen an item and TF-IDF over words everywhere, mixed with the model's item vectors
         under a map trained on the log; its settings chosen on each user's last interaction.
         ``search="auto"`` then ranks by it (a call with a request: by the words). ``log``: a pandas
         table or a file of ``user_id, item_id[, timestamp]``, or a mapping of user to item IDs,
-        oldest first. An item the catalog lacks is an error, or with ``lenient`` left out and
-        counted (``log_model.tuned``). Reading the catalog's item vectors takes minutes on a CPU
+        oldest first. ``valid``: (history, target) pairs the log does not hold to choose on (a later
+        period); by default each user's last interaction is held back, then everything refitted.
+        An item the catalog lacks is an error, or with ``lenient`` left out and counted
+        (``log_model.tuned``). Reading the catalog's item vectors takes minutes on a CPU
         the first time (then they are kept on disk); training takes seconds an epoch."""
         sequences = read_log(log)
 
@@ -200,7 +205,9 @@ class Recommender(KeptResources):
             return self.item_vectors(layers, progress=progress)
 
         n_layers = self.lm.model.config.num_hidden_layers
-        self.log_model = fit_log_model(self.catalog, sequences, read, n_layers, epochs=epochs, seed=seed, lenient=lenient, progress=progress)
+        self.log_model = fit_log_model(
+            self.catalog, sequences, read, n_layers, valid=valid, epochs=epochs, seed=seed, lenient=lenient, progress=progress
+        )  # fmt: skip
         return self
 
     # ------------------------------------------------------------------ tasks

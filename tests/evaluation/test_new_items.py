@@ -94,7 +94,10 @@ def test_genrec_embed_reads_items_once_and_mixes_a_baseline_on_validation(tmp_pa
     # and so does a run that reuses this one (the same model over the same catalog); it trains its own map
     fewer = EvalConfig(**{**config.__dict__, "users": 5})
     reused = run_evaluation(ds, fewer, tmp_path / "reused", progress=False, recommender_factory=tiny_factory, reuse=tmp_path / "run")
-    assert reused["methods"]["genrec-embed"]["tuned"] == alone["tuned"]
+    def chosen(tuned):  # (its training time is its own)
+        return {key: value for key, value in tuned.items() if key != "train_s"}
+
+    assert chosen(reused["methods"]["genrec-embed"]["tuned"]) == chosen(alone["tuned"])
 
 
 def test_overwrite_forgets_the_kept_item_vectors_and_encoder(tmp_path, tiny_factory):

@@ -75,8 +75,8 @@ CONTENT_MODE = (
 
 
 LOG_MODE = (
-    "Recommender.fit on the training sequences (its own choice on each sequence's last item, then refitted on them "
-    "all), ranked by search='log': the hybrid baseline mixed with the model's item vectors under a trained map"
+    "Recommender.fit on the training sequences, its settings chosen on the run's validation rows, ranked by "
+    "search='log': the hybrid baseline mixed with the model's item vectors under a trained map"
 )
 
 
@@ -85,9 +85,9 @@ class GenrecBeam(Method):
     onto the catalog (``genrec-free``); or the library's search from words (``genrec-content``:
     ``Recommender(search="content")`` with its default settings, untuned: TF-IDF mixed with the
     model's reading of the items); or the library's mixture fitted on the training part
-    (``genrec-log``: ``Recommender.fit``, which chooses its settings on the training sequences'
-    last items, never on the run's validation rows). Tuned only when the run tries several
-    history lengths."""
+    (``genrec-log``: ``Recommender.fit``, choosing on the run's validation rows as every method
+    does: the library's code path for what ``genrec-embed+hybrid`` measures). Tuned only when the
+    run tries several history lengths."""
 
     mode = "constrained beam search"
 
@@ -107,7 +107,8 @@ class GenrecBeam(Method):
         if self.name == "genrec-log":
             started = time.perf_counter()
             rec = ctx.recommender()
-            rec.fit(ctx.split.train, epochs=ctx.config.embed_epochs, seed=ctx.config.seed, progress=ctx.progress)
+            valid = [(e.history, e.target) for e in ctx.tuning_split().valid]
+            rec.fit(ctx.split.train, valid=valid, epochs=ctx.config.embed_epochs, seed=ctx.config.seed, progress=ctx.progress)
             self.fit_s = time.perf_counter() - started
 
     def prior(self, ctx: RunContext) -> ScoredMethod | None:
