@@ -66,6 +66,8 @@ def test_given_validation_pairs_choose_and_the_log_is_fitted_as_it_is(make_rec, 
     tuned = rec.log_model.tuned
     assert tuned["valid_examples"] == 2 and tuned["users"] == 2 and tuned["interactions"] == 3
     assert tuned["new_items"] == len(catalog) - 3  # nothing held back, nothing refitted: x0 and c0 stay new
+    with pytest.raises(DataError, match="valid pair 1's target 'zz9' is not in catalog"):
+        make_rec(catalog).fit({"u": ["t0", "a0"]}, valid=[(["t0"], "a0"), (["a0"], "zz9")])
 
 
 def test_log_search_needs_a_fitted_log(make_rec, catalog):
