@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genrec import Catalog, ContentSearch, DataError
+from genrec import Catalog, ConfigError, ContentSearch, DataError
 from genrec.cli import main
 from genrec.content import standardised
 from genrec.log_model import WEIGHTS, holdout_split, read_log
@@ -72,7 +72,7 @@ def test_given_validation_pairs_choose_and_the_log_is_fitted_as_it_is(make_rec, 
 
 def test_log_search_needs_a_fitted_log(make_rec, catalog):
     rec = make_rec(catalog, search="log")
-    with pytest.raises(Exception, match=r"Recommender.fit\(log\) first"):
+    with pytest.raises(ConfigError, match=r"Recommender.fit\(log\) first"):
         rec.recommend(["Alien"], k=1)
 
 

@@ -59,8 +59,9 @@ class KeptResources:
         from .decoding.attention import cache_argument
 
         self.index_for(template)
-        fitted = self.log_model is not None
-        if self.search in ("content", "log") or search_mode(self.search, self.default_prior, self.fine_tuned, fitted) != "beam":
+        # every search but beam reads the words (a fitted log's too, for requests); "auto" resolves now
+        auto_beam = self.search == "auto" and search_mode("auto", self.default_prior, self.fine_tuned, self.log_model is not None) == "beam"
+        if self.search != "beam" and not auto_beam:
             self.words()  # the catalog's TF-IDF vectors and the model's reading, or the first request pays for them
         if len(self.catalog) < 2:
             return

@@ -102,14 +102,13 @@ def search_scores(
     mode = search_mode(search or host.search, prior, host.fine_tuned, host.log_model is not None)
     if mode == "beam":
         return None
-    asked = [bool(text and text.strip()) for text in requests] if requests is not None else [False] * len(histories)
-    words = host.words().scores(histories, requests) if mode == "content" or any(asked) else None
-    if mode == "content" or host.log_model is None:
-        return words
-    fitted = host.log_model.word_scores(histories)
-    if words is None:
+    if mode == "content":
+        return host.words().scores(histories, requests)
+    fitted = host.log_model.word_scores(histories)  # (search_mode saw that one is fitted)
+    asked = np.array([bool(text and text.strip()) for text in requests or [None] * len(histories)])
+    if not asked.any():
         return fitted
-    rows = np.array(asked)[:, None]
+    words, rows = host.words().scores(histories, requests), asked[:, None]
     return WordScores(np.where(rows, words.logits, fitted.logits), np.where(rows, words.near, fitted.near))
 
 
