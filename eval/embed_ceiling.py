@@ -42,6 +42,8 @@ from genrec.ranking.rows import protocol_list
 
 def _rows(run: Path) -> tuple[dict, object, dict[str, list]]:
     config = json.loads((run / "run_config.json").read_text(encoding="utf-8"))
+    if config.get("tune_cold"):
+        raise SystemExit(f"{run}: chosen with --tune-cold, then fitted again; this diagnostic rebuilds runs without it")
     names = ("data_dir", "interactions", "catalog", "test", "train")
     args = argparse.Namespace(
         dataset=config["dataset"], download=False, title_years=config["data"].get("title_years", "always"),

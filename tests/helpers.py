@@ -89,3 +89,19 @@ def script_main(path: Path, argv: list[str]) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main(argv)
+
+
+# a small film catalog and a log whose co-occurrence no word predicts (tests of Recommender.fit)
+SERIES = [
+    ("a0", "Alien", "Horror|Sci-Fi"), ("a1", "Aliens", "Action|Sci-Fi"), ("t0", "The Terminator", "Action|Sci-Fi"),
+    ("t1", "Terminator 2", "Action|Sci-Fi"), ("c0", "Toy Story", "Animation|Comedy"), ("c1", "Toy Story 2", "Animation|Comedy"),
+    ("r0", "Titanic", "Romance|Drama"), ("r1", "Casablanca", "Romance|Drama"), ("x0", "Heat", "Crime"),
+]  # fmt: skip
+
+
+def the_log() -> dict[str, list[str]]:
+    """Whoever watches Alien watches Heat next (no word says so); Toy Story 2 is never watched."""
+    log = {f"u{n}": ["t0", "a0", "x0"] for n in range(12)}
+    log.update({f"v{n}": ["r1", "c0", "r0"] for n in range(12)})
+    log["w0"] = ["t1"]  # one interaction: it only trains
+    return log

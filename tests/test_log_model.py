@@ -13,25 +13,12 @@ from genrec import Catalog, ConfigError, ContentSearch, DataError
 from genrec.cli import main
 from genrec.content import standardised
 from genrec.log_model import WEIGHTS, holdout_split, read_log
-
-SERIES = [
-    ("a0", "Alien", "Horror|Sci-Fi"), ("a1", "Aliens", "Action|Sci-Fi"), ("t0", "The Terminator", "Action|Sci-Fi"),
-    ("t1", "Terminator 2", "Action|Sci-Fi"), ("c0", "Toy Story", "Animation|Comedy"), ("c1", "Toy Story 2", "Animation|Comedy"),
-    ("r0", "Titanic", "Romance|Drama"), ("r1", "Casablanca", "Romance|Drama"), ("x0", "Heat", "Crime"),
-]  # fmt: skip
+from helpers import SERIES, the_log
 
 
 @pytest.fixture
 def catalog():
     return Catalog.from_records([{"item_id": i, "title": t, "genres": g} for i, t, g in SERIES], kind="movie")
-
-
-def the_log() -> dict[str, list[str]]:
-    """Whoever watches Alien watches Heat next (no word says so); Toy Story 2 is never watched."""
-    log = {f"u{n}": ["t0", "a0", "x0"] for n in range(12)}
-    log.update({f"v{n}": ["r1", "c0", "r0"] for n in range(12)})
-    log["w0"] = ["t1"]  # one interaction: it only trains
-    return log
 
 
 def test_a_fitted_log_ranks_by_what_the_log_says(make_rec, catalog):

@@ -51,7 +51,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
     g.add_argument("--log", metavar="FILE",
                    help="an interaction log (CSV/TSV/Parquet of user_id,item_id[,timestamp]) to fit the trained mixture on "
-                   "(Recommender.fit); search auto then ranks by it")  # fmt: skip
+                   "(Recommender.fit), or a folder `genrec fit` saved one to (loaded in seconds); search auto then ranks by it")  # fmt: skip
     g.add_argument("--search", default="auto", choices=SEARCHES,
                    help="beam: the model writes titles over the whole catalog; content: the items nearest the history "
                    "(and request) in words, TF-IDF mixed with the model's reading of each item; log: the mixture fitted "
@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     add_options(p, TrainConfig)
 
+    p = sub.add_parser("fit", help="fit the trained mixture on an interaction log once and save it (for --log FOLDER)")
+    _add_catalog_options(p)
+    _add_model_options(p)
+    p.add_argument("--out", required=True, help="the folder to save the fit to (replaced whole)")
+    p.add_argument("--epochs", type=int, default=8, help="most epochs of the item map (validation keeps the best)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-unknown-items", action="store_true", help="leave out (and count) the log's interactions with items the catalog lacks")
+
     from .batch.command import add_batch_parser
 
     add_batch_parser(sub, _add_catalog_options, _add_model_options)
@@ -169,7 +177,29 @@ def _recommender(args: argparse.Namespace, catalog: Any):
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
         max_per_family=args.max_per_family, search=args.search,
     )  # fmt: skip
-    return rec.fit(args.log, progress=True) if args.log else rec
+    if not args.log:
+        return rec
+    from .log_model_io import is_saved_fit
+
+    return rec.load_fit(args.log, progress=True) if is_saved_fit(args.log) else rec.fit(args.log, progress=True)
+
+
+def _cmd_fit(args: argparse.Namespace, catalog: Any) -> int:
+    import time
+
+    from .recommender import Recommender
+
+    if not args.log:
+        raise DataError("genrec fit needs --log FILE: the interaction log to fit on")
+    started = time.perf_counter()
+    rec = Recommender(catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype)
+    rec.fit(args.log, epochs=args.epochs, seed=args.seed, lenient=args.skip_unknown_items, progress=True)
+    path = rec.save_fit(args.out)
+    t = rec.log_model.tuned
+    print(f"fitted on {t['users']} users, {t['interactions']} interactions ({t['unknown_items_left_out']} left out) in "
+          f"{time.perf_counter() - started:.0f} s: layer {t['layer']}, map epoch {t['epoch']}, item vectors' share w = {t['weight']}, "
+          f"hybrid share {t['hybrid'].get('share')}; saved to {path} (use --log {path})")  # fmt: skip
+    return 0
 
 
 def _history(args: argparse.Namespace) -> list[str]:
@@ -339,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ground(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command == "fit":
+            return _cmd_fit(args, _load_catalog(args))
         if args.command == "batch":
             from .batch.command import run_batch_command
 

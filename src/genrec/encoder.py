@@ -177,6 +177,17 @@ class ItemEncoder:
         self.bias: np.ndarray | None = None
         self.history: list[dict[str, float]] = []  # per epoch: loss and validation score
 
+    @classmethod
+    def from_standardised(
+        cls, features: np.ndarray, mean: np.ndarray, scale: np.ndarray, settings: EncoderSettings = EncoderSettings()
+    ) -> ItemEncoder:  # fmt: skip
+        """An encoder over ``features`` already standardised by ``mean`` and ``scale`` (those of the
+        catalog a saved fit read): a catalog that gained items since keeps the old items' scale."""
+        encoder = cls(np.zeros((1, len(mean))), settings)
+        encoder.mean, encoder.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+        encoder.features = np.asarray(features, dtype=np.float32)
+        return encoder
+
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, after the trained map if any."""

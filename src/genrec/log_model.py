@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from .encoder import EncoderSettings, ItemEncoder
 from .errors import DataError
 from .words import WordScores, reading_layer
 
-__all__ = ["DEPTHS", "WEIGHTS", "EncoderScores", "LogModel", "fit_log_model", "holdout_split", "read_log", "train_mixture"]
+__all__ = ["DEPTHS", "WEIGHTS", "EncoderScores", "LogModel", "fit_log_model", "holdout_split", "read_log", "refit_encoder", "train_mixture"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,13 @@ def _positions_and_known(catalog: Catalog, train: Mapping[str, Sequence[str]]) -
     return sequences, np.array([item in seen for item in catalog.ids])
 
 
+def refit_encoder(catalog: Catalog, train: Mapping[str, Sequence[str]], vectors: Mapping[int, np.ndarray], tuned: Mapping[str, Any], seed: int) -> ItemEncoder:
+    """The encoder ``train_mixture`` chose (``tuned``: its layer and epoch), trained again on
+    ``train`` (more than it chose on), as a grid search refits its best."""
+    positions, known = _positions_and_known(catalog, train)
+    return ItemEncoder(vectors[tuned["layer"]], EncoderSettings(epochs=tuned["epoch"], seed=seed)).train(positions, known)
+
+
 def kept_epoch(encoder: ItemEncoder) -> int:
     """The epoch ``ItemEncoder.train`` kept: the best validation score, the earliest of equals."""
     return int(max(encoder.history, key=lambda h: (h["valid"], -h["epoch"]))["epoch"])
@@ -156,6 +164,15 @@ class LogModel:
 
     scores: EncoderScores
     tuned: dict[str, Any]
+    sequences: dict[str, list[str]] = field(default_factory=dict, repr=False)  # the log fitted on (what a saved fit refits)
+    model_fingerprint: str = ""  # of the model whose reading of the items the encoder maps
+
+    def save(self, path: str | Path) -> Path:
+        """The fit, kept in folder ``path`` (``genrec.log_model_io``): loading it takes seconds
+        where fitting took minutes."""
+        from .log_model_io import save_log_model
+
+        return save_log_model(self, path)
 
     def word_scores(self, histories: Sequence[Sequence[int]]) -> WordScores:
         """Every item's score for each history (catalog positions), in the form content search
@@ -169,13 +186,14 @@ class LogModel:
 def fit_log_model(
     catalog: Catalog, sequences: Mapping[str, Sequence[str]], read: Callable[[Sequence[int]], Mapping[int, np.ndarray]],
     n_layers: int, *, valid: Sequence[tuple[Sequence[str], str]] | None = None, epochs: int = 8, seed: int = 0,
-    lenient: bool = False, progress: bool = False,
+    lenient: bool = False, progress: bool = False, model_fingerprint: str = "",
 ) -> LogModel:  # fmt: skip
     """The mixture fitted on ``sequences`` (each user's items, oldest first); ``read(layers)``: the
     model's item vectors at those layers; ``n_layers``: the model's depth. ``valid``: (history,
     target) pairs to choose the settings on, kept apart from ``sequences`` by the caller (a later
     period, say); None: each user's last interaction, held back, then everything refitted. An item
-    ID the catalog lacks is a DataError naming it, or with ``lenient`` left out and counted."""
+    ID the catalog lacks is a DataError naming it, or with ``lenient`` left out and counted.
+    ``model_fingerprint``: the reading model's, recorded for a saved fit."""
     from .baselines.content import Hybrid  # (scikit-learn, imported only when a log is fitted)
 
     unknown = [(user, item) for user, items in sequences.items() for item in items if item not in catalog]
@@ -208,10 +226,10 @@ def fit_log_model(
         # what was chosen, fitted again on the whole log (as a grid search refits its best): the
         # last interactions are the most recent, too good to leave out of what serves
         hybrid.fit(Split(train=dict(sequences), valid=[], test=[]))  # (its chosen settings stay)
-        positions, known = _positions_and_known(catalog, sequences)
-        encoder = ItemEncoder(vectors[tuned["layer"]], EncoderSettings(epochs=tuned["epoch"], seed=seed)).train(positions, known)
+        encoder = refit_encoder(catalog, sequences, vectors, tuned, seed)
     tuned.update(
         users=len(split.train), interactions=sum(len(s) for s in sequences.values()), new_items=int(hybrid.new.sum()),
         unknown_items_left_out=len(unknown), valid_examples=len(split.valid),
     )  # fmt: skip
-    return LogModel(EncoderScores(catalog, encoder, hybrid, tuned["weight"]), tuned)
+    sequences = {str(user): [str(item) for item in items] for user, items in sequences.items()}
+    return LogModel(EncoderScores(catalog, encoder, hybrid, tuned["weight"]), tuned, sequences, model_fingerprint)

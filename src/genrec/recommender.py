@@ -17,7 +17,9 @@ from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, chec
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
+from .encoder import embed_texts, model_fingerprint
 from .log_model import fit_log_model, read_log
+from .log_model_io import load_log_model
 from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
 from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
@@ -191,23 +193,35 @@ class Recommender(KeptResources):
     ) -> Recommender:  # fmt: skip
         """Fit the trained mixture on an interaction log (``genrec.log_model``): ItemKNN where the
         log has seen an item and TF-IDF over words everywhere, mixed with the model's item vectors
-        under a map trained on the log; its settings chosen on each user's last interaction.
-        ``search="auto"`` then ranks by it (a call with a request: by the words). ``log``: a pandas
-        table or a file of ``user_id, item_id[, timestamp]``, or a mapping of user to item IDs,
-        oldest first. ``valid``: (history, target) pairs the log does not hold to choose on (a later
-        period); by default each user's last interaction is held back, then everything refitted.
-        An item the catalog lacks is an error, or with ``lenient`` left out and counted
-        (``log_model.tuned``). Reading the catalog's item vectors takes minutes on a CPU
-        the first time (then they are kept on disk); training takes seconds an epoch."""
-        sequences = read_log(log)
-
+        under a map trained on the log. ``search="auto"`` then ranks by it (a call with a request:
+        by the words). ``log``: a pandas table or a file of ``user_id, item_id[, timestamp]``, or a
+        mapping of user to item IDs, oldest first. ``valid``: (history, target) pairs the log does
+        not hold to choose the settings on (a later period); by default each user's last
+        interaction is held back, then everything refitted. An item the catalog lacks is an error,
+        or with ``lenient`` left out and counted (``log_model.tuned``). Reading the catalog's item
+        vectors takes minutes on a CPU the first time (then kept on disk). ``save_fit`` keeps it."""
         def read(layers: Sequence[int]) -> dict[int, Any]:
             return self.item_vectors(layers, progress=progress)
 
-        n_layers = self.lm.model.config.num_hidden_layers
         self.log_model = fit_log_model(
-            self.catalog, sequences, read, n_layers, valid=valid, epochs=epochs, seed=seed, lenient=lenient, progress=progress
+            self.catalog, read_log(log), read, self.lm.model.config.num_hidden_layers, valid=valid, epochs=epochs, seed=seed,
+            lenient=lenient, progress=progress, model_fingerprint=model_fingerprint(self.lm.model),
         )  # fmt: skip
+        return self
+
+    def save_fit(self, path: str | Path) -> Path:
+        """The fitted log kept in folder ``path`` (``genrec.log_model_io``), for ``load_fit``."""
+        if self.log_model is None:
+            raise ConfigError("nothing to save: call Recommender.fit(log) first")
+        return self.log_model.save(path)
+
+    def load_fit(self, path: str | Path, *, progress: bool = False) -> Recommender:
+        """A fit saved by ``save_fit`` (seconds, not the minutes of fitting). Items the catalog
+        gained since are read by the model now (it must be the model the fit read with)."""
+        def read(texts: Sequence[str], layer: int) -> Any:
+            return embed_texts(self.lm.model, self.tokenizer, texts, layers=[layer], progress=progress)[layer]
+
+        self.log_model = load_log_model(path, self.catalog, read, model_fingerprint(self.lm.model))
         return self
 
     # ------------------------------------------------------------------ tasks

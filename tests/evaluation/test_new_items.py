@@ -161,3 +161,32 @@ def test_the_ceiling_diagnostic_rebuilds_the_runs_rows(tmp_path, tiny_factory, c
     tested = (tested[0], tested[2], tested[3])
     assert float(tested[1]) == pytest.approx(chosen[1], abs=1e-4)
     assert float(tested[2]) == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
+
+
+def test_tune_cold_chooses_with_more_new_items_then_fits_again_on_all(tmp_path, tiny_factory):
+    from genrec.data.cold import seen_items, tuning_split, without_items
+    from genrec.evaluation.context import RunContext
+
+    ds = chain_dataset(n_users=30, n_items=20, length=6)
+    config = EvalConfig(dataset="chain", methods=["hybrid", "genrec-embed+hybrid"], k=10, seed=2, cold_items=0.2, only="new",
+                        tune_on="new", tune_cold=0.3, embed_layers=(1,), embed_epochs=2)  # fmt: skip
+    split = split_dataset(ds, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
+    split = without_items(split, cold_items(ds.catalog, config.cold_items, config.seed))
+    seen = seen_items(split)
+    tuning = tuning_split(split, "new", 0.3, config.seed)
+    assert tuning == tuning_split(split, "new", 0.3, config.seed)  # seeded
+    made_new = seen - seen_items(tuning)
+    assert len(made_new) == round(len(seen) * 0.3) and len(tuning.valid) > sum(e.target not in seen for e in split.valid)
+    assert all(e.target not in seen_items(tuning) for e in tuning.valid)
+    ctx = RunContext(ds.catalog, split, config, Protocol.for_run(ds.catalog, 10, 2), tmp_path / "ctx", progress=False)
+    chose, serves = ctx.baseline("hybrid", choosing=True), ctx.baseline("hybrid")
+    assert chose is not serves and (chose.share, chose.knn.neighbors) == (serves.share, serves.knn.neighbors)
+    assert {ds.catalog.ids[p] for p in chose.new.nonzero()[0]} == set(ds.catalog.ids) - seen_items(tuning)
+    assert {ds.catalog.ids[p] for p in serves.new.nonzero()[0]} == set(ds.catalog.ids) - seen  # fitted again on all
+    doc = run_evaluation(ds, config, tmp_path / "run", progress=False, recommender_factory=tiny_factory)
+    info = doc["split"]["new_items"]
+    assert info["tuning_rows"] == len(tuning.valid) and info["tune_cold"]["items_made_new"] == len(made_new)
+    assert "refit" in doc["methods"]["genrec-embed+hybrid"]["tuned"]
+    assert "--tune-cold 0.3" in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(DataError, match="--tune-cold is for the scored and genrec-embed methods.*genrec-rerank"):
+        EvalConfig(dataset="chain", methods=["content", "genrec-rerank+content"], tune_cold=0.3).check()

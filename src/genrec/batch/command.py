@@ -51,8 +51,11 @@ def run_batch_command(args: argparse.Namespace, catalog: Any) -> int:
     from . import DecodeSettings, RecommenderSpec, batch_prior, file_sha, read_users, run_batch, run_batch_stream
     from .stream import StreamInput
 
-    if args.log:
-        raise DataError("genrec batch does not fit --log yet (each worker would fit it): use Recommender.fit in your own job")
+    from ..log_model_io import is_saved_fit
+
+    if args.log and not is_saved_fit(args.log):
+        raise DataError(f"genrec batch loads a saved fit, not a log ({args.log}): fit it once with "
+                        f"`genrec fit --log {args.log} --out FOLDER` (same catalog and model), then pass --log FOLDER")  # fmt: skip
     streamed = _streamed(args)
     if streamed and args.part_size is not None:
         raise DataError("--part-size slices one file read in memory; a streamed input is split by --parts")
@@ -65,6 +68,7 @@ def run_batch_command(args: argparse.Namespace, catalog: Any) -> int:
     spec = RecommenderSpec(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
         prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
+        log_fit=os.path.abspath(args.log) if args.log else None,
     )  # fmt: skip
     settings = DecodeSettings(
         k=args.k, batch_size=args.batch_size, max_history=args.max_history,

@@ -73,8 +73,9 @@ def fingerprint(
         "dtype": spec.dtype,
         "prior": prior,
         "prior_weight": spec.prior_weight,
-        # (absent without a cap, so folders written before the cap existed still match)
+        # (absent without a cap or a fitted log, so folders written before either existed still match)
         **({"max_per_family": spec.max_per_family, "family_share": spec.family_share} if spec.max_per_family is not None else {}),
+        **({"log_fit": _folder_hash(spec.log_fit, "*")} if spec.log_fit is not None else {}),
         **{f"settings.{k}": v for k, v in asdict(settings).items()},
         "part_size": part_size,
         "format": fmt,
@@ -83,11 +84,11 @@ def fingerprint(
     }
 
 
-def _folder_hash(folder: str | None) -> str | None:
+def _folder_hash(folder: str | None, pattern: str = "*.jinja") -> str | None:
     if folder is None:
         return None
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).glob("*.jinja")):
+    for path in sorted(Path(folder).glob(pattern)):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

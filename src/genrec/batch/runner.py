@@ -45,15 +45,17 @@ class RecommenderSpec:
     prior_weight: float = 0.0
     max_per_family: int | None = None  # variants of one product per list (None: no cap)
     family_share: float = DEFAULT_FAMILY_SHARE
+    log_fit: str | None = None  # a folder a fitted log was saved to (Recommender.save_fit), loaded by each worker
 
     def build(self) -> Any:
         from ..recommender import Recommender
 
-        return Recommender(
+        rec = Recommender(
             self.catalog, model=self.model, prompts_dir=self.prompts_dir, device=self.device, dtype=self.dtype,
             num_beams=self.num_beams, cache_dir=self.cache_dir, prior=self.prior, prior_weight=self.prior_weight,
             max_per_family=self.max_per_family, family_share=self.family_share,
         )  # fmt: skip
+        return rec if self.log_fit is None else rec.load_fit(self.log_fit)
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,18 @@ from ..errors import DataError
 from .datasets import Example
 from .splits import Split
 
-__all__ = ["GROUPS", "ONLY", "cold_items", "without_items", "seen_items", "group_of", "count_groups", "check_cold"]
+__all__ = ["GROUPS", "ONLY", "cold_items", "without_items", "seen_items", "group_of", "count_groups", "check_cold", "tuning_split"]
 
 GROUPS = ("new", "known")
 #: which test rows a run evaluates
 ONLY = ("all", *GROUPS)
 
 
-def check_cold(fraction: float, only: str) -> None:
+def check_cold(fraction: float, only: str, tune_cold: float = 0.0) -> None:
     if not 0.0 <= fraction < 1.0:  # (also refuses NaN)
         raise DataError(f"cold items must be a fraction in [0, 1), got {fraction}")
+    if not 0.0 <= tune_cold < 1.0:
+        raise DataError(f"tuning's cold items must be a fraction in [0, 1), got {tune_cold}")
     if only not in ONLY:
         raise DataError(f"only must be one of {', '.join(ONLY)}, got {only!r}")
 
@@ -78,3 +80,18 @@ def count_groups(examples: Iterable[Example], seen: frozenset[str]) -> dict[str,
     for example in examples:
         counts[group_of(example, seen)] += 1
     return counts
+
+
+def tuning_split(split: Split, tune_on: str = "all", tune_cold: float = 0.0, seed: int = 0) -> Split:
+    """The split methods choose their settings on. ``tune_cold`` F: a seeded fraction F of the
+    items training has seen is made new for the choice as well (every training interaction with
+    them removed, as ``without_items`` does), so that the validation rows whose target is new are
+    many where the run's own new items are few; the methods are then fitted again on ``split``
+    with what they chose. ``tune_on`` new or known: only the validation rows of that group."""
+    if tune_cold > 0.0:
+        seen = sorted(seen_items(split))
+        split = without_items(split, frozenset(random.Random(f"tune-cold-{seed}").sample(seen, round(len(seen) * tune_cold))))
+    if tune_on == "all":
+        return split
+    seen_now = seen_items(split)
+    return replace(split, valid=[e for e in split.valid if group_of(e, seen_now) == tune_on])

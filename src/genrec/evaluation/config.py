@@ -64,6 +64,11 @@ class EvalConfig:
         "all", "tune every method on only the validation rows whose target is new (or known); SASRec's epochs still stop on all",
         choices=ONLY,
     )  # fmt: skip
+    # new items the run holds few of (D3's natural ones: 30 validation rows) leave the choice to noise
+    tune_cold: float = option(
+        0.0, "a seeded fraction of the known items also made new while the scored and genrec-embed methods choose their "
+        "settings (more new-item validation rows); each is then fitted again on the run's training part with its choice",
+    )  # fmt: skip
     prior_aggregations: tuple[str, ...] = option(
         ("logsumexp",), "how a title prefix gathers its titles' prior scores, tried on validation with every weight: "
         "logsumexp, max, or both (logsumexp,max)",
@@ -134,7 +139,12 @@ class EvalConfig:
             raise DataError("the family cap applies to beam search; a reranking method's lists would not honour it")
         if self.dtype not in DTYPES:
             raise DataError(f"dtype must be one of {', '.join(d for d in DTYPES if d)}, got {self.dtype!r}")
-        check_cold(self.cold_items, self.only)
+        check_cold(self.cold_items, self.only, self.tune_cold)
+        refitted = [m for m in self.methods if m != "genrec-content" and not m.startswith("genrec-embed")
+                    and ALIASES.get(m, m) not in SCORED]  # fmt: skip
+        if self.tune_cold and refitted:
+            raise DataError(f"--tune-cold is for the scored and genrec-embed methods (each fitted again after its choice); "
+                            f"{', '.join(refitted)} would not be")  # fmt: skip
         if self.num_beams < 1:
             raise DataError(f"the beam width must be at least 1, got {self.num_beams}")
         if not self.embed_layers or any(layer < 0 for layer in self.embed_layers) or self.embed_epochs < 0:

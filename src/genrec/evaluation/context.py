@@ -3,6 +3,8 @@ answers ``run_evaluation``'s four questions through (``Method``)."""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 from ..baselines.fit import fit_scored
 from ..baselines.scored import ScoredMethod
 from ..catalog import Catalog
-from ..data.cold import group_of, seen_items
+from ..data.cold import tuning_split
 from ..data.datasets import Example
 from ..data.splits import Split, sample_examples
 from ..ranking.metrics import UserResult
@@ -46,25 +48,33 @@ class RunContext:
     _valid: Rows | None = None
 
     def tuning_split(self) -> Split:
-        """The split with only the validation rows of ``config.tune_on``'s group (new or known
-        targets) when a run tunes for one group."""
-        if self.config.tune_on == "all":
-            return self.split
-        seen = seen_items(self.split)
-        return replace(self.split, valid=[e for e in self.split.valid if group_of(e, seen) == self.config.tune_on])
+        """The split methods choose their settings on (``data.cold.tuning_split``): the validation
+        rows of ``config.tune_on``'s group, and with ``config.tune_cold`` more items made new."""
+        if "tuning_split" not in self.shared:
+            config = self.config
+            self.shared["tuning_split"] = tuning_split(self.split, config.tune_on, config.tune_cold, config.seed)
+        return self.shared["tuning_split"]
 
-    def baseline(self, name: str) -> ScoredMethod:
+    def baseline(self, name: str, *, choosing: bool = False) -> ScoredMethod:
         """Baseline ``name`` (an alias resolved), fitted once per run; SASRec's weights kept in the
         folder. Every baseline but SASRec tunes on ``tuning_split``'s rows: SASRec stops its
-        training on all of them (an ID model scores a new item at its floor after any epoch)."""
+        training on all of them (an ID model scores a new item at its floor after any epoch).
+        With ``tune_cold``, what it chose is fitted again on the run's training part; ``choosing``:
+        the one fitted on the tuning split's (what a mixture chooses its own share against)."""
         name = ALIASES.get(name, name)
         if name not in self.fitted:
             split = self.split if name.startswith("sasrec") else self.tuning_split()
-            self.fitted[name] = fit_scored(
+            method = fit_scored(
                 name, self.catalog, split, seed=self.config.seed, sasrec_epochs=self.config.sasrec_epochs,
                 saved_dir=self.out_dir, progress=self.progress,
             )  # fmt: skip
-        return self.fitted[name]
+            self.fitted[name] = self.fitted[f"choosing {name}"] = method
+            if split.train is not self.split.train:
+                self.fitted[name] = refitted = copy.deepcopy(method)
+                started = time.perf_counter()
+                refitted.fit(replace(self.split, valid=[]))  # (no validation rows: its choice stays)
+                refitted.fit_s = method.fit_s + time.perf_counter() - started
+        return self.fitted[f"choosing {name}" if choosing else name]
 
     def recommender(self) -> Any:
         if self._rec is None:

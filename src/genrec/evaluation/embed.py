@@ -27,7 +27,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..baselines.fit import SCORED
 from ..encoder import EncoderSettings, ItemEncoder
-from ..log_model import EncoderScores, train_mixture
+from ..log_model import EncoderScores, refit_encoder, train_mixture
 from ..ranking.rows import evaluate_scored
 from .context import Method, Rows, RunContext, Store
 
@@ -73,9 +73,12 @@ def fitted_encoder(ctx: RunContext, base: str | None = None) -> tuple[ItemEncode
                 encoder.weight, encoder.bias = kept["weight"], kept["bias"]
     else:
         started = time.perf_counter()
-        valid = ctx.tuning_split().valid
-        baseline = None if base is None else ctx.baseline(base)
-        encoder, tuned = train_mixture(ctx.catalog, ctx.split.train, valid, vectors, settings, baseline, progress=ctx.progress)
+        tuning = ctx.tuning_split()
+        baseline = None if base is None else ctx.baseline(base, choosing=True)
+        encoder, tuned = train_mixture(ctx.catalog, tuning.train, tuning.valid, vectors, settings, baseline, progress=ctx.progress)
+        if tuning.train is not ctx.split.train:  # (--tune-cold: chosen with more items new, fitted again on them all)
+            encoder = refit_encoder(ctx.catalog, ctx.split.train, vectors, tuned, config.seed)
+            tuned["refit"] = "chosen with --tune-cold's items made new, the map trained again on the whole training part"
         tuned["train_s"] = round(time.perf_counter() - started, 1)  # (kept: a resumed run reports it too)
         trained = {"weight": encoder.weight, "bias": encoder.bias} if encoder.weight is not None else {}
         with atomic_file(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:

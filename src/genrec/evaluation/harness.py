@@ -84,20 +84,23 @@ def _add_groups(
             summaries[name].setdefault("groups", {})[group] = summary
 
 
-def _new_items_info(split: Any, seen: frozenset[str], examples: list, *, valid: list, config: EvalConfig) -> dict[str, Any]:
-    return {
+def _new_items_info(split: Any, seen: frozenset[str], examples: list, *, tuning: Any, config: EvalConfig) -> dict[str, Any]:
+    info = {
         "rule": "a row is new when its target occurs in no training sequence; its history keeps any new items",
         "cold_items_seeded": split.info.get("cold_items", 0), "cold_fraction": config.cold_items, "only": config.only,
-        "test_rows": count_groups(examples, seen), "valid_rows": count_groups(valid, seen),
+        "test_rows": count_groups(examples, seen), "valid_rows": count_groups(split.valid, seen),
+        "tuning_rows": len(tuning.valid),
     }  # fmt: skip
+    if config.tune_cold:
+        info["tune_cold"] = {"fraction": config.tune_cold, "items_made_new": tuning.info.get("cold_items", 0),
+                             "rule": "chosen with these known items new as well, then fitted again on the whole training part"}  # fmt: skip
+    return info
 
 
-def _warn_few_tuning_rows(valid: list, seen: frozenset[str], config: EvalConfig) -> None:
-    if config.tune_on == "all":
-        return
-    n = count_groups(valid, seen)[config.tune_on]
-    if n < FEW_TUNING_ROWS:
-        more = "; seeded new items (--cold-items) add more" if config.tune_on == "new" else ""
+def _warn_few_tuning_rows(tuning: Any, config: EvalConfig) -> None:
+    n = len(tuning.valid)
+    if config.tune_on != "all" and n < FEW_TUNING_ROWS:
+        more = "; --tune-cold (or seeded new items, --cold-items) adds more" if config.tune_on == "new" else ""
         logger.warning("only %d validation rows with a %s target to tune on: choices made on so few are noisy%s", n, config.tune_on, more)
 
 
@@ -189,7 +192,6 @@ def run_evaluation(
     split = split_dataset(dataset, tie_break=config.tie_break, seed=config.seed, holdout=config.holdout)
     split = without_items(split, cold_items(catalog, config.cold_items, config.seed))
     seen = seen_items(split)  # a row is new when no training sequence holds its target
-    _warn_few_tuning_rows(split.valid, seen, config)
     candidates = split.test if config.only == "all" else [e for e in split.test if group_of(e, seen) == config.only]
     examples = sample_examples(candidates, config.users, config.seed)
     pop_pct = popularity_percentiles(split.popularity(), catalog.ids)
@@ -198,6 +200,7 @@ def run_evaluation(
         catalog, split, config, protocol, out_dir, progress, workers=workers, ray_address=ray_address,
         recommender_factory=recommender_factory,
     )  # fmt: skip
+    _warn_few_tuning_rows(ctx.tuning_split(), config)
     rows = list(enumerate(examples))
     summaries: dict[str, dict[str, Any]] = {}
     all_results: dict[str, list[UserResult]] = {}
@@ -238,7 +241,7 @@ def run_evaluation(
                   "max_history_in_prompt": config.max_history, "history_grid": list(config.histories()),
                   "beams": max(config.num_beams, config.k), "ranking": PROTOCOL_TEXT,
                   "targets_in_history": sum(protocol.target_excluded(e.history, e.target) for e in examples),
-                  "cutoffs": cutoffs(config.k), "new_items": _new_items_info(split, seen, examples, valid=split.valid, config=config)},
+                  "cutoffs": cutoffs(config.k), "new_items": _new_items_info(split, seen, examples, tuning=ctx.tuning_split(), config=config)},
         "methods": summaries,
     }  # fmt: skip
     atomic_write_text(out_dir / "results.json", json.dumps(results_doc, indent=2))

@@ -87,7 +87,7 @@ def write_report(
     new = split.get("new_items")
     if new and any(m.get("groups") for m in results_doc["methods"].values()):
         lines += ["", f"New items ({new['rule']}; seeded: {new['cold_items_seeded']}): test rows {new['test_rows']}, "
-                  f"validation rows {new['valid_rows']}.", "", "| method | group | rows | HR@10 | NDCG@10 | vs best baseline |",
+                  f"validation rows {new['valid_rows']}{_tuning_text(new)}.", "", "| method | group | rows | HR@10 | NDCG@10 | vs best baseline |",
                   "|---|---|---:|---:|---:|---|"]  # fmt: skip
         for name, m in results_doc["methods"].items():
             for group, g in m.get("groups", {}).items():
@@ -161,3 +161,11 @@ def _plots(results: dict[str, list[UserResult]], pop_pct: dict[str, float], targ
 def _save_figure(fig: Any, path: Path) -> None:
     with atomic_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
+
+
+def _tuning_text(new: dict) -> str:
+    cold = new.get("tune_cold")
+    if not cold:
+        return ""
+    return (f"; settings chosen on {new.get('tuning_rows')} rows with {cold['items_made_new']} more known items made new "
+            f"(--tune-cold {cold['fraction']}), then fitted again on the whole training part")
