@@ -16,6 +16,7 @@ from genrec import Catalog, ConfigError, DataError
 from genrec.cli import main
 from genrec.content import catalog_texts
 from genrec.encoder import embed_texts
+from genrec.log_model import later_pairs
 from genrec.log_model_io import ARRAYS_FILE, FIT_FILE
 
 from helpers import SERIES, the_log
@@ -139,3 +140,13 @@ def test_cli_fits_once_and_every_command_loads_the_folder(tmp_path, tiny_model_d
     assert first == [r["item_id"] for r in loaded]
     assert main(["fit", *model, "--out", str(tmp_path / "f2")]) == 2
     assert "genrec fit needs --log FILE" in capsys.readouterr().err
+    later = tmp_path / "later.csv"
+    pd.DataFrame([("u0", "x0", 9), ("v0", "c0", 9), ("v0", "c1", 10), ("new", "a0", 9)], columns=["user_id", "item_id", "timestamp"]).to_csv(later, index=False)
+    assert main(["fit", *model, "--log", str(log), "--valid", str(later), "--out", str(tmp_path / "f3")]) == 0
+    assert "chosen on 3 validation rows" in capsys.readouterr().out  # a user new in the later period has no history yet
+
+
+def test_later_pairs_continue_each_users_log():
+    assert later_pairs({"u": ["a", "b"], "v": ["c"]}, {"u": ["d", "e"], "w": ["f", "g"]}) == [
+        (["a", "b"], "d"), (["a", "b", "d"], "e"), (["f"], "g"),
+    ]

@@ -35,7 +35,7 @@ from .encoder import EncoderSettings, ItemEncoder
 from .errors import DataError
 from .words import WordScores, reading_layer
 
-__all__ = ["DEPTHS", "WEIGHTS", "EncoderScores", "LogModel", "fit_log_model", "holdout_split", "read_log", "refit_encoder", "train_mixture"]
+__all__ = ["DEPTHS", "WEIGHTS", "EncoderScores", "LogModel", "fit_log_model", "holdout_split", "later_pairs", "read_log", "refit_encoder", "train_mixture"]
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,19 @@ def holdout_split(sequences: Mapping[str, Sequence[str]]) -> Split:
         train[str(user)] = items
     info = {"protocol": "each user's last interaction held back for validation", "users": len(train), "valid_examples": len(valid)}
     return Split(train=train, valid=valid, test=[], info=info)
+
+
+def later_pairs(sequences: Mapping[str, Sequence[str]], later: Mapping[str, Sequence[str]]) -> list[tuple[list[str], str]]:
+    """Validation pairs from a later period's log (``later``, each user's items oldest first):
+    every later interaction, its history the user's fitted items and the later ones before it."""
+    pairs = []
+    for user, items in later.items():
+        history = list(sequences.get(user, []))
+        for item in items:
+            if history:  # (a history with nothing in it ranks nothing to choose by)
+                pairs.append((list(history), str(item)))
+            history.append(str(item))
+    return pairs
 
 
 @dataclass
