@@ -3,14 +3,11 @@ fitted on an interaction log, what ``search="auto"`` ranks by once a log is fitt
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from genrec import Catalog, ConfigError, ContentSearch, DataError
-from genrec.cli import main
 from genrec.content import standardised
 from genrec.log_model import WEIGHTS, holdout_split, read_log
 from helpers import SERIES, the_log
@@ -93,15 +90,3 @@ def test_each_users_last_interaction_validates():
     split = holdout_split({"u": ["a", "b", "c"], "v": ["d"]})
     assert split.train == {"u": ["a", "b"], "v": ["d"]}
     assert [(e.user_id, e.history, e.target) for e in split.valid] == [("u", ("a", "b"), "c")]
-
-
-def test_cli_fits_a_log_file(tmp_path, tiny_model_dir, capsys):
-    items = tmp_path / "items.csv"
-    pd.DataFrame([{"item_id": i, "title": t, "genres": g} for i, t, g in SERIES]).to_csv(items, index=False)
-    log = tmp_path / "log.csv"
-    rows = [(user, item, n) for user, sequence in the_log().items() for n, item in enumerate(sequence)]
-    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(log, index=False)
-    argv = ["recommend", "--catalog", str(items), "--model", str(tiny_model_dir), "--history", "t0,a0", "-k", "2", "--json"]
-    assert main([*argv, "--log", str(log)]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out[0]["item_id"] == "x0" and len(out) == 2

@@ -114,7 +114,7 @@ def test_what_is_not_a_saved_fit_is_named(saved, make_rec, tmp_path):
         rec.load_fit(broken)
 
 
-def test_cli_fits_once_and_every_command_loads_the_folder(tmp_path, tiny_model_dir, capsys):
+def test_cli_fits_a_log_file_once_and_every_command_loads_the_folder(tmp_path, tiny_model_dir, capsys):
     items = tmp_path / "items.csv"
     pd.DataFrame([{"item_id": i, "title": t, "genres": g} for i, t, g in SERIES]).to_csv(items, index=False)
     log = tmp_path / "log.csv"

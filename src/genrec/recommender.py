@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
+from .encoder import embed_texts, model_fingerprint
 from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, check_output_vocabulary
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
-from .encoder import embed_texts, model_fingerprint
 from .log_model import fit_log_model, read_log
 from .log_model_io import load_log_model
 from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
