@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .encoder import embed_texts, model_fingerprint
 from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, check_output_vocabulary
+from .encoder import embed_texts, model_fingerprint
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
 from .limits import Limits
