@@ -134,19 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     add_options(p, TrainConfig)
 
-    p = sub.add_parser("fit", help="fit the trained mixture on an interaction log once and save it (for --log FOLDER)")
-    _add_catalog_options(p)
-    _add_model_options(p)
-    p.add_argument("--out", required=True, help="the folder to save the fit to (replaced whole)")
-    p.add_argument("--valid", metavar="FILE",
-                   help="a later period's interactions (as --log) to choose the settings on, every later interaction one "
-                   "validation row (default: each user's last interaction, held back); data of overlapping windows needs it")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=8, help="most epochs of the item map (validation keeps the best)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip-unknown-items", action="store_true", help="leave out (and count) the log's interactions with items the catalog lacks")
-
     from .batch.command import add_batch_parser
+    from .fit_command import add_fit_parser
 
+    add_fit_parser(sub, _add_catalog_options, _add_model_options)
     add_batch_parser(sub, _add_catalog_options, _add_model_options)
 
     p = sub.add_parser("demo", help="top-10 on the bundled demo catalog with the default model")
@@ -188,27 +179,6 @@ def _recommender(args: argparse.Namespace, catalog: Any):
     from .log_model_io import is_saved_fit
 
     return rec.load_fit(args.log, progress=True) if is_saved_fit(args.log) else rec.fit(args.log, progress=True)
-
-
-def _cmd_fit(args: argparse.Namespace, catalog: Any) -> int:
-    import time
-
-    from .log_model import later_pairs, read_log
-    from .recommender import Recommender
-
-    if not args.log:
-        raise DataError("genrec fit needs --log FILE: the interaction log to fit on")
-    started = time.perf_counter()
-    rec = Recommender(catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype)
-    sequences = read_log(args.log)
-    valid = later_pairs(sequences, read_log(args.valid)) if args.valid else None
-    rec.fit(sequences, valid=valid, epochs=args.epochs, seed=args.seed, lenient=args.skip_unknown_items, progress=True)
-    path = rec.save_fit(args.out)
-    t = rec.log_model.tuned
-    print(f"fitted on {t['users']} users, {t['interactions']} interactions ({t['unknown_items_left_out']} left out) in "
-          f"{time.perf_counter() - started:.0f} s: layer {t['layer']}, map epoch {t['epoch']}, item vectors' share w = {t['weight']}, "
-          f"hybrid share {t['hybrid'].get('share')}, chosen on {t['valid_examples']} validation rows; saved to {path} (use --log {path})")  # fmt: skip
-    return 0
 
 
 def _history(args: argparse.Namespace) -> list[str]:
@@ -379,7 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             return _cmd_train(args)
         if args.command == "fit":
-            return _cmd_fit(args, _load_catalog(args))
+            from .fit_command import run_fit_command
+
+            return run_fit_command(args, _load_catalog(args))
         if args.command == "batch":
             from .batch.command import run_batch_command
 
