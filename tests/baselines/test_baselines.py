@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from genrec.baselines.sasrec import SASRec, SASRecConfig
 from genrec.baselines.scored import ItemKNN, Markov, Popularity
@@ -45,3 +46,34 @@ def test_markov_and_sasrec_learn_transitions_pop_does_not():
 
 
 # ---------------------------------------------------------------------- the whole harness
+
+
+def test_itemknn_on_a_large_catalog_keeps_sparse_the_similarities_the_dense_one_has(monkeypatch):
+    """Above DENSE_ITEMS items the similarities are a sparse matrix (an n x n array would not
+    fit): the same cosines, the same kept neighbours (by value: equal values may be other items),
+    the same scores."""
+    import random
+
+    from genrec import Catalog
+    from genrec.baselines import scored
+    from genrec.data.splits import Split
+
+    rng = random.Random(3)
+    catalog = Catalog([f"i{n}" for n in range(60)], [f"Item {n}" for n in range(60)])
+    train = {f"u{u}": rng.sample(catalog.ids[: rng.choice((20, 60))], rng.randint(1, 12)) for u in range(80)}
+    split = Split(train=train, valid=[], test=[])
+    histories = [rng.sample(catalog.ids, 4) for _ in range(10)]
+    fitted = {}
+    for limit in (10**9, 0):  # dense (the reference), then sparse
+        monkeypatch.setattr(scored, "DENSE_ITEMS", limit)
+        fitted[limit] = [ItemKNN(catalog, neighbors=k) for k in (0, 3, 10)]
+        for knn in fitted[limit]:
+            knn.fit(split)
+    for dense, sparse in zip(fitted[10**9], fitted[0]):
+        assert isinstance(dense.sim, np.ndarray) and not isinstance(sparse.sim, np.ndarray)
+        np.testing.assert_allclose(sparse.full.toarray(), dense.full, rtol=1e-6, atol=1e-7)
+        kept = sparse.sim.toarray()
+        for row in range(len(catalog)):
+            assert sorted(kept[row][kept[row] > 0]) == pytest.approx(sorted(dense.sim[row][dense.sim[row] > 0]), rel=1e-6)
+        if dense.neighbors == 0:
+            np.testing.assert_allclose(sparse.score(histories), dense.score(histories), rtol=1e-6, atol=1e-7)

@@ -7,6 +7,7 @@ are shared with every other scored method (see ``metrics.full_rank`` / ``metrics
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,6 @@ class ItemKNN(ScoredMethod):
         self.neighbors = neighbors
 
     def fit(self, split: Split) -> None:
-        import torch
-
         n = len(self.catalog)
         rows, cols = [], []
         for u, sequence in enumerate(split.train.values()):
@@ -110,17 +109,7 @@ class ItemKNN(ScoredMethod):
                 if item in self.index:
                     rows.append(u)
                     cols.append(self.index[item])
-        users = torch.sparse_coo_tensor(
-            torch.tensor([rows, cols], dtype=torch.long), torch.ones(len(rows)), (max(len(split.train), 1), n),
-            check_invariants=True,
-        ).coalesce()
-        co = torch.sparse.mm(users.t().coalesce(), users.to_dense()).numpy()  # item x item co-occurrence
-        norms = np.sqrt(np.diag(co)).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sim = co / np.outer(norms, norms)
-        sim = np.nan_to_num(sim, nan=0.0, posinf=0.0).astype(np.float32)
-        np.fill_diagonal(sim, 0.0)
-        self.full = sim
+        self.full = self._dense_similarity(rows, cols, len(split.train), n) if n <= DENSE_ITEMS else _sparse_similarity(rows, cols, n)
         self.prior = self._popularity(split)
         self.prior = (self.prior / (self.prior.max() + 1.0) * 1e-6).astype(np.float32)  # breaks exact ties only
         if self.neighbors is None and split.valid:
@@ -133,22 +122,74 @@ class ItemKNN(ScoredMethod):
             self.neighbors = best
         self._prune(self.neighbors or 0)
 
+    @staticmethod
+    def _dense_similarity(rows: list[int], cols: list[int], n_users: int, n: int) -> np.ndarray:
+        import torch
+
+        users = torch.sparse_coo_tensor(
+            torch.tensor([rows, cols], dtype=torch.long), torch.ones(len(rows)), (max(n_users, 1), n), check_invariants=True,
+        ).coalesce()
+        co = torch.sparse.mm(users.t().coalesce(), users.to_dense()).numpy()  # item x item co-occurrence
+        norms = np.sqrt(np.diag(co)).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sim = co / np.outer(norms, norms)
+        sim = np.nan_to_num(sim, nan=0.0, posinf=0.0).astype(np.float32)
+        np.fill_diagonal(sim, 0.0)
+        return sim
+
     def _prune(self, neighbors: int) -> None:
         sim = self.full
-        if neighbors and neighbors < sim.shape[0]:
+        if not isinstance(sim, np.ndarray):
+            self.sim = _sparse_top(sim, neighbors)
+        elif neighbors and neighbors < sim.shape[0]:
             keep = np.argpartition(-sim, neighbors - 1, axis=1)[:, :neighbors]
             pruned = np.zeros_like(sim)
             np.put_along_axis(pruned, keep, np.take_along_axis(sim, keep, axis=1), axis=1)
-            sim = pruned
-        self.sim = sim
+            self.sim = pruned
+        else:
+            self.sim = sim
 
     def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         out = np.tile(self.prior, (len(histories), 1))
         for row, history in enumerate(histories):
             idx = [self.index[i] for i in history if i in self.index]
             if idx:
-                out[row] += self.sim[idx].sum(axis=0)
+                out[row] += np.asarray(self.sim[idx].sum(axis=0)).reshape(-1)
         return out
+
+
+#: catalogs up to this many items keep ItemKNN's similarities dense (n x n float32: 1.6 GB at the
+#: limit); larger ones sparse, where only co-occurring pairs take memory
+DENSE_ITEMS = 20_000
+
+
+def _sparse_similarity(rows: list[int], cols: list[int], n: int) -> Any:
+    """``_dense_similarity`` as a scipy CSR matrix: the cosine of two items' user sets, for the
+    pairs some user shares (the rest are 0 in both)."""
+    from scipy import sparse
+
+    users = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(max(max(rows, default=0) + 1, 1), n))
+    co = (users.T @ users).tocsr()
+    norms = np.sqrt(co.diagonal())
+    inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    sim = (sparse.diags(inverse) @ co @ sparse.diags(inverse)).tocsr()
+    sim.setdiag(0.0)
+    sim.eliminate_zeros()
+    return sim.astype(np.float32)
+
+
+def _sparse_top(sim: Any, neighbors: int) -> Any:
+    """Each row's ``neighbors`` largest similarities (0: all), as ``ItemKNN._prune`` keeps them."""
+    if not neighbors:
+        return sim
+    pruned = sim.copy()
+    for row in range(pruned.shape[0]):
+        start, end = pruned.indptr[row], pruned.indptr[row + 1]
+        if end - start > neighbors:
+            values = pruned.data[start:end]
+            values[np.argpartition(-values, neighbors - 1)[neighbors:]] = 0.0
+    pruned.eliminate_zeros()
+    return pruned
 
 
 def validation_ndcg(method: ScoredMethod, examples: Sequence[Example], limit: int = 2000) -> float:
