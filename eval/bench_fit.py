@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     report["tuned"] = {k: rec.log_model.tuned[k] for k in ("layer", "epoch", "weight")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_fit.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in report.items()}, indent=1))
+    print(json.dumps(report, indent=1))
     return 0
 
 
