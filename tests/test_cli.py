@@ -29,17 +29,6 @@ def test_recommend_table_with_title_containing_comma(items_csv, tiny_model_dir, 
     assert out.startswith("top-3 for history: Monsters, Inc.") and "item_id" in out
 
 
-def test_compile_option_reaches_the_model(items_csv, tiny_model_dir, capsys, monkeypatch):
-    import genrec.recommender
-
-    compiled = []
-    monkeypatch.setattr(genrec.recommender, "compile_blocks", compiled.append)  # (compiling itself: tests/test_model.py)
-    argv = ["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--history", "1", "-k", "2", "--json"]
-    assert main(argv) == 0 and compiled == []
-    assert main([*argv, "--compile"]) == 0 and len(compiled) == 1
-    capsys.readouterr()
-
-
 def test_unknown_id_is_a_clean_error(items_csv, tiny_model_dir, capsys):
     rc = main(["recommend", "--catalog", str(items_csv), "--model", str(tiny_model_dir), "--history", "1,99"])
     err = capsys.readouterr().err

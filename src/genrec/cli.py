@@ -47,9 +47,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="the model's weights (default: float32 on a CPU, bf16 on a GPU); bfloat16 on a CPU with AMX or "
                    "AVX512-BF16 is the fast mode: about 1.7x faster beam search, most of the same top-10, not all")  # fmt: skip
-    g.add_argument("--compile", action="store_true",
-                   help="the model's blocks through torch.compile: the same lists about 10%% faster once the first calls "
-                   "have compiled (a minute or more), for serve and batch")  # fmt: skip
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
     g.add_argument("--log", metavar="FILE",
@@ -172,7 +169,7 @@ def _recommender(args: argparse.Namespace, catalog: Any):
 
     rec = Recommender(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
-        max_per_family=args.max_per_family, search=args.search, compile=args.compile,
+        max_per_family=args.max_per_family, search=args.search,
     )  # fmt: skip
     if not args.log:
         return rec

@@ -21,7 +21,7 @@ from .limits import Limits
 from .log_model import fit_log_model, read_log
 from .log_model_io import load_log_model
 from .model_record import TRAINING_RECORD, check_training_record, fine_tuned_by_genrec, trained_template, trained_vocabulary
-from .model import LoadedModel, answer_end, cache_root, compile_blocks, load_model, pad_token_id, special_token_strings, vocab_size
+from .model import LoadedModel, answer_end, cache_root, load_model, pad_token_id, special_token_strings, vocab_size
 from .prompts import PromptLibrary
 from .resources import KeptResources
 from .tasks import ChatResponse, Explanation, PromptPipeline, Recommendation, Recommendations
@@ -66,8 +66,6 @@ class Recommender(KeptResources):
     as ``content_search`` says; ``tasks/content_search.py``), "log" (the mixture ``fit`` fitted on
     an interaction log) or "auto": beam with an active prior, else log once a log is fitted, else
     beam for a genrec-fine-tuned directory (whatever learned from a log), else content.
-    ``compile``: the model's blocks through torch.compile (``model.compile_blocks``): the same
-    lists about 10% faster once the first calls have compiled (a minute or more): for services.
 
     Thread safety: one Recommender may serve several threads. Inference holds no per-call state
     on the object; the lazily built title indexes and prompt-prefix caches are created under locks.
@@ -100,7 +98,6 @@ class Recommender(KeptResources):
         output_vocabulary: str | None = None,
         search: str = "auto",
         content_search: ContentSearch = ContentSearch(),
-        compile: bool = False,
     ) -> None:
         self.catalog = catalog if catalog is not None else Catalog.demo()
         if len(self.catalog) == 0:
@@ -118,8 +115,6 @@ class Recommender(KeptResources):
                 raise ConfigError("pass tokenizer= together with a loaded model")
             lm_device = next(model.parameters()).device
             self.lm = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=type(model).__name__, device=lm_device)
-        if compile:  # (in place: a model passed in is compiled too)
-            compile_blocks(self.lm.model)
         self.tokenizer = self.lm.tokenizer
         self.output_vocabulary = output_vocabulary or trained_vocabulary(model if isinstance(model, (str, Path)) else None)
         self.num_beams = num_beams

@@ -46,7 +46,6 @@ class RecommenderSpec:
     max_per_family: int | None = None  # variants of one product per list (None: no cap)
     family_share: float = DEFAULT_FAMILY_SHARE
     log_fit: str | None = None  # a folder a fitted log was saved to (Recommender.save_fit), loaded by each worker
-    compile: bool = False  # each worker's model blocks through torch.compile (the same lists, faster once compiled)
 
     def build(self) -> Any:
         from ..recommender import Recommender
@@ -54,7 +53,7 @@ class RecommenderSpec:
         rec = Recommender(
             self.catalog, model=self.model, prompts_dir=self.prompts_dir, device=self.device, dtype=self.dtype,
             num_beams=self.num_beams, cache_dir=self.cache_dir, prior=self.prior, prior_weight=self.prior_weight,
-            max_per_family=self.max_per_family, family_share=self.family_share, compile=self.compile,
+            max_per_family=self.max_per_family, family_share=self.family_share,
         )  # fmt: skip
         return rec if self.log_fit is None else rec.load_fit(self.log_fit)
 
