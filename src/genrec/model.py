@@ -287,8 +287,9 @@ def load_model(
 def compile_blocks(model: Any) -> Any:
     """The model's decoder (its transformer blocks, as one graph) through ``torch.compile`` (dynamic
     shapes), in place; parameter names and the outputs stay (to float rounding). The first calls compile (minutes
-    on a small CPU), later calls run fused kernels: a process that serves for hours gains, a
-    short one loses (eval/notes/2026-12-07-speed-and-batching.md)."""
+    on a small CPU), and so does each new batch shape: one user at a time gains after that, while
+    a service's requests waited on it and a batch job ran slower (measured in
+    eval/notes/2026-12-07-speed-and-batching.md), so it is for callers who control their shapes."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if getattr(decoder, "layers", None) is None:
         raise ConfigError(f"{type(model).__name__} has no list of decoder layers to compile")
