@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import numpy as np
 from genrec.baselines.fit import fit_scored
 from genrec.baselines.scored import ScoredMethod, scores_ranks
 from genrec.data.arguments import dataset_from_args
-from genrec.data.cold import cold_items, group_of, seen_items, without_items
+from genrec.data.cold import cold_items, group_of, seen_items, tuning_split, without_items
 from genrec.data.splits import split_dataset
 from genrec.encoder import EncoderSettings, ItemEncoder
 from genrec.content import standardised
@@ -53,13 +52,10 @@ def _rows(run: Path) -> tuple[dict, object, dict[str, list]]:
     dataset, _ = dataset_from_args(args)
     split = split_dataset(dataset, tie_break=config["tie_break"], seed=config["seed"], holdout=config["holdout"])
     split = without_items(split, cold_items(dataset.catalog, config["cold_items"], config["seed"]))
+    tuning = tuning_split(split, config["tune_on"])  # (the harness's own rule; --tune-cold runs refused above)
     seen = seen_items(split)
-
-    def group(rows: list, name: str) -> list:
-        return list(rows) if name == "all" else [e for e in rows if group_of(e, seen) == name]
-
-    tuning = replace(split, valid=group(split.valid, config["tune_on"]))
-    rows = {"valid": tuning.valid[:VALID_ROWS], "test": group(split.test, config["only"])}
+    test = list(split.test) if config["only"] == "all" else [e for e in split.test if group_of(e, seen) == config["only"]]
+    rows = {"valid": tuning.valid[:VALID_ROWS], "test": test}
     return config, (dataset, tuning), rows
 
 
