@@ -105,3 +105,10 @@ def the_log() -> dict[str, list[str]]:
     log.update({f"v{n}": ["r1", "c0", "r0"] for n in range(12)})
     log["w0"] = ["t1"]  # one interaction: it only trains
     return log
+
+
+def series_catalog(rows=SERIES):
+    """The films of ``SERIES`` (or other rows of the same shape) as a catalog with genres."""
+    from genrec import Catalog
+
+    return Catalog.from_records([{"item_id": i, "title": t, "genres": g} for i, t, g in rows], kind="movie")

@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genrec import Catalog, ConfigError, ContentSearch, DataError
+from genrec import ConfigError, ContentSearch, DataError
 from genrec.content import standardised
 from genrec.log_model import WEIGHTS, holdout_split, read_log
-from helpers import SERIES, the_log
+from helpers import series_catalog, the_log
 
 
 @pytest.fixture
 def catalog():
-    return Catalog.from_records([{"item_id": i, "title": t, "genres": g} for i, t, g in SERIES], kind="movie")
+    return series_catalog()
 
 
 def test_a_fitted_log_ranks_by_what_the_log_says(make_rec, catalog):

@@ -12,20 +12,16 @@ import pandas as pd
 import pytest
 import torch
 
-from genrec import Catalog, ConfigError, DataError
+from genrec import ConfigError, DataError
 from genrec.cli import main
 from genrec.content import catalog_texts
 from genrec.encoder import embed_texts
 from genrec.log_model import later_pairs
 from genrec.log_model_io import ARRAYS_FILE, FIT_FILE
 
-from helpers import SERIES, the_log
+from helpers import SERIES, series_catalog, the_log
 
 HISTORIES = [["t0", "a0"], ["r1", "c0"], ["x0"], ["t1", "c1", "r0"]]
-
-
-def series_catalog(rows=SERIES) -> Catalog:
-    return Catalog.from_records([{"item_id": i, "title": t, "genres": g} for i, t, g in rows], kind="movie")
 
 
 @pytest.fixture(scope="module")
