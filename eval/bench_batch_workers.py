@@ -3,6 +3,8 @@
 and overall from each run's manifest, and the cost model for N nodes those figures give.
 
     .venv/bin/python eval/bench_batch_workers.py --data-dir ../shared/datasets/ml-100k --users 200 --out runs/bench-workers
+
+``--runtime onnxruntime``: the workers' model calls in ONNX Runtime (exported into the cache first).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def main() -> None:
     p.add_argument("--data-dir", required=True, help="the ml-100k folder (u.item, u.data)")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"), help="genrec batch --runtime")
     p.add_argument("--out", default="runs/bench-workers")
     args = p.parse_args()
     out = Path(args.out)
@@ -33,7 +36,7 @@ def main() -> None:
     log[log["user_id"].isin(keep)][["user_id", "item_id", "timestamp"]].to_csv(histories, index=False)
     genrec = [sys.executable, "-m", "genrec.cli", "batch", "--catalog", str(data / "u.item"), "--sep", "|", "--encoding", "latin-1",
               "--no-header", "--kind", "movie", "--histories", str(histories), "-k", "10", "--max-history", "20",
-              "--batch-size", "8", "--part-size", "16"]  # fmt: skip
+              "--batch-size", "8", "--part-size", "16", "--runtime", args.runtime]  # fmt: skip
     rows = []
     cores = os.cpu_count() or 1
     for workers in (int(w) for w in args.workers.split(",")):

@@ -12,8 +12,10 @@ plus genrec's own decoder without the constraint, and several users decoded in o
     the mean overlap): with ``--int8`` the linear layers quantised to int8 (torch's dynamic
     quantisation, a measurement only); with ``--bf16`` the opt-in fast mode, the model in bfloat16
     (``Recommender(dtype="bfloat16")``), and with ``--compile`` too, that copy compiled;
-(f) with ``--compile``, genrec with the model's blocks through torch.compile (exact up to float
-    rounding): its time after two searches have compiled it, and whether every top-10 is eager's.
+(f) exact to float rounding, each timed and its top-10 set against eager fp32's: with ``--compile``
+    the model's blocks through torch.compile (its time after two searches have compiled it); with
+    ``--onnx`` the blocks run by ONNX Runtime (``Recommender(runtime="onnxruntime")``; its export
+    and session load timed).
 Medians over users. Writes OUTDIR/bench.json.
 """
 
@@ -124,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-hf", action="store_true", help="skip (b), the slow reference")
     p.add_argument("--compile", action="store_true",
                    help="(f) also decode with the blocks through torch.compile (genrec.model.compile_blocks)")
+    p.add_argument("--onnx", action="store_true", help="(f) also decode with the blocks in ONNX Runtime (runtime='onnxruntime')")
     p.add_argument("--int8", action="store_true", help="(e) also decode with the linear layers quantised to int8 (a measurement; no library mode)")
     p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
     p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
@@ -215,8 +218,8 @@ def main(argv=None) -> int:
         approx["int8"] = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
     if args.bf16:
         approx["bf16"] = copy.deepcopy(model).to(torch.bfloat16)
-    compiled, compile_s = None, None
-    if args.compile:  # (f) the exact decoder with its blocks compiled (a copy: eager runs stay eager)
+    exact: dict = {}  # (f) exact to float rounding, by name: a model each, and its set-up seconds
+    if args.compile:  # the blocks compiled (a copy: eager runs stay eager)
         from genrec.model import compile_blocks
 
         compiled = compile_blocks(copy.deepcopy(model))
@@ -225,16 +228,29 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         for job in jobs[:2]:  # the first searches compile
             genrec_one(job, lm=compiled)
-        compile_s = time.perf_counter() - started
-        print(f"(f) compiling the blocks: {compile_s:.0f} s in the first two searches", flush=True)
+        exact["compiled"] = (compiled, time.perf_counter() - started)
+        print(f"(f) compiling the blocks: {exact['compiled'][1]:.0f} s in the first two searches", flush=True)
+    if args.onnx:
+        import tempfile
+
+        from genrec.decoding.onnx_runtime import OnnxDecoder
+        from genrec.encoder import model_fingerprint
+
+        started = time.perf_counter()  # exported into a fresh folder: the export is part of the cost
+        onnx_lm = OnnxDecoder.from_model(model, model_fingerprint(model), Path(tempfile.mkdtemp(dir=out)))
+        exact["onnx"] = (onnx_lm, time.perf_counter() - started)
+        for job in jobs[:2]:
+            genrec_one(job, lm=onnx_lm)
+        print(f"(f) ONNX Runtime: exported and loaded in {exact['onnx'][1]:.0f} s", flush=True)
     for lm in approx.values():
         for job in jobs[:2]:
             genrec_one(job, lm=lm)
     genrec_one(jobs[0])  # warm-up
     genrec_one(jobs[0], lookahead=False)
     # user by user, the methods back to back: drift in machine speed hits them alike
-    genrec_runs, plain_runs, floor, engine, compiled_runs = [], [], [], [], []
+    genrec_runs, plain_runs, floor, engine = [], [], [], []
     approx_runs: dict = {name: [] for name in approx}
+    exact_runs: dict = {name: [] for name in exact}
     for job in jobs:
         run = genrec_one(job)
         genrec_runs.append(run)
@@ -243,8 +259,8 @@ def main(argv=None) -> int:
         engine.append(engine_floor(job, run[3]))
         for name, lm in approx.items():
             approx_runs[name].append(genrec_one(job, lm=lm))
-        if compiled is not None:
-            compiled_runs.append(genrec_one(job, lm=compiled))
+        for name, (lm, _) in exact.items():
+            exact_runs[name].append(genrec_one(job, lm=lm))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
     plain_s = statistics.median(r[0] for r in plain_runs)
     unconstrained_s = statistics.median(floor)
@@ -284,17 +300,14 @@ def main(argv=None) -> int:
         "forced_token_share": forced_token_share(index),
         "title_tokens_median": statistics.median(len(index.sequence(t)) for t in range(min(index.n_titles, 5000))),
     }
-    if compiled_runs:
-        result["compiled_s"] = statistics.median(r[0] for r in compiled_runs)
-        result["compiled_vs_unconstrained"] = result["compiled_s"] / unconstrained_s
-        result["compile_s"] = compile_s
-        result["compiled_same_top10"] = all(a[1] == b[1] for a, b in zip(compiled_runs, genrec_runs))
-        result["compiled_score_max_abs_diff"] = max(
-            max(abs(x - y) for x, y in zip(a[2], b[2])) for a, b in zip(compiled_runs, genrec_runs)
-        )  # fmt: skip
-        print(f"(f) compiled blocks: {result['compiled_s']:.3f} s/user "
-              f"({result['compiled_vs_unconstrained']:.3f}x unconstrained, eager {genrec_s / unconstrained_s:.3f}x); "
-              f"same top-10 for every user: {result['compiled_same_top10']}", flush=True)  # fmt: skip
+    for name, runs in exact_runs.items():
+        result[f"{name}_s"] = statistics.median(r[0] for r in runs)
+        result[f"{name}_vs_unconstrained"] = result[f"{name}_s"] / unconstrained_s
+        result[f"{name}_setup_s"] = exact[name][1]
+        result[f"{name}_same_top10"] = all(a[1] == b[1] for a, b in zip(runs, genrec_runs))
+        result[f"{name}_score_max_abs_diff"] = max(max(abs(x - y) for x, y in zip(a[2], b[2])) for a, b in zip(runs, genrec_runs))
+        print(f"(f) {name}: {result[f'{name}_s']:.3f} s/user ({result[f'{name}_vs_unconstrained']:.3f}x unconstrained, "
+              f"eager {genrec_s / unconstrained_s:.3f}x); same top-10 for every user: {result[f'{name}_same_top10']}", flush=True)  # fmt: skip
     for name, runs in approx_runs.items():
         result[f"{name}_s"] = statistics.median(r[0] for r in runs)
         result[f"{name}_vs_unconstrained"] = result[f"{name}_s"] / unconstrained_s

@@ -60,6 +60,11 @@ class LoadedModel:
     tokenizer: Any
     name: str
     device: Any
+    decoder: Any = None  # what beam search calls instead of ``model`` (its blocks in ONNX Runtime), if set
+
+    @property
+    def search_model(self) -> Any:
+        return self.decoder if self.decoder is not None else self.model
 
     @property
     def max_context(self) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .catalog import Catalog
 from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, check_output_vocabulary
+from .decoding.onnx_runtime import check_runtime, with_runtime
 from .encoder import embed_texts, model_fingerprint
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
@@ -51,6 +52,8 @@ class Recommender(KeptResources):
     ``model``: None (the embedded default, SmolLM2-135M-Instruct), a transformers model id, a local
     directory, or an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
     ``catalog``: None for the bundled demo catalog.
+    ``runtime``: "torch", or "onnxruntime" (float32 on the CPU: the blocks exported once into the
+    cache and run by ONNX Runtime, the same top-10 to float rounding, 1.2x faster searches here).
     Beam search is deterministic whatever the model's generation_config says; ``length_penalty``
     defaults to 0 because length normalisation favours long titles. ``lookahead`` feeds each
     beam's forced title continuation in one model call (exact; off only to measure it). ``prior`` / ``prior_weight``:
@@ -80,6 +83,7 @@ class Recommender(KeptResources):
         prompts_dir: str | Path | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        runtime: str = "torch",
         cache_dir: str | Path | None = None,
         use_disk_cache: bool = True,
         num_beams: int = 10,
@@ -103,6 +107,7 @@ class Recommender(KeptResources):
         if len(self.catalog) == 0:
             raise CatalogError(f"catalog {self.catalog.name!r} has no items: nothing to recommend ({self.catalog.report})")
         self.max_per_family, self.family_share = check_family_cap(max_per_family, family_share)  # before loading
+        check_runtime(runtime)
         if output_vocabulary is not None:
             check_output_vocabulary(output_vocabulary)
         self.cache_dir = cache_root(cache_dir)
@@ -115,6 +120,7 @@ class Recommender(KeptResources):
                 raise ConfigError("pass tokenizer= together with a loaded model")
             lm_device = next(model.parameters()).device
             self.lm = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=type(model).__name__, device=lm_device)
+        self.lm = with_runtime(self.lm, runtime, self.cache_dir)
         self.tokenizer = self.lm.tokenizer
         self.output_vocabulary = output_vocabulary or trained_vocabulary(model if isinstance(model, (str, Path)) else None)
         self.num_beams = num_beams

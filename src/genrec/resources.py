@@ -68,7 +68,7 @@ class KeptResources:
         ids = self.catalog.ids
         prompts = [self.pipeline.prepare(history, template).prompt_ids for history in ([ids[0]], [ids[1], ids[0]])]
         with torch.inference_mode():
-            self.prefix_cache(template).get(self.lm.model, prompts, cache_argument(self.lm.model))
+            self.prefix_cache(template).get(self.lm.search_model, prompts, cache_argument(self.lm.model))
 
     def content_scores(self) -> ContentScores:
         """The catalog's TF-IDF similarities ``search="content"`` proposes from (built on first use)."""

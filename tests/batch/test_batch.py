@@ -144,6 +144,8 @@ def test_family_cap_is_in_the_fingerprint(catalog):
     assert "max_per_family" not in prints() and "family_share" not in prints()
     assert prints(max_per_family=2)["max_per_family"] == 2 and prints(max_per_family=2)["family_share"] == 0.5
     assert prints(max_per_family=2) != prints(max_per_family=3) != prints()
+    # the same lists to float rounding, still recorded: a folder is resumed as it was started
+    assert "runtime" not in prints() and prints(runtime="onnxruntime")["runtime"] == "onnxruntime"
 
 
 def test_jsonl_output(make_rec, catalog, tmp_path):

@@ -67,7 +67,7 @@ def run_batch_command(args: argparse.Namespace, catalog: Any) -> int:
     prior, prior_kind = batch_prior(args.prior, catalog, users or [])
     spec = RecommenderSpec(
         catalog, model=args.model, prompts_dir=args.prompts, device=args.device, dtype=args.dtype, num_beams=args.beams,
-        prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
+        runtime=args.runtime, prior=prior, prior_weight=args.prior_weight if prior is not None else 0.0, max_per_family=args.max_per_family,
         log_fit=os.path.abspath(args.log) if args.log else None,
     )  # fmt: skip
     settings = DecodeSettings(

@@ -76,6 +76,7 @@ def fingerprint(
         # (absent without a cap or a fitted log, so folders written before either existed still match)
         **({"max_per_family": spec.max_per_family, "family_share": spec.family_share} if spec.max_per_family is not None else {}),
         **({"log_fit": _folder_hash(spec.log_fit, "*")} if spec.log_fit is not None else {}),
+        **({"runtime": spec.runtime} if spec.runtime != "torch" else {}),
         **{f"settings.{k}": v for k, v in asdict(settings).items()},
         "part_size": part_size,
         "format": fmt,

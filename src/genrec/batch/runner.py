@@ -39,6 +39,7 @@ class RecommenderSpec:
     prompts_dir: str | None = None
     device: str | None = None
     dtype: str | None = None
+    runtime: str = "torch"  # "onnxruntime": each worker exports (once, into the cache) and decodes in ONNX Runtime
     num_beams: int = 10
     cache_dir: str | None = None
     prior: np.ndarray | None = field(default=None, repr=False)
@@ -52,7 +53,7 @@ class RecommenderSpec:
 
         rec = Recommender(
             self.catalog, model=self.model, prompts_dir=self.prompts_dir, device=self.device, dtype=self.dtype,
-            num_beams=self.num_beams, cache_dir=self.cache_dir, prior=self.prior, prior_weight=self.prior_weight,
+            runtime=self.runtime, num_beams=self.num_beams, cache_dir=self.cache_dir, prior=self.prior, prior_weight=self.prior_weight,
             max_per_family=self.max_per_family, family_share=self.family_share,
         )  # fmt: skip
         return rec if self.log_fit is None else rec.load_fit(self.log_fit)

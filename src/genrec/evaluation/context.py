@@ -93,7 +93,7 @@ class RunContext:
         config = self.config
         return dict(
             protocol=self.protocol, template=config.template, batch_size=config.batch_size, workers=self.workers,
-            ray_address=self.ray_address, model=config.model, dtype=config.dtype,
+            ray_address=self.ray_address, model=config.model, dtype=config.dtype, runtime=config.runtime,
         )  # fmt: skip
 
 
@@ -106,7 +106,10 @@ def build_recommender(catalog: Catalog, config: EvalConfig, factory: Callable[[C
         return rec
     from ..recommender import Recommender  # lazily: the facade loads models
 
-    return Recommender(catalog, model=config.model, dtype=config.dtype, num_beams=config.num_beams, max_per_family=config.max_per_family)
+    return Recommender(
+        catalog, model=config.model, dtype=config.dtype, runtime=config.runtime, num_beams=config.num_beams,
+        max_per_family=config.max_per_family,
+    )  # fmt: skip
 
 
 class Method:

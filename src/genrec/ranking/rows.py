@@ -92,6 +92,7 @@ def evaluate_genrec(
     ray_address: str | None = None,
     model: str | None = None,
     dtype: str | None = None,
+    runtime: str = "torch",
     search: str = "beam",
 ) -> None:
     """Prompt the model with the last ``max_history`` items; the whole history is excluded
@@ -99,7 +100,7 @@ def evaluate_genrec(
     ``prior``: a fitted baseline mixed into beam search with ``prior_weight`` and
     ``prior_aggregation`` (its scores see the whole history). Each batch of ``batch_size`` users
     is one part of ``genrec batch``'s path: decoded here (``workers=1``), or by a pool of Ray
-    actors each loading ``model`` in ``dtype`` — the same batches, so the same lists. ``search``:
+    actors each loading ``model`` in ``dtype`` (and ``runtime``) — the same batches, so the same lists. ``search``:
     the model's beam over the whole catalog, or the items nearest in words (``content``)."""
     from tqdm.auto import tqdm
 
@@ -122,7 +123,7 @@ def evaluate_genrec(
 
     # the workers' Recommenders decode as this one does
     spec = RecommenderSpec(
-        catalog, model=model, dtype=dtype, num_beams=getattr(rec, "num_beams", RecommenderSpec.num_beams),
+        catalog, model=model, dtype=dtype, runtime=runtime, num_beams=getattr(rec, "num_beams", RecommenderSpec.num_beams),
         max_per_family=getattr(rec, "max_per_family", None), family_share=getattr(rec, "family_share", DEFAULT_FAMILY_SHARE),
     )  # fmt: skip
     bar = tqdm(total=len(examples), desc=name, unit="user", disable=not progress)

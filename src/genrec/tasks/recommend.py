@@ -135,7 +135,7 @@ def decode_constrained(
                 weight=prior.weight, aggregation=prior.aggregation, device=host.lm.device,
             )  # fmt: skip
         hyps = beam_search(
-            host.lm.model,
+            host.lm.search_model,
             [jobs[i].prompt_ids for i in members],
             num_beams=width,
             num_return=min(k, width),
@@ -177,7 +177,7 @@ def decode_free(host: TaskHost, jobs: list[PreparedPrompt], k: int, beams: int, 
     """Unconstrained generation, each beam's text grounded onto the catalog (BIGRec-style)."""
     tokenizer = host.lm.tokenizer
     hyps_per_user = beam_search(
-        host.lm.model,
+        host.lm.search_model,
         [job.prompt_ids for job in jobs],
         num_beams=beams,
         num_return=beams,

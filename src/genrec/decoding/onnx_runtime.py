@@ -1,0 +1,251 @@
+"""The decoder's model calls through ONNX Runtime: the model's blocks exported once to an ONNX
+graph (kept in genrec's cache, keyed by the model's fingerprint) and run by ONNX Runtime's CPU
+kernels, which spend less time between operators than eager torch on the small calls a beam
+search makes (eval/notes/2026-12-07-onnx-runtime.md measures it).
+
+``OnnxDecoder`` stands in for the torch model wherever the search calls it: ``model(...)`` (a
+prompt, with ``logits_to_keep``) and ``model.base_model(...)`` (beam tokens, their hidden states),
+both with a transformers ``DynamicCache`` that it extends as the torch model would. Everything
+else (the output layer, the config, the parameters) is the torch model's, so the search's own
+code is unchanged. Exact to float rounding: the same blocks, other kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from ..errors import ConfigError
+
+__all__ = ["RUNTIMES", "OnnxDecoder", "check_runtime", "export_decoder", "onnx_available", "with_runtime"]
+
+RUNTIMES = ("torch", "onnxruntime")
+
+EXPORT_FORMAT = 1  # bump when the graph's inputs or outputs change: older exports are made again
+GRAPH_FILE = "decoder.onnx"
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime
+
+
+def with_runtime(lm: Any, runtime: str, cache_dir: Path) -> Any:
+    """``lm`` (a LoadedModel) whose searches run in ``runtime``: "torch" (the model itself) or
+    "onnxruntime" (its blocks exported once, then run by ONNX Runtime on the CPU; the export is a
+    snapshot of the weights, made again for another model)."""
+    if check_runtime(runtime) == "torch":
+        return lm
+    if getattr(lm.device, "type", str(lm.device)) != "cpu":
+        raise ConfigError(f"runtime='onnxruntime' decodes on the CPU; the model is on {lm.device} (pass device='cpu')")
+    from ..encoder import model_fingerprint
+
+    return replace(lm, decoder=OnnxDecoder.from_model(lm.model, model_fingerprint(lm.model), cache_dir))
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Blocks(torch.nn.Module):
+    """What is exported: the decoder's blocks on new tokens after the cached keys, with an
+    additive 4D mask; out come the final hidden states and each layer's new keys and values."""
+
+    def __init__(self, decoder: Any, n_layers: int, config: Any) -> None:
+        super().__init__()
+        self.decoder, self.n_layers, self.config = decoder, n_layers, config
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor, *past: torch.Tensor):
+        cache = DynamicCache(config=self.config)
+        for i in range(self.n_layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        width = input_ids.shape[1]
+        new = [t[:, :, -width:] for layer in cache.layers for t in (layer.keys, layer.values)]
+        return (out.last_hidden_state, *new)
+
+
+def _names(n_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_{kind}_{i}" for i in range(n_layers) for kind in ("keys", "values")]
+    return ["input_ids", "position_ids", "mask", *past], ["hidden", *(f"new_{name[5:]}" for name in past)]
+
+
+def export_decoder(model: Any, directory: Path) -> Path:
+    """Export ``model``'s blocks to ``directory/decoder.onnx`` (the weights beside it), written to
+    a temporary folder and renamed, so a killed export leaves nothing half-written."""
+    config = model.config
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+    n_layers = config.num_hidden_layers
+    if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=config).layers):
+        raise ConfigError(f"{type(model).__name__} keeps a sliding-window cache; the ONNX Runtime decoder supports full caches only")
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:
+        raise ConfigError(f"the ONNX Runtime decoder runs float32 models (an exact mode); this one is {dtype}")
+    # small example shapes: every axis that varies is declared dynamic below
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    positions = torch.tensor([[3, 4]])
+    mask = torch.zeros((1, 1, 2, 5))
+    past = [torch.zeros((1, heads, 3, head_dim)) for _ in range(2 * n_layers)]
+    inputs, outputs = _names(n_layers)
+    dynamic = {"input_ids": {0: "rows", 1: "width"}, "position_ids": {0: "rows", 1: "width"}, "mask": {0: "rows", 2: "width", 3: "keys"}}
+    dynamic.update({name: {0: "rows", 2: "cached"} for name in inputs[3:]})
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-onnx-", dir=directory.parent))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the shapes above are dynamic
+            torch.onnx.export(
+                _Blocks(decoder, n_layers, config).eval(), (ids, positions, mask, *past), str(staging / GRAPH_FILE),
+                input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=17, dynamo=False,
+            )  # fmt: skip
+        try:
+            os.replace(staging, directory)
+        except OSError:  # another process exported it meanwhile (or a broken one is in the way)
+            shutil.rmtree(directory, ignore_errors=True)
+            os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory / GRAPH_FILE
+
+
+
+@dataclass
+class _Output:
+    last_hidden_state: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: DynamicCache | None = None
+
+
+class OnnxDecoder:
+    """A float32 causal LM whose blocks run in ONNX Runtime, for ``beam_search`` and the prompt
+    cache; ``from_model`` exports (once, into ``cache_dir``) and loads the session."""
+
+    def __init__(self, model: Any, graph: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # pool threads spin between a call's operators (faster than sleeping: 15-20% a call), and
+        # stop when the call returns: spinning on, they halved the speed of the search's torch work
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.model = model
+        self.config = model.config
+        self.n_layers = model.config.num_hidden_layers
+        self._inputs, _ = _names(self.n_layers)
+        self.base_model = _BaseModel(self)
+
+    @classmethod
+    def from_model(cls, model: Any, fingerprint: str, cache_dir: Path, threads: int | None = None) -> OnnxDecoder:
+        if not onnx_available():
+            raise ConfigError("runtime='onnxruntime' needs ONNX Runtime: pip install 'genrec[onnx]'")
+        key = hashlib.sha256(f"{fingerprint}:{EXPORT_FORMAT}:{torch.__version__}".encode()).hexdigest()[:20]
+        directory = Path(cache_dir) / "onnx" / key
+        graph = directory / GRAPH_FILE
+        if graph.exists():
+            try:
+                return cls(model, graph, threads)
+            except Exception:  # noqa: BLE001 -- a truncated or corrupt export: made again below
+                pass
+        export_decoder(model, directory)
+        return cls(model, graph, threads)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __getattr__(self, name: str) -> Any:
+        # the output layer, generation settings and the rest stay the torch model's
+        return getattr(self.model, name)
+
+    def blocks(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """Final hidden states of ``input_ids`` after ``cache`` (extended with their keys)."""
+        feed = {"input_ids": _array(input_ids), "position_ids": _array(position_ids), "mask": _array(mask)}
+        for i, layer in enumerate(cache.layers):
+            for kind in ("keys", "values"):
+                tensor = getattr(layer, kind) if layer.is_initialized else None
+                if tensor is None or tensor.dim() != 4:
+                    tensor = self._empty(len(input_ids))
+                feed[f"past_{kind}_{i}"] = _array(tensor)
+        hidden, *new = self.session.run(None, feed)
+        for i in range(self.n_layers):
+            cache.update(torch.from_numpy(new[2 * i]), torch.from_numpy(new[2 * i + 1]), i)
+        return torch.from_numpy(hidden)
+
+    def _empty(self, rows: int) -> torch.Tensor:
+        config = self.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return torch.zeros((rows, heads, 0, head_dim))
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+        cache: DynamicCache | None = None,
+    ) -> _Output:
+        cache = cache if cache is not None else past_key_values
+        if cache is None:
+            cache = DynamicCache(config=self.config)
+        mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
+        hidden = self.blocks(input_ids, mask, position_ids, cache)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        return _Output(logits=self.model.lm_head(kept), past_key_values=cache)
+
+
+class _BaseModel:
+    """``model.base_model``: hidden states only (the search applies the output layer to the rows it keeps)."""
+
+    def __init__(self, owner: OnnxDecoder) -> None:
+        self.owner = owner
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> _Output:
+        cache = cache if cache is not None else past_key_values
+        mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
+        return _Output(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
+
+
+def _full_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cached: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive 4D mask and positions transformers would build: a 4D mask is used as it is; a
+    2D one (keys: cached then new; 1 = real) or none becomes causal with padding masked."""
+    rows, width = input_ids.shape
+    if attention_mask is not None and attention_mask.dim() == 4:
+        mask = attention_mask.float()
+    else:
+        keys = torch.ones((rows, cached + width), dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        causal = torch.arange(cached + width).view(1, -1) <= (cached + torch.arange(width)).view(-1, 1)
+        allowed = causal.unsqueeze(0) & keys.unsqueeze(1)
+        mask = torch.zeros((rows, 1, width, cached + width)).masked_fill_(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
+    if position_ids is None:
+        position_ids = (cached + torch.arange(width)).view(1, -1).expand(rows, -1)
+    return mask, position_ids
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy())
