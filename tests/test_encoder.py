@@ -3,6 +3,8 @@ known items only."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,47 @@ def test_the_map_learns_transitions_and_never_reads_a_new_item():
     other.train(sequences, known)
     np.testing.assert_allclose(trained.weight, other.weight)
     np.testing.assert_allclose(trained.bias, other.bias)
+
+
+def test_a_sample_holding_every_known_item_trains_as_the_full_softmax():
+    n_items = 30
+    known = np.ones(n_items, dtype=bool)
+    known[[3, 17]] = False
+    sequences = chain_sequences(n_items, known)
+    features = np.random.default_rng(1).normal(size=(n_items, 8))
+    settings = EncoderSettings(epochs=3, lr=0.05, batch_size=16, window=4)
+    full = ItemEncoder(features, settings).train(sequences, known)
+    sampled = ItemEncoder(features, replace(settings, full_softmax_items=0, negatives=n_items)).train(sequences, known)
+    np.testing.assert_allclose(sampled.weight, full.weight, rtol=1e-4, atol=1e-6)
+    assert [h["loss"] for h in sampled.history[1:]] == pytest.approx([h["loss"] for h in full.history[1:]], rel=1e-4)
+
+
+def test_above_the_threshold_each_step_ranks_a_sample_and_still_learns(monkeypatch):
+    import genrec.encoder as encoder_module
+
+    n_items, negatives = 120, 8
+    known = np.ones(n_items, dtype=bool)
+    known[[4, 9]] = False
+    sequences = chain_sequences(n_items, known, n=300, length=6)
+    features = np.random.default_rng(0).normal(size=(n_items, 8))
+    steps = []
+    real = encoder_module._step_items
+
+    def spy(items, targets, known_items, k):
+        rows = real(items, targets, known_items, k)
+        steps.append((len(rows), set(targets.tolist()) | set(items[items >= 0].tolist()) <= set(rows.tolist())))
+        return rows
+
+    monkeypatch.setattr(encoder_module, "_step_items", spy)
+    settings = EncoderSettings(epochs=25, lr=0.05, batch_size=8, window=3, full_softmax_items=50, negatives=negatives)
+    trained = ItemEncoder(features, settings).train(sequences, known)
+    assert steps and all(held for _, held in steps) and max(n for n, _ in steps) < n_items
+    losses = [h["loss"] for h in trained.history[1:]]
+    assert losses[-1] < losses[0]
+    # a new item is never drawn, so its vector changes nothing
+    other = ItemEncoder(features, settings)
+    other.features[[4, 9]] = 7.0
+    np.testing.assert_allclose(other.train(sequences, known).weight, trained.weight)
 
 
 def test_validation_keeps_the_best_epoch_and_the_untrained_encoder_is_one():

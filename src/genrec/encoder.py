@@ -51,9 +51,15 @@ class EncoderSettings:
     temperature: float = 0.07  # of the softmax over known items; cosines lie in [-1, 1]
     batch_size: int = 512
     seed: int = 0
+    # up to this many known items every one is a negative (the exact softmax); above it each batch
+    # maps and ranks its targets, its histories' items and ``negatives`` known items drawn uniformly
+    # (the full softmax over 100,000 items maps them all at every step: most of a day on 2 cores)
+    full_softmax_items: int = 20_000
+    negatives: int = 8192
 
     def check(self) -> EncoderSettings:
-        if self.window < 0 or not 0.0 < self.decay <= 1.0 or self.epochs < 0 or self.lr <= 0 or self.temperature <= 0:
+        if (self.window < 0 or not 0.0 < self.decay <= 1.0 or self.epochs < 0 or self.lr <= 0 or self.temperature <= 0
+                or self.negatives < 1 or self.full_softmax_items < 0):  # fmt: skip
             raise ConfigError(f"encoder settings out of range: {self}")
         return self
 
@@ -245,18 +251,24 @@ class ItemEncoder:
         optimizer = torch.optim.Adam(mapping.parameters(), lr=s.lr)
         best = (select() if select else float("-inf"), None)
         self.history = [{"epoch": 0, "valid": best[0]}]
+        known_items = known_t.nonzero().view(-1)
+        sampled = len(known_items) > s.full_softmax_items
         for epoch in tqdm(range(1, s.epochs + 1), desc="training the item encoder", unit="epoch", disable=not progress):
             total = 0.0
             for batch in torch.randperm(len(keep)).split(s.batch_size):
-                vectors = torch.nn.functional.normalize(mapping(features), dim=1)
-                items = padded[batch]
+                items, wanted = padded[batch], target[batch]
+                # the items this step ranks (all of them, or a sample) and where each ID sits among them
+                rows = _step_items(items, wanted, known_items, s.negatives) if sampled else None
+                vectors = torch.nn.functional.normalize(mapping(features if rows is None else features[rows]), dim=1)
                 weights = (items >= 0).float() * ages
-                profile = torch.nn.functional.normalize((vectors[items.clamp(min=0)] * weights.unsqueeze(-1)).sum(1), dim=1)
-                logits = (profile @ vectors.T / s.temperature).masked_fill(~known_t, float("-inf"))
+                slots = _positions(rows, items.clamp(min=0))
+                profile = torch.nn.functional.normalize((vectors[slots] * weights.unsqueeze(-1)).sum(1), dim=1)
+                candidates = known_t if rows is None else known_t[rows]
+                logits = (profile @ vectors.T / s.temperature).masked_fill(~candidates, float("-inf"))
                 # the history's own items are not the answer (the protocol excludes them), unless one is
-                in_history = torch.zeros_like(logits, dtype=torch.bool).scatter(1, items.clamp(min=0), items >= 0)
-                in_history[torch.arange(len(batch)), target[batch]] = False
-                loss = torch.nn.functional.cross_entropy(logits.masked_fill(in_history, float("-inf")), target[batch])
+                in_history = torch.zeros_like(logits, dtype=torch.bool).scatter(1, slots, items >= 0)
+                in_history[torch.arange(len(batch)), _positions(rows, wanted)] = False
+                loss = torch.nn.functional.cross_entropy(logits.masked_fill(in_history, float("-inf")), _positions(rows, wanted))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -269,3 +281,19 @@ class ItemEncoder:
                 best = (score, copy.deepcopy((self.weight, self.bias)))
         self.weight, self.bias = best[1] if best[1] is not None else (None, None)
         return self
+
+
+def _step_items(items: Any, targets: Any, known: Any, negatives: int) -> Any:
+    """The sorted item IDs one sampled step maps and ranks: its targets, its histories' items (their
+    profiles need them; only known ones are candidates) and ``negatives`` known items drawn uniformly."""
+    import torch
+
+    drawn = known if negatives >= len(known) else known[torch.randint(len(known), (negatives,))]
+    return torch.unique(torch.cat([targets, items[items >= 0], drawn]))
+
+
+def _positions(rows: Any, ids: Any) -> Any:
+    """Where item IDs sit among a sampled step's ``rows`` (sorted); without a sample, the IDs themselves."""
+    import torch
+
+    return ids if rows is None else torch.searchsorted(rows, ids)
