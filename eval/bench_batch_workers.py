@@ -24,6 +24,8 @@ def main() -> None:
     p.add_argument("--data-dir", required=True, help="the ml-100k folder (u.item, u.data)")
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--search", default="beam", choices=("beam", "content"),
+                   help="genrec batch --search (beam: the model writes titles, what the figures in RESULTS.md measure)")
     p.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"), help="genrec batch --runtime")
     p.add_argument("--out", default="runs/bench-workers")
     args = p.parse_args()
@@ -36,7 +38,7 @@ def main() -> None:
     log[log["user_id"].isin(keep)][["user_id", "item_id", "timestamp"]].to_csv(histories, index=False)
     genrec = [sys.executable, "-m", "genrec.cli", "batch", "--catalog", str(data / "u.item"), "--sep", "|", "--encoding", "latin-1",
               "--no-header", "--kind", "movie", "--histories", str(histories), "-k", "10", "--max-history", "20",
-              "--batch-size", "8", "--part-size", "16", "--runtime", args.runtime]  # fmt: skip
+              "--batch-size", "8", "--part-size", "16", "--search", args.search, "--runtime", args.runtime]  # fmt: skip
     rows = []
     cores = os.cpu_count() or 1
     for workers in (int(w) for w in args.workers.split(",")):

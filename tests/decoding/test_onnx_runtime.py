@@ -24,9 +24,25 @@ from test_lookahead import long_titles
 HISTORIES = [["i1"], ["i3", "i5", "i7"], ["i2", "i4"], ["i0", "i9", "i11", "i13", "i15", "i17"]]
 
 
-@pytest.fixture
-def onnx_model(tiny_model, tmp_path):
-    return OnnxDecoder.from_model(tiny_model, model_fingerprint(tiny_model), tmp_path / "cache")
+@pytest.fixture(params=[1, 64], ids=["one-row-calls", "every-call"])
+def onnx_model(request, tiny_model, tmp_path):
+    """Calls of one user in ONNX Runtime and bigger ones in torch (the default), or every call in it."""
+    decoder = OnnxDecoder.from_model(tiny_model, model_fingerprint(tiny_model), tmp_path / "cache", max_rows=request.param)
+    rows = []
+    decoder.session = _Spy(decoder.session, rows)
+    decoder.rows_run = rows
+    return decoder
+
+
+class _Spy:
+    """An ONNX Runtime session that records how many rows each call fed."""
+
+    def __init__(self, session, rows):
+        self.session, self.rows = session, rows
+
+    def run(self, outputs, feed):
+        self.rows.append(len(feed["input_ids"]))
+        return self.session.run(outputs, feed)
 
 
 def _search(rec, model, histories, lookahead):
@@ -52,6 +68,8 @@ def test_search_is_torchs(make_rec, tiny_model, onnx_model, titles, lookahead):
         reference = _search(rec, tiny_model, histories, lookahead)
         assert all(len(user) == 6 for user in reference)
         _assert_same(_search(rec, onnx_model, histories, lookahead), reference)
+    assert onnx_model.rows_run and max(onnx_model.rows_run) <= onnx_model.max_rows
+    assert onnx_model.max_rows == 1 or max(onnx_model.rows_run) > 1  # several users' rows went through it too
 
 
 def test_recommender_runtime_gives_torchs_lists(make_rec, tmp_path):

@@ -136,9 +136,10 @@ class _Output:
 
 class OnnxDecoder:
     """A float32 causal LM whose blocks run in ONNX Runtime, for ``beam_search`` and the prompt
-    cache; ``from_model`` exports (once, into ``cache_dir``) and loads the session."""
+    cache; ``from_model`` exports (once, into ``cache_dir``) and loads the session. Calls of more
+    than ``max_rows`` rows (users decoded together) run in torch."""
 
-    def __init__(self, model: Any, graph: Path, threads: int | None = None) -> None:
+    def __init__(self, model: Any, graph: Path, threads: int | None = None, max_rows: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -150,14 +151,14 @@ class OnnxDecoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-        self.model = model
+        self.model, self.max_rows = model, max_rows
         self.config = model.config
         self.n_layers = model.config.num_hidden_layers
         self._inputs, _ = _names(self.n_layers)
         self.base_model = _BaseModel(self)
 
     @classmethod
-    def from_model(cls, model: Any, fingerprint: str, cache_dir: Path, threads: int | None = None) -> OnnxDecoder:
+    def from_model(cls, model: Any, fingerprint: str, cache_dir: Path, threads: int | None = None, max_rows: int = 1) -> OnnxDecoder:
         if not onnx_available():
             raise ConfigError("runtime='onnxruntime' needs ONNX Runtime: pip install 'genrec[onnx]'")
         key = hashlib.sha256(f"{fingerprint}:{EXPORT_FORMAT}:{torch.__version__}".encode()).hexdigest()[:20]
@@ -165,11 +166,11 @@ class OnnxDecoder:
         graph = directory / GRAPH_FILE
         if graph.exists():
             try:
-                return cls(model, graph, threads)
+                return cls(model, graph, threads, max_rows)
             except Exception:  # noqa: BLE001 -- a truncated or corrupt export: made again below
                 pass
         export_decoder(model, directory)
-        return cls(model, graph, threads)
+        return cls(model, graph, threads, max_rows)
 
     def parameters(self):
         return self.model.parameters()
@@ -179,7 +180,13 @@ class OnnxDecoder:
         return getattr(self.model, name)
 
     def blocks(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """Final hidden states of ``input_ids`` after ``cache`` (extended with their keys)."""
+        """Final hidden states of ``input_ids`` after ``cache`` (extended with their keys): a call
+        of up to ``max_rows`` rows (users) in ONNX Runtime, a bigger one in torch, where its matrix
+        products ran as fast or faster (eval/notes/2026-12-07-onnx-runtime.md)."""
+        if len(input_ids) > self.max_rows:
+            decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+            out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+            return out.last_hidden_state
         feed = {"input_ids": _array(input_ids), "position_ids": _array(position_ids), "mask": _array(mask)}
         for i, layer in enumerate(cache.layers):
             for kind in ("keys", "values"):
