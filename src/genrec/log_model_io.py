@@ -76,7 +76,7 @@ def save_log_model(model: LogModel, path: str | Path) -> Path:
         "catalog": {"name": catalog.name, "items": len(catalog), "content_hash": catalog.content_hash},
         "model_fingerprint": model.model_fingerprint,
         "mixture_weight": scores.weight,
-        "hybrid": {"share": hybrid.share, "neighbors": hybrid.knn.neighbors, "window": hybrid.content.window, "decay": hybrid.content.decay},
+        "hybrid": hybrid.settings(),
         "encoder": {"layer": model.tuned["layer"], **asdict(encoder.settings)},
         "tuned": model.tuned,
     }  # fmt: skip
@@ -157,9 +157,7 @@ def load_log_model(path: str | Path, catalog: Catalog, read: ReadTexts | None = 
     if "weight" in arrays:
         encoder.weight, encoder.bias = arrays["weight"], arrays["bias"]
     sequences, gone = _sequences(arrays, catalog)
-    chosen = record["hybrid"]
-    hybrid = Hybrid(catalog, share=chosen["share"])
-    hybrid.knn.neighbors, hybrid.content.window, hybrid.content.decay = chosen["neighbors"], chosen["window"], chosen["decay"]
+    hybrid = Hybrid(catalog, **record["hybrid"])
     hybrid.fit(Split(train=sequences, valid=[], test=[]))  # (nothing to choose on: the saved settings stay)
     tuned = {**record["tuned"], "loaded_from": str(path), "items_read_at_load": n_read, "interactions_left_out_at_load": gone}
     return LogModel(EncoderScores(catalog, encoder, hybrid, record["mixture_weight"]), tuned, sequences, record["model_fingerprint"])

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,11 +68,16 @@ class Hybrid(ScoredMethod):
     name = "hybrid"
     SHARES = (0.01, 0.1, 0.3, 1.0, 3.0, 10.0)
 
-    def __init__(self, catalog: Catalog, share: float | None = None):
+    def __init__(self, catalog: Catalog, share: float | None = None, *, neighbors: int | None = None,
+                 window: int | None = None, decay: float | None = None):  # fmt: skip
         super().__init__(catalog)
         self.share = share
-        self.knn, self.content = ItemKNN(catalog), Content(catalog)
+        self.knn, self.content = ItemKNN(catalog, neighbors), Content(catalog, window, decay)
         self.new = np.zeros(len(catalog), dtype=bool)
+
+    def settings(self) -> dict[str, Any]:
+        """What a fit chose: ``Hybrid(catalog, **settings)`` fits again without choosing."""
+        return {"share": self.share, "neighbors": self.knn.neighbors, "window": self.content.window, "decay": self.content.decay}
 
     def fit(self, split: Split) -> None:
         self.knn.fit(split)

@@ -1,7 +1,8 @@
 """The decoder's model calls through ONNX Runtime: the model's blocks exported once to an ONNX
 graph (kept in genrec's cache, keyed by the model's fingerprint) and run by ONNX Runtime's CPU
-kernels, which spend less time between operators than eager torch on the small calls a beam
-search makes (eval/notes/2026-12-07-onnx-runtime.md measures it).
+kernels, which spend less time between operators than eager torch on the calls of one user's
+search; calls that feed several users stay in torch, which was as fast there
+(eval/notes/2026-12-07-onnx-runtime.md measures both).
 
 ``OnnxDecoder`` stands in for the torch model wherever the search calls it: ``model(...)`` (a
 prompt, with ``logits_to_keep``) and ``model.base_model(...)`` (beam tokens, their hidden states),
