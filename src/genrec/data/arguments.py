@@ -10,10 +10,10 @@ from ..text import TITLE_YEARS
 __all__ = ["add_dataset_arguments", "dataset_from_args"]
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """The data options shared by ``eval/run.py`` and ``genrec train``."""
+def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """The data options shared by ``eval/run.py`` and ``genrec train`` (and benchmarks, where data may be optional)."""
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", required=True, choices=["ml-100k", "ml-1m", "interactions", "d3csv", "recbole"])
+    g.add_argument("--dataset", required=required, choices=["ml-100k", "ml-1m", "interactions", "d3csv", "recbole"])
     g.add_argument("--data-dir", help="MovieLens folder (ml-100k, ml-1m), or the folder of RecBole atomic files")
     g.add_argument("--download", action="store_true", help="fetch MovieLens from GroupLens into --data-dir if missing")
     g.add_argument("--interactions", help="interactions CSV (user_id,item_id[,timestamp]) for --dataset interactions")
