@@ -64,3 +64,17 @@ def test_cli_demo_prints_a_top10_table(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("top-10 for history: The Matrix")
     assert len(lines) == 12  # header, column names, ten rows
+
+
+def test_onnx_runtime_searches_as_torch_on_the_real_model():
+    """The real model's 30 blocks exported to ONNX Runtime: the same lists, scores to float rounding."""
+    catalog = Catalog.demo()
+    torch_rec = Recommender(catalog, search="beam")
+    onnx_rec = Recommender(catalog, search="beam", runtime="onnxruntime")
+    histories = [DEMO_HISTORY, ["Toy Story", "Finding Nemo"], ["The Godfather"]]
+    for history in histories:
+        ours, theirs = onnx_rec.recommend(history, k=10), torch_rec.recommend(history, k=10)
+        assert [r.item_id for r in ours] == [r.item_id for r in theirs]
+        assert [r.score for r in ours] == pytest.approx([r.score for r in theirs], abs=1e-3)
+    batch = onnx_rec.recommend_batch(histories, k=10)  # several users a call: those calls run in torch
+    assert [[r.item_id for r in user] for user in batch] == [[r.item_id for r in torch_rec.recommend(h, k=10)] for h in histories]
