@@ -55,12 +55,15 @@ def chain_sequences(n_items: int, known: np.ndarray, n: int = 60, length: int = 
     return out
 
 
-def test_the_map_learns_transitions_and_never_reads_a_new_item():
-    n_items = 12
+def chain_problem(n_items: int, new: list[int], seed: int = 0, **chain) -> tuple[np.ndarray, list[list[int]], np.ndarray]:
+    """The known-item mask (``new`` items unknown), chain sequences over the known ones and random 8-d vectors."""
     known = np.ones(n_items, dtype=bool)
-    known[[4, 9]] = False
-    sequences = chain_sequences(n_items, known)
-    features = np.random.default_rng(0).normal(size=(n_items, 8))
+    known[new] = False
+    return known, chain_sequences(n_items, known, **chain), np.random.default_rng(seed).normal(size=(n_items, 8))
+
+
+def test_the_map_learns_transitions_and_never_reads_a_new_item():
+    known, sequences, features = chain_problem(12, [4, 9])
     settings = EncoderSettings(epochs=30, lr=0.05, batch_size=32, window=3)
     trained = ItemEncoder(features, settings).train(sequences, known)
     losses = [h["loss"] for h in trained.history[1:]]
@@ -75,10 +78,7 @@ def test_the_map_learns_transitions_and_never_reads_a_new_item():
 
 def test_a_sample_holding_every_known_item_trains_as_the_full_softmax():
     n_items = 30
-    known = np.ones(n_items, dtype=bool)
-    known[[3, 17]] = False
-    sequences = chain_sequences(n_items, known)
-    features = np.random.default_rng(1).normal(size=(n_items, 8))
+    known, sequences, features = chain_problem(n_items, [3, 17], seed=1)
     settings = EncoderSettings(epochs=3, lr=0.05, batch_size=16, window=4)
     full = ItemEncoder(features, settings).train(sequences, known)
     sampled = ItemEncoder(features, replace(settings, full_softmax_items=0, negatives=n_items)).train(sequences, known)
@@ -90,10 +90,7 @@ def test_above_the_threshold_each_step_ranks_a_sample_and_still_learns(monkeypat
     import genrec.encoder as encoder_module
 
     n_items, negatives = 120, 8
-    known = np.ones(n_items, dtype=bool)
-    known[[4, 9]] = False
-    sequences = chain_sequences(n_items, known, n=300, length=6)
-    features = np.random.default_rng(0).normal(size=(n_items, 8))
+    known, sequences, features = chain_problem(n_items, [4, 9], n=300, length=6)
     steps = []
     real = encoder_module._step_items
 
