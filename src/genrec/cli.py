@@ -50,7 +50,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    "AVX512-BF16 is the fast mode: about 1.7x faster beam search, most of the same top-10, not all")  # fmt: skip
     g.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="onnxruntime: beam search's model calls in ONNX Runtime (float32, CPU; exported once into the "
-                   "cache, about 10 s): the same lists, about 1.2x faster; needs pip install 'genrec[onnx]'")  # fmt: skip
+                   "cache, about 10 s): the same lists, one user at a time 1.15-1.2x faster, 0.65 GB more memory; "
+                   "needs pip install 'genrec[onnx]'")  # fmt: skip
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
     g.add_argument("--log", metavar="FILE",

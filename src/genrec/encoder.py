@@ -53,7 +53,8 @@ class EncoderSettings:
     seed: int = 0
     # up to this many known items every one is a negative (the exact softmax); above it each batch
     # maps and ranks its targets, its histories' items and ``negatives`` known items drawn uniformly
-    # (the full softmax over 100,000 items maps them all at every step: most of a day on 2 cores)
+    # (the full softmax over 100,000 items maps them all at every step: 10x slower an epoch, and
+    # about 32 hours for a fit on a million interactions here; eval/notes/2026-12-07-sampled-softmax.md)
     full_softmax_items: int = 20_000
     negatives: int = 8192
 

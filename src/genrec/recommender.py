@@ -52,8 +52,8 @@ class Recommender(KeptResources):
     ``model``: None (the embedded default, SmolLM2-135M-Instruct), a transformers model id, a local
     directory, or an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
     ``catalog``: None for the bundled demo catalog.
-    ``runtime``: "torch", or "onnxruntime" (float32 on the CPU: the blocks exported once into the
-    cache and run by ONNX Runtime, the same top-10 to float rounding, 1.2x faster searches here).
+    ``runtime``: "torch", or "onnxruntime" (one user's model calls in ONNX Runtime, float32 on the
+    CPU: the same top-10, 1.14-1.2x faster, a second copy of the weights; ``decoding/onnx_runtime.py``).
     Beam search is deterministic whatever the model's generation_config says; ``length_penalty``
     defaults to 0 because length normalisation favours long titles. ``lookahead`` feeds each
     beam's forced title continuation in one model call (exact; off only to measure it). ``prior`` / ``prior_weight``:

@@ -88,8 +88,9 @@ def _names(n_layers: int) -> tuple[list[str], list[str]]:
 
 
 def export_decoder(model: Any, directory: Path) -> Path:
-    """Export ``model``'s blocks to ``directory/decoder.onnx`` (the weights beside it), written to
-    a temporary folder and renamed, so a killed export leaves nothing half-written."""
+    """Export ``model``'s blocks to ``directory/decoder.onnx`` (with their weights, in files beside
+    it above 2 GB, as torch.onnx writes them), written to a temporary folder and renamed, so a
+    killed export leaves nothing half-written."""
     config = model.config
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     n_layers = config.num_hidden_layers
@@ -127,7 +128,6 @@ def export_decoder(model: Any, directory: Path) -> Path:
     return directory / GRAPH_FILE
 
 
-
 @dataclass
 class _Output:
     last_hidden_state: torch.Tensor | None = None
@@ -155,7 +155,6 @@ class OnnxDecoder:
         self.model, self.max_rows = model, max_rows
         self.config = model.config
         self.n_layers = model.config.num_hidden_layers
-        self._inputs, _ = _names(self.n_layers)
         self.base_model = _BaseModel(self)
 
     @classmethod
@@ -233,6 +232,8 @@ class _BaseModel:
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> _Output:
         cache = cache if cache is not None else past_key_values
+        if cache is None:
+            cache = DynamicCache(config=self.owner.config)
         mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
         return _Output(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
 

@@ -85,9 +85,9 @@ class EvalConfig:
         None, "genrec's weights (default: float32 on a CPU, bf16 on a GPU; float32 on a GPU decodes as a CPU run does)",
         choices=[d for d in DTYPES if d],
     )  # fmt: skip
-    # not part of what decides the numbers' meaning, but recorded: the same lists to float rounding
+    # the same lists as torch's to float rounding, still recorded: a run resumes in the runtime it began with
     runtime: str = option(
-        "torch", "genrec's model calls: torch, or onnxruntime (float32 on the CPU, about 1.2x faster; genrec[onnx])",
+        "torch", "genrec's model calls: torch, or onnxruntime (float32 on the CPU, one user's calls 1.15-1.2x faster; genrec[onnx])",
         choices=list(RUNTIMES),
     )  # fmt: skip
     # part of a run's settings, as a wider beam finds titles a narrow one prunes (eval/notes/2026-12-02-wider-beam.md)
