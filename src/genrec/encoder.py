@@ -254,6 +254,14 @@ class ItemEncoder:
         self.history = [{"epoch": 0, "valid": best[0]}]
         known_items = known_t.nonzero().view(-1)
         sampled = len(known_items) > s.full_softmax_items
+        if sampled:
+            # each item's chance of being in a step's set, whose log is taken from its logit (the
+            # sampled softmax's correction): the batch's targets make popular items negatives more
+            # often, and uncorrected that pushed them down (5% less validation NDCG where measured)
+            share = torch.bincount(target, minlength=len(features)).float() / len(keep)
+            drawn_absent = 0.0 if s.negatives >= len(known_items) else (1 - 1 / len(known_items)) ** s.negatives
+            absent = (1 - share) ** s.batch_size * drawn_absent
+            log_inclusion = torch.log((1 - absent).clamp(min=1e-12))
         for epoch in tqdm(range(1, s.epochs + 1), desc="training the item encoder", unit="epoch", disable=not progress):
             total = 0.0
             for batch in torch.randperm(len(keep)).split(s.batch_size):
@@ -266,6 +274,8 @@ class ItemEncoder:
                 profile = torch.nn.functional.normalize((vectors[slots] * weights.unsqueeze(-1)).sum(1), dim=1)
                 candidates = known_t if rows is None else known_t[rows]
                 logits = (profile @ vectors.T / s.temperature).masked_fill(~candidates, float("-inf"))
+                if rows is not None:
+                    logits = logits - log_inclusion[rows]
                 # the history's own items are not the answer (the protocol excludes them), unless one is
                 in_history = torch.zeros_like(logits, dtype=torch.bool).scatter(1, slots, items >= 0)
                 in_history[torch.arange(len(batch)), _positions(rows, wanted)] = False
