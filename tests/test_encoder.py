@@ -111,6 +111,19 @@ def test_above_the_threshold_each_step_ranks_a_sample_and_still_learns(monkeypat
     np.testing.assert_allclose(other.train(sequences, known).weight, trained.weight)
 
 
+def test_the_sampled_softmax_corrects_for_how_often_an_item_is_in_a_step():
+    import torch
+
+    from genrec.encoder import _log_inclusion
+
+    targets = torch.tensor([0] * 90 + [1] * 10)  # item 0 is nine targets in ten; item 2 never one
+    log_q = _log_inclusion(targets, n_items=3, batch_size=4, n_known=3, negatives=1).exp()
+    assert log_q[0] == pytest.approx(1 - 0.1**4 * (2 / 3))
+    assert log_q[1] == pytest.approx(1 - 0.9**4 * (2 / 3))
+    assert log_q[2] == pytest.approx(1 / 3)  # only the uniform draw brings it
+    assert _log_inclusion(targets, 3, 4, n_known=3, negatives=3).tolist() == [0.0, 0.0, 0.0]  # every item drawn
+
+
 def test_validation_keeps_the_best_epoch_and_the_untrained_encoder_is_one():
     n_items = 10
     known = np.ones(n_items, dtype=bool)
