@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from genrec.cli import main
 from genrec.decoding import beam_search, onnx_runtime
 from genrec.decoding.onnx_runtime import GRAPH_FILE, OnnxDecoder, check_runtime
 from genrec.encoder import model_fingerprint
-from genrec.errors import ConfigError
+from genrec.errors import ConfigError, MissingDependencyError
 
 from helpers import catalog_of
 from test_beam_search import random_titles
@@ -108,8 +109,8 @@ def test_refusals(tiny_model, make_rec, tmp_path, monkeypatch):
         make_rec(catalog_of(["A", "B"]), runtime="onnx")
     with pytest.raises(ConfigError, match="float32 models"):
         OnnxDecoder.from_model(copy.deepcopy(tiny_model).to(torch.bfloat16), "x", tmp_path)  # (a copy: the fixture is shared)
-    monkeypatch.setattr(onnx_runtime, "onnx_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"pip install 'genrec\[onnx\]'"):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"needs the onnxruntime package: pip install 'genrec\[onnx\]'"):
         make_rec(catalog_of(["A", "B"]), runtime="onnxruntime")
 
 

@@ -27,9 +27,9 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 
-__all__ = ["RUNTIMES", "OnnxDecoder", "check_runtime", "export_decoder", "onnx_available", "with_runtime"]
+__all__ = ["RUNTIMES", "OnnxDecoder", "check_runtime", "export_decoder", "with_runtime"]
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -54,14 +54,6 @@ def with_runtime(lm: Any, runtime: str, cache_dir: Path) -> Any:
     from ..encoder import model_fingerprint
 
     return replace(lm, decoder=OnnxDecoder.from_model(lm.model, model_fingerprint(lm.model), cache_dir))
-
-
-def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class _Blocks(torch.nn.Module):
@@ -159,8 +151,7 @@ class OnnxDecoder:
 
     @classmethod
     def from_model(cls, model: Any, fingerprint: str, cache_dir: Path, threads: int | None = None, max_rows: int = 1) -> OnnxDecoder:
-        if not onnx_available():
-            raise ConfigError("runtime='onnxruntime' needs ONNX Runtime: pip install 'genrec[onnx]'")
+        require("onnxruntime", "onnx", "runtime='onnxruntime'")
         key = hashlib.sha256(f"{fingerprint}:{EXPORT_FORMAT}:{torch.__version__}".encode()).hexdigest()[:20]
         directory = Path(cache_dir) / "onnx" / key
         graph = directory / GRAPH_FILE
