@@ -275,8 +275,9 @@ class ItemEncoder:
                     logits = logits - log_inclusion[rows]
                 # the history's own items are not the answer (the protocol excludes them), unless one is
                 in_history = torch.zeros_like(logits, dtype=torch.bool).scatter(1, slots, items >= 0)
-                in_history[torch.arange(len(batch)), _positions(rows, wanted)] = False
-                loss = torch.nn.functional.cross_entropy(logits.masked_fill(in_history, float("-inf")), _positions(rows, wanted))
+                answers = _positions(rows, wanted)
+                in_history[torch.arange(len(batch)), answers] = False
+                loss = torch.nn.functional.cross_entropy(logits.masked_fill(in_history, float("-inf")), answers)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
