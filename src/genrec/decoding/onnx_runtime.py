@@ -28,6 +28,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from ..errors import ConfigError, require
+from .attention import cache_argument
 
 __all__ = ["RUNTIMES", "OnnxDecoder", "check_runtime", "export_decoder", "with_runtime"]
 
@@ -68,7 +69,7 @@ class _Blocks(torch.nn.Module):
         cache = DynamicCache(config=self.config)
         for i in range(self.n_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        out = self.decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        out = self.decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, use_cache=True, **{cache_argument(self.decoder): cache})
         width = input_ids.shape[1]
         new = [t[:, :, -width:] for layer in cache.layers for t in (layer.keys, layer.values)]
         return (out.last_hidden_state, *new)
@@ -84,12 +85,10 @@ def export_decoder(model: Any, directory: Path) -> Path:
     it above 2 GB, as torch.onnx writes them), written to a temporary folder and renamed, so a
     killed export leaves nothing half-written."""
     config = model.config
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     n_layers = config.num_hidden_layers
     if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=config).layers):
         raise ConfigError(f"{type(model).__name__} keeps a sliding-window cache; the ONNX Runtime decoder supports full caches only")
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    heads, head_dim = _key_shape(config)
     dtype = next(model.parameters()).dtype
     if dtype != torch.float32:
         raise ConfigError(f"the ONNX Runtime decoder runs float32 models (an exact mode); this one is {dtype}")
@@ -107,7 +106,7 @@ def export_decoder(model: Any, directory: Path) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python branches: the shapes above are dynamic
             torch.onnx.export(
-                _Blocks(decoder, n_layers, config).eval(), (ids, positions, mask, *past), str(staging / GRAPH_FILE),
+                _Blocks(model.base_model, n_layers, config).eval(), (ids, positions, mask, *past), str(staging / GRAPH_FILE),
                 input_names=inputs, output_names=outputs, dynamic_axes=dynamic, opset_version=17, dynamo=False,
             )  # fmt: skip
         try:
@@ -147,6 +146,8 @@ class OnnxDecoder:
         self.model, self.max_rows = model, max_rows
         self.config = model.config
         self.n_layers = model.config.num_hidden_layers
+        self.heads, self.head_dim = _key_shape(model.config)
+        self.cache_arg = cache_argument(model)
         self.base_model = _BaseModel(self)
 
     @classmethod
@@ -174,27 +175,22 @@ class OnnxDecoder:
         """Final hidden states of ``input_ids`` after ``cache`` (extended with their keys): a call
         of up to ``max_rows`` rows (users) in ONNX Runtime, a bigger one in torch, where its matrix
         products ran as fast or faster (eval/notes/2026-12-07-onnx-runtime.md)."""
-        if len(input_ids) > self.max_rows:
-            decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
-            out = decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        if len(input_ids) > self.max_rows:  # (the blocks torch runs, as the search itself calls them)
+            out = self.model.base_model(
+                input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True, **{self.cache_arg: cache}
+            )
             return out.last_hidden_state
         feed = {"input_ids": _array(input_ids), "position_ids": _array(position_ids), "mask": _array(mask)}
         for i, layer in enumerate(cache.layers):
             for kind in ("keys", "values"):
                 tensor = getattr(layer, kind) if layer.is_initialized else None
                 if tensor is None or tensor.dim() != 4:
-                    tensor = self._empty(len(input_ids))
+                    tensor = torch.zeros((len(input_ids), self.heads, 0, self.head_dim))  # nothing cached yet
                 feed[f"past_{kind}_{i}"] = _array(tensor)
         hidden, *new = self.session.run(None, feed)
         for i in range(self.n_layers):
             cache.update(torch.from_numpy(new[2 * i]), torch.from_numpy(new[2 * i + 1]), i)
         return torch.from_numpy(hidden)
-
-    def _empty(self, rows: int) -> torch.Tensor:
-        config = self.config
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return torch.zeros((rows, heads, 0, head_dim))
 
     def __call__(
         self,
@@ -206,9 +202,7 @@ class OnnxDecoder:
         logits_to_keep: int = 0,
         cache: DynamicCache | None = None,
     ) -> _Output:
-        cache = cache if cache is not None else past_key_values
-        if cache is None:
-            cache = DynamicCache(config=self.config)
+        cache = _cache_of(cache, past_key_values, self.config)
         mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
         hidden = self.blocks(input_ids, mask, position_ids, cache)
         kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
@@ -222,11 +216,21 @@ class _BaseModel:
         self.owner = owner
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> _Output:
-        cache = cache if cache is not None else past_key_values
-        if cache is None:
-            cache = DynamicCache(config=self.owner.config)
+        cache = _cache_of(cache, past_key_values, self.owner.config)
         mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
         return _Output(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
+
+
+def _key_shape(config: Any) -> tuple[int, int]:
+    """Key/value heads and their width: a cached layer is ``[rows, heads, positions, width]``."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _cache_of(cache: DynamicCache | None, past_key_values: DynamicCache | None, config: Any) -> DynamicCache:
+    """The cache a call was given (under either name this transformers version uses), or a new one."""
+    given = cache if cache is not None else past_key_values
+    return given if given is not None else DynamicCache(config=config)
 
 
 def _full_mask(
