@@ -40,6 +40,8 @@ def test_the_layer_read_is_the_same_share_of_any_models_depth():
         ContentSearch(reading=0.0)
     with pytest.raises(ConfigError, match="its weight lies in"):
         ContentSearch(reading_weight=1.5)
+    with pytest.raises(ConfigError, match="request_share must be above 0, got 0.0"):
+        ContentSearch(request_share=0.0)
 
 
 def test_words_mix_standardised_tfidf_and_reading_and_a_request_joins_both(catalog, tiny_model, tokenizer):
@@ -68,6 +70,11 @@ def test_words_mix_standardised_tfidf_and_reading_and_a_request_joins_both(catal
     np.testing.assert_allclose(asked.logits, expected, atol=1e-6)
     assert tfidf[1, catalog.position("c0")] > 0 and tfidf[1, catalog.position("r0")] == 0
     assert not np.allclose(asked.logits[0], words.scores([[0, 2]]).logits[0])
+    # at another request share, both profiles weigh the request that many times more
+    halved = Words(content, encoder, weight=0.3, read=read, request_share=0.5).scores([[0, 2], []], ["romance drama", "a comedy"])
+    tfidf = content.similarities([[0, 2], []], requests=["romance drama", "a comedy"], request_share=0.5)
+    expected = reference_mixture(tfidf, encoder.scores([[0, 2], []], extra=0.5 * request_vectors), 0.3)
+    np.testing.assert_allclose(halved.logits, expected, atol=1e-6)
     assert not words.scores([[]]).near.any()  # no history, no request: nothing to go on
     # TF-IDF alone: log-similarities, near where a word is shared
     alone = Words(content).scores([[catalog.position("c0")]])
@@ -93,6 +100,10 @@ def test_a_request_counts_as_much_as_the_history_and_its_stop_words_not_at_all()
     alone = content.similarities([[]], requests=["space"])[0]
     history = content.similarities([[2, 3]])[0]
     np.testing.assert_allclose(both, history + 1.7 * alone)
+    # at another share, that many times the history's items (and of one item, without a history)
+    np.testing.assert_allclose(content.similarities([[2, 3]], requests=["space"], request_share=0.5)[0], history + 0.85 * alone)
+    np.testing.assert_allclose(content.similarities([[]], requests=["space"], request_share=0.5)[0], 0.5 * alone)
+    np.testing.assert_allclose(request_weights(history_weights([[0, 1, 2], []], 6, window=20, decay=0.7), 2.0), [4.38, 2.0])
 
 
 def test_a_request_alone_is_searched_from_its_words(make_rec, catalog):

@@ -20,7 +20,7 @@ from .catalog import Catalog
 from .errors import ConfigError
 
 __all__ = [
-    "ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "request_weights", "standardised",
+    "REQUEST_SHARE", "ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "request_weights", "standardised",
 ]  # fmt: skip
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
@@ -68,12 +68,16 @@ def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window:
     return sparse.csr_matrix((weights, (rows, cols)), shape=(len(histories), n_items))
 
 
-def request_weights(weights: Any) -> np.ndarray:
+#: how much a request counts, in units of its history's items together (``request_weights``)
+REQUEST_SHARE = 1.0
+
+
+def request_weights(weights: Any, share: float = REQUEST_SHARE) -> np.ndarray:
     """How much each user's request counts in a profile whose items are weighted ``weights`` (a
-    ``history_weights`` matrix): as much as the history's items together (its row sums), and at
-    least as much as one item. A request says what is wanted now; it should neither drown in a
-    long history nor drown it."""
-    return np.maximum(1.0, np.asarray(weights.sum(axis=1), dtype=np.float64).ravel())
+    ``history_weights`` matrix): ``share`` times the history's items together (its row sums), and
+    at least ``share`` items' worth. A request says what is wanted now; it should neither drown in
+    a long history nor drown it."""
+    return share * np.maximum(1.0, np.asarray(weights.sum(axis=1), dtype=np.float64).ravel())
 
 
 class ContentScores:
@@ -110,12 +114,12 @@ class ContentScores:
 
     def similarities(
         self, histories: Sequence[Sequence[int]], *, window: int | None = None, decay: float | None = None,
-        requests: Sequence[str | None] | None = None,
+        requests: Sequence[str | None] | None = None, request_share: float = REQUEST_SHARE,
     ) -> np.ndarray:  # fmt: skip
         """``[users, n_items]`` cosine similarities for histories given as catalog positions
         (oldest first); ``window`` and ``decay``: in place of this scorer's own. A user's
         ``requests`` text (None: none) joins the profile as much as the history's items together
-        (``request_weights``), its English stop words left out ("for", "a": a request is a sentence,
+        (``request_weights``, ``request_share`` times that), its English stop words left out ("for", "a": a request is a sentence,
         a title a name, and a title holding "for" is no nearer a request holding it)."""
         texts = [text or "" for text in requests] if requests is not None else [""] * len(histories)
         if not any(len(h) for h in histories) and not any(t.strip() for t in texts):  # near nothing, without building the vectors
@@ -131,7 +135,7 @@ class ContentScores:
 
             clean, split = self._vectorizer.build_preprocessor(), self._vectorizer.build_tokenizer()
             kept = [" ".join(w for w in split(clean(t)) if w not in ENGLISH_STOP_WORDS) for t in texts]
-            profile = profile + sparse.diags(request_weights(weights)) @ self._vectorizer.transform(kept)
+            profile = profile + sparse.diags(request_weights(weights, request_share)) @ self._vectorizer.transform(kept)
         return np.asarray((profile @ vectors.T).todense(), dtype=np.float64)
 
     def __call__(self, histories: list[list[str]]) -> np.ndarray:

@@ -90,7 +90,8 @@ class KeptResources:
             return self._words[1]
 
     def _build_words(self, settings: ContentSearch) -> Words:
-        content, shape = self.content_scores(), {"window": settings.window, "decay": settings.decay}
+        content = self.content_scores()
+        shape = {"window": settings.window, "decay": settings.decay, "request_share": settings.request_share}
         if settings.reading is None:
             return Words(content, **shape)
         layer = reading_layer(settings.reading, self.lm.model.config.num_hidden_layers)

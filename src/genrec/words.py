@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .content import (
+    REQUEST_SHARE,
     ContentScores,
     history_weights,
     log_similarity,
@@ -58,18 +59,23 @@ class Words:
     """Scores every item for histories (catalog positions) and requests from their words: TF-IDF
     alone (``encoder`` None), or mixed with the model's reading (see the module docstring);
     ``read``: the model's raw features of texts at the encoder's layer (for requests); ``window`` and
-    ``decay``: of the TF-IDF profile (None: ``content``'s own)."""
+    ``decay``: of the TF-IDF profile (None: ``content``'s own); ``request_share``: a request's weight,
+    in units of its history's items together."""
 
     def __init__(
         self, content: ContentScores, encoder: ItemEncoder | None = None, *, weight: float = READING_WEIGHT,
         read: Callable[[Sequence[str]], np.ndarray] | None = None, window: int | None = None, decay: float | None = None,
+        request_share: float = REQUEST_SHARE,
     ) -> None:  # fmt: skip
         self.content, self.encoder, self.weight, self.read = content, encoder, weight, read
         self.window, self.decay = window, decay  # of the TF-IDF profile (None: the content scorer's own)
+        self.request_share = request_share
 
     def scores(self, histories: Sequence[Sequence[int]], requests: Sequence[str | None] | None = None) -> WordScores:
         texts = [(text or "").strip() for text in requests] if requests is not None else [""] * len(histories)
-        similarities = self.content.similarities(histories, window=self.window, decay=self.decay, requests=texts)
+        similarities = self.content.similarities(
+            histories, window=self.window, decay=self.decay, requests=texts, request_share=self.request_share
+        )  # fmt: skip
         if self.encoder is None:
             return WordScores(log_similarity(similarities), similarities > 0.0)
         extra = None
@@ -78,7 +84,7 @@ class Words:
             extra = np.zeros((len(histories), self.encoder.features.shape[1]), dtype=np.float32)
             s = self.encoder.settings
             profiles = history_weights([histories[n] for n in asked], len(self.encoder.features), window=s.window, decay=s.decay)
-            weights = request_weights(profiles)
+            weights = request_weights(profiles, self.request_share)
             extra[asked] = weights[:, None] * self.encoder.unit_vectors(self.read([texts[n] for n in asked]))
         reading = self.encoder.scores(histories, extra=extra)
         mixed = (1.0 - self.weight) * standardised(similarities) + self.weight * standardised(reading)

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..decoding import score_continuations
 from ..errors import ConfigError, DeadlineError
+from ..content import REQUEST_SHARE
 from ..words import READING_DEPTH, READING_WEIGHT, WordScores
 from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
@@ -56,7 +57,8 @@ class ContentSearch:
     history's TF-IDF profile from its last ``window`` items (0: all) weighted ``decay ** age``
     (what the content baseline chose on the validation rows of D3 and Amazon Scientific; MovieLens
     chose a window of 10 with the same decay); the model's reading at ``reading`` of its depth, at
-    ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone)."""
+    ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone); a request at
+    ``request_share`` times its history's items together (``genrec.content.request_weights``)."""
 
     candidates: int = 50
     weight: float = 1.0
@@ -64,6 +66,7 @@ class ContentSearch:
     decay: float = 0.7
     reading: float | None = READING_DEPTH
     reading_weight: float = READING_WEIGHT
+    request_share: float = REQUEST_SHARE
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or not 0.0 <= self.weight <= 1.0:
@@ -73,6 +76,8 @@ class ContentSearch:
                 f"content search's reading is a share of the model's depth in (0, 1] (or None) and its weight lies in [0, 1], "
                 f"got {self.reading} and {self.reading_weight}"
             )  # fmt: skip
+        if not self.request_share > 0.0:
+            raise ConfigError(f"content search's request_share must be above 0, got {self.request_share}")
 
 
 def check_search(search: str) -> str:

@@ -1,0 +1,189 @@
+"""Requests, measured: each row asks in words for one of its target's attributes, and search from
+words is scored with the request and without it.
+
+    .venv/bin/python eval/bench_requests.py --dataset ml-100k --data-dir ../shared/datasets/ml-100k \
+        --attribute genres --cold-items 0.1 --seeds 0,1,2,3,4 --only new --out runs/requests-ml
+
+No dataset here holds requests, so the rows get a simulated one, as attribute-based conversational
+recommenders are measured (the simulated user names an attribute of the item it wants): one of the
+target's values of ``--attribute`` (``|``-separated values: one drawn, seeded by the row), put into
+``--request`` ("{value}": the value alone). A request built from the target says more than most
+real ones do; what this measures is how a request is weighed against a history, not how often a
+person's words name the target's genre.
+
+Methods, on the same rows, scored by the test protocol of ``eval/run.py`` (history and title-mates
+excluded, the run's tie order, credit from the top-10 list):
+
+- ``content``: the content baseline (window and decay chosen on the validation rows), no request;
+- ``content+request``: the same, the request's words in its profile (``ContentScores``), its share
+  chosen on the validation rows;
+- ``words``: genrec's search from words without a log (``Recommender.words()``: TF-IDF and the
+  model's reading), no request;
+- ``words+request@1``: the same with the request at the library's share (``REQUEST_SHARE``);
+- ``words+request``: the same at the share chosen on the validation rows.
+
+A share is one value for every seed, chosen on all seeds' validation rows together (ties: the
+smaller). Rows are each seed's ``--only`` test rows (``new``: targets the training part never saw);
+pooled over seeds, a row that several seeds hold counts once in the paired tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from genrec import Recommender
+from genrec.baselines.fit import fit_scored
+from genrec.baselines.scored import ScoredMethod, scores_ranks
+from genrec.catalog import Catalog
+from genrec.content import REQUEST_SHARE
+from genrec.data.arguments import add_dataset_arguments, dataset_from_args
+from genrec.data.cold import cold_items, group_of, seen_items, tuning_split, without_items
+from genrec.data.datasets import Example
+from genrec.data.splits import split_dataset
+from genrec.errors import DataError
+from genrec.evaluation.significance import paired_comparison
+from genrec.log_model import VALID_ROWS
+from genrec.ranking.metrics import UserResult, hit_rate, ndcg
+from genrec.ranking.protocol import Protocol
+from genrec.ranking.rows import protocol_list
+
+SHARES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+PARTS = ("valid", "test")
+Scorer = Callable[[list[Example], float | None], np.ndarray]  # rows, request share (None: no request) -> scores
+
+
+def request_of(catalog: Catalog, example: Example, attribute: str, template: str, seed: int) -> str:
+    """The row's simulated request: one of its target's ``attribute`` values, drawn by the row."""
+    raw = catalog.item(example.target).get(attribute)
+    values = [v.strip() for v in str(raw or "").split("|") if v.strip()]
+    if not values:
+        raise DataError(f"item {example.target!r} has no {attribute!r} to ask for (user {example.user_id})")
+    value = random.Random(f"request-{seed}-{example.user_id}-{example.target}").choice(values)
+    return template.format(value=value)
+
+
+class SeedRows:
+    """One seed's split, its validation and test rows with their requests, and the rank each row's
+    target takes in a method's scores: validation by the rule the harness tunes by, test by its
+    test protocol."""
+
+    def __init__(self, dataset, args: argparse.Namespace, seed: int) -> None:
+        self.catalog, self.seed = dataset.catalog, seed
+        split = split_dataset(dataset, seed=seed)
+        split = without_items(split, cold_items(self.catalog, args.cold_items, seed))
+        self.tuning = tuning_split(split, args.only)
+        seen = seen_items(split)
+        test = [e for e in split.test if args.only == "all" or group_of(e, seen) == args.only]
+        self.rows = {"valid": self.tuning.valid[:VALID_ROWS], "test": test}
+        self.requests = {
+            part: [request_of(self.catalog, e, args.attribute, args.request, seed) for e in rows] for part, rows in self.rows.items()
+        }  # fmt: skip
+        self.probe = ScoredMethod(self.catalog)
+        self.protocol = Protocol.for_run(self.catalog, 10, seed)
+
+    def positions(self, part: str) -> list[list[int]]:
+        return self.probe.positions(e.history for e in self.rows[part])
+
+    def ranks(self, part: str, scores: np.ndarray) -> list[int | None]:
+        rows = self.rows[part]
+        if part == "valid":
+            return scores_ranks(self.probe, scores, rows)
+        return [self.protocol.credit(e.target, protocol_list(self.catalog, scores[n], e, self.protocol)) for n, e in enumerate(rows)]
+
+
+def method_scores(seed_rows: SeedRows, words, share_grid: Sequence[float]) -> dict[str, dict[str, dict]]:
+    """``{method: {part: {share: ranks}}}`` for one seed (share None: no request)."""
+    content = fit_scored("content", seed_rows.catalog, seed_rows.tuning, seed=seed_rows.seed, progress=False)
+    out: dict[str, dict[str, dict]] = {"content": {}, "words": {}}
+    for part in PARTS:
+        positions, requests = seed_rows.positions(part), seed_rows.requests[part]
+        for share in (None, *share_grid):
+            asked = None if share is None else requests
+            c = content.scorer.similarities(positions, window=content.window, decay=content.decay, requests=asked,
+                                            request_share=share or REQUEST_SHARE)  # fmt: skip
+            out["content"].setdefault(part, {})[share] = seed_rows.ranks(part, c)
+            words.request_share = share or REQUEST_SHARE
+            out["words"].setdefault(part, {})[share] = seed_rows.ranks(part, words.scores(positions, asked).logits)
+    return out
+
+
+def _ndcg(ranks: Sequence[int | None]) -> float:
+    return float(np.mean([ndcg(r, 10) for r in ranks])) if ranks else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataset_arguments(p)
+    p.add_argument("--attribute", required=True, help="the catalog attribute a request names (genres, category)")
+    p.add_argument("--request", default="{value}", help="the request's words around the value")
+    p.add_argument("--cold-items", type=float, default=0.0)
+    p.add_argument("--only", choices=["all", "new", "known"], default="all", help="the test rows (and the validation rows tuned on)")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    if "{value}" not in args.request:
+        raise SystemExit("--request must hold {value}")
+    dataset, data = dataset_from_args(args)
+    rec = Recommender(catalog=dataset.catalog, **({"model": args.model} if args.model else {}))
+    words = rec.words()
+    ranks: dict[str, dict[str, dict]] = {}
+    rows, clusters = [], []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        seed_rows = SeedRows(dataset, args, seed)
+        for method, parts in method_scores(seed_rows, words, SHARES).items():
+            for part, by_share in parts.items():
+                for share, r in by_share.items():
+                    ranks.setdefault(method, {}).setdefault(part, {}).setdefault(share, []).extend(r)
+        rows += [(seed, e) for e in seed_rows.rows["test"]]
+        clusters += [(e.user_id, e.target) for e in seed_rows.rows["test"]]
+        print(f"seed {seed}: {len(seed_rows.rows['valid'])} validation rows, {len(seed_rows.rows['test'])} test rows; "
+              f"e.g. {seed_rows.requests['test'][:3]}", flush=True)  # fmt: skip
+    chosen = {m: max(SHARES, key=lambda s: (_ndcg(ranks[m]["valid"][s]), -s)) for m in ranks}
+    table = {
+        "content": ranks["content"]["test"][None],
+        f"content+request (share {chosen['content']})": ranks["content"]["test"][chosen["content"]],
+        "words": ranks["words"]["test"][None],
+        f"words+request@{REQUEST_SHARE:g}": ranks["words"]["test"][REQUEST_SHARE],
+        f"words+request (share {chosen['words']})": ranks["words"]["test"][chosen["words"]],
+    }
+    results = {name: [UserResult(e.user_id, e.target, [], r, 0, row=n) for n, ((_, e), r) in enumerate(zip(rows, rs))] for name, rs in table.items()}
+    print(f"\n{len(rows)} test rows ({args.only}), {len(set(clusters))} distinct user and target\n")
+    print("| method | NDCG@10 | HR@10 | validation NDCG@10 by share |")
+    print("|---|---:|---:|---|")
+    for name, rs in table.items():
+        method = name.split("+")[0].split(" ")[0]
+        grid = ", ".join(f"{s:g}: {_ndcg(ranks[method]['valid'][s]):.4f}" for s in SHARES) if "+" in name else f"none: {_ndcg(ranks[method]['valid'][None]):.4f}"
+        print(f"| {name} | {_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
+    pairs = [(3, 1), (4, 1), (4, 3), (2, 0), (4, 2)]
+    names = list(table)
+    comparisons = {}
+    print()
+    for a, b in pairs:
+        c = paired_comparison(results[names[a]], results[names[b]], names=(names[a], names[b]), resamples=10000, clusters=clusters)
+        comparisons[f"{names[a]} vs {names[b]}"] = {"difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value}
+        print(f"{names[a]} vs {names[b]}: {c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "data": data, "attribute": args.attribute, "request": args.request, "cold_items": args.cold_items, "only": args.only,
+        "seeds": args.seeds, "rows": len(rows), "chosen_share": chosen,
+        "test_ndcg10": {name: _ndcg(rs) for name, rs in table.items()},
+        "valid_ndcg10": {m: {str(s): _ndcg(r) for s, r in ranks[m]["valid"].items()} for m in ranks},
+        "comparisons": comparisons,
+    }  # fmt: skip
+    tmp = args.out / "requests.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    tmp.replace(args.out / "requests.json")
+    print(f"\nwrote {args.out / 'requests.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
