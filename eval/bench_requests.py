@@ -19,8 +19,11 @@ excluded, the run's tie order, credit from the top-10 list):
   chosen on the validation rows;
 - ``words``: genrec's search from words without a log (``Recommender.words()``: TF-IDF and the
   model's reading), no request;
-- ``words+request@1``: the same with the request at the library's share (``REQUEST_SHARE``);
-- ``words+request``: the same at the share chosen on the validation rows.
+- ``words+request@1``: the same with the request as the library takes it (its words in the TF-IDF
+  profile, at ``REQUEST_SHARE``);
+- ``words+request``: the same at the share chosen on the validation rows;
+- ``words-read+request``: the request read by the model too (``ContentSearch(read_requests=True)``),
+  its share chosen on the validation rows.
 
 A share is one value for every seed, chosen on all seeds' validation rows together (ties: the
 smaller). Rows are each seed's ``--only`` test rows (``new``: targets the training part never saw);
@@ -33,6 +36,7 @@ import argparse
 import json
 import random
 import sys
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -53,16 +57,20 @@ from genrec.log_model import VALID_ROWS
 from genrec.ranking.metrics import UserResult, hit_rate, ndcg
 from genrec.ranking.protocol import Protocol
 from genrec.ranking.rows import protocol_list
+from genrec.words import Words
 
 SHARES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 PARTS = ("valid", "test")
 Scorer = Callable[[list[Example], float | None], np.ndarray]  # rows, request share (None: no request) -> scores
 
 
+def _values(catalog: Catalog, item_id: str, attribute: str) -> list[str]:
+    return [v.strip() for v in str(catalog.item(item_id).get(attribute) or "").split("|") if v.strip()]
+
+
 def request_of(catalog: Catalog, example: Example, attribute: str, template: str, seed: int) -> str:
     """The row's simulated request: one of its target's ``attribute`` values, drawn by the row."""
-    raw = catalog.item(example.target).get(attribute)
-    values = [v.strip() for v in str(raw or "").split("|") if v.strip()]
+    values = _values(catalog, example.target, attribute)
     if not values:
         raise DataError(f"item {example.target!r} has no {attribute!r} to ask for (user {example.user_id})")
     value = random.Random(f"request-{seed}-{example.user_id}-{example.target}").choice(values)
@@ -81,7 +89,10 @@ class SeedRows:
         self.tuning = tuning_split(split, args.only)
         seen = seen_items(split)
         test = [e for e in split.test if args.only == "all" or group_of(e, seen) == args.only]
-        self.rows = {"valid": self.tuning.valid[:VALID_ROWS], "test": test}
+        rows = {"valid": self.tuning.valid[:VALID_ROWS], "test": test}
+        # a row whose target has no value to ask for has no request: left out of every method, counted
+        self.rows = {part: [e for e in r if _values(self.catalog, e.target, args.attribute)] for part, r in rows.items()}
+        self.left_out = {part: len(r) - len(self.rows[part]) for part, r in rows.items()}
         self.requests = {
             part: [request_of(self.catalog, e, args.attribute, args.request, seed) for e in rows] for part, rows in self.rows.items()
         }  # fmt: skip
@@ -98,10 +109,10 @@ class SeedRows:
         return [self.protocol.credit(e.target, protocol_list(self.catalog, scores[n], e, self.protocol)) for n, e in enumerate(rows)]
 
 
-def method_scores(seed_rows: SeedRows, words, share_grid: Sequence[float]) -> dict[str, dict[str, dict]]:
+def method_scores(seed_rows: SeedRows, variants: dict[str, Words], share_grid: Sequence[float]) -> dict[str, dict[str, dict]]:
     """``{method: {part: {share: ranks}}}`` for one seed (share None: no request)."""
     content = fit_scored("content", seed_rows.catalog, seed_rows.tuning, seed=seed_rows.seed, progress=False)
-    out: dict[str, dict[str, dict]] = {"content": {}, "words": {}}
+    out: dict[str, dict[str, dict]] = {"content": {}, **{name: {} for name in variants}}
     for part in PARTS:
         positions, requests = seed_rows.positions(part), seed_rows.requests[part]
         for share in (None, *share_grid):
@@ -109,8 +120,9 @@ def method_scores(seed_rows: SeedRows, words, share_grid: Sequence[float]) -> di
             c = content.scorer.similarities(positions, window=content.window, decay=content.decay, requests=asked,
                                             request_share=share or REQUEST_SHARE)  # fmt: skip
             out["content"].setdefault(part, {})[share] = seed_rows.ranks(part, c)
-            words.request_share = share or REQUEST_SHARE
-            out["words"].setdefault(part, {})[share] = seed_rows.ranks(part, words.scores(positions, asked).logits)
+            for name, variant in variants.items():
+                variant.request_share = share or REQUEST_SHARE
+                out[name].setdefault(part, {})[share] = seed_rows.ranks(part, variant.scores(positions, asked).logits)
     return out
 
 
@@ -133,16 +145,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--request must hold {value}")
     dataset, data = dataset_from_args(args)
     rec = Recommender(catalog=dataset.catalog, **({"model": args.model} if args.model else {}))
-    words = rec.words()
+    words = rec.words()  # the library's own
+    rec.content_search = replace(rec.content_search, read_requests=True)
+    variants = {"words": words, "words-read": rec.words()}
     ranks: dict[str, dict[str, dict]] = {}
-    rows, clusters = [], []
+    rows, clusters, left_out = [], [], {"valid": 0, "test": 0}
     for seed in (int(s) for s in args.seeds.split(",")):
         seed_rows = SeedRows(dataset, args, seed)
-        for method, parts in method_scores(seed_rows, words, SHARES).items():
+        for method, parts in method_scores(seed_rows, variants, SHARES).items():
             for part, by_share in parts.items():
                 for share, r in by_share.items():
                     ranks.setdefault(method, {}).setdefault(part, {}).setdefault(share, []).extend(r)
         rows += [(seed, e) for e in seed_rows.rows["test"]]
+        left_out = {part: n + seed_rows.left_out[part] for part, n in left_out.items()}
         clusters += [(e.user_id, e.target) for e in seed_rows.rows["test"]]
         print(f"seed {seed}: {len(seed_rows.rows['valid'])} validation rows, {len(seed_rows.rows['test'])} test rows; "
               f"e.g. {seed_rows.requests['test'][:3]}", flush=True)  # fmt: skip
@@ -153,16 +168,18 @@ def main(argv: list[str] | None = None) -> int:
         "words": ranks["words"]["test"][None],
         f"words+request@{REQUEST_SHARE:g}": ranks["words"]["test"][REQUEST_SHARE],
         f"words+request (share {chosen['words']})": ranks["words"]["test"][chosen["words"]],
+        f"words-read+request (share {chosen['words-read']})": ranks["words-read"]["test"][chosen["words-read"]],
     }
     results = {name: [UserResult(e.user_id, e.target, [], r, 0, row=n) for n, ((_, e), r) in enumerate(zip(rows, rs))] for name, rs in table.items()}
-    print(f"\n{len(rows)} test rows ({args.only}), {len(set(clusters))} distinct user and target\n")
+    print(f"\n{len(rows)} test rows ({args.only}), {len(set(clusters))} distinct user and target; left out, their target "
+          f"having no {args.attribute}: {left_out['test']} test and {left_out['valid']} validation rows\n")  # fmt: skip
     print("| method | NDCG@10 | HR@10 | validation NDCG@10 by share |")
     print("|---|---:|---:|---|")
     for name, rs in table.items():
         method = name.split("+")[0].split(" ")[0]
         grid = ", ".join(f"{s:g}: {_ndcg(ranks[method]['valid'][s]):.4f}" for s in SHARES) if "+" in name else f"none: {_ndcg(ranks[method]['valid'][None]):.4f}"
         print(f"| {name} | {_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
-    pairs = [(3, 1), (4, 1), (4, 3), (2, 0), (4, 2)]
+    pairs = [(3, 1), (4, 1), (4, 3), (2, 0), (4, 2), (5, 1), (5, 4)]
     names = list(table)
     comparisons = {}
     print()
@@ -173,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "data": data, "attribute": args.attribute, "request": args.request, "cold_items": args.cold_items, "only": args.only,
-        "seeds": args.seeds, "rows": len(rows), "chosen_share": chosen,
+        "seeds": args.seeds, "rows": len(rows), "left_out": left_out, "chosen_share": chosen,
         "test_ndcg10": {name: _ndcg(rs) for name, rs in table.items()},
         "valid_ndcg10": {m: {str(s): _ndcg(r) for s, r in ranks[m]["valid"].items()} for m in ranks},
         "comparisons": comparisons,

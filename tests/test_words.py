@@ -136,3 +136,16 @@ def test_by_default_the_words_order_the_list_without_a_model_call(make_rec, cata
     sims = rec.content_scores().similarities([[catalog.position("c0")]])[0]
     top = rec.recommend(["Toy Story"], k=1)[0].item_id
     assert top == catalog.ids[int(np.argmax(np.where(np.arange(len(catalog)) == catalog.position("c0"), -1, sims)))] == "c1"
+    # a request's words join the TF-IDF profile; the model reads them too only when asked to
+    rec.content_search = ContentSearch()
+    default = rec.words()
+    assert default.read is None and default.request_share == 1.0
+    expected = reference_mixture(
+        rec.content_scores().similarities([[catalog.position("x0")]], requests=["a comedy"]),
+        default.encoder.scores([[catalog.position("x0")]]), default.weight,
+    )  # fmt: skip
+    np.testing.assert_allclose(default.scores([[catalog.position("x0")]], ["a comedy"]).logits, expected, atol=1e-6)
+    rec.content_search = ContentSearch(read_requests=True, request_share=0.5)
+    reading = rec.words()
+    assert reading.read is not None and reading.request_share == 0.5
+    assert not np.allclose(reading.scores([[catalog.position("x0")]], ["a comedy"]).logits, expected)

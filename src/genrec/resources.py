@@ -100,7 +100,7 @@ class KeptResources:
         def read(texts: Sequence[str]) -> Any:
             return embed_texts(self.lm.model, self.tokenizer, texts, layers=[layer])[layer]
 
-        return Words(content, encoder, weight=settings.reading_weight, read=read, **shape)
+        return Words(content, encoder, weight=settings.reading_weight, read=read if settings.read_requests else None, **shape)
 
     def item_vectors(self, layers: Sequence[int] = (8,), *, progress: bool = False) -> dict[int, Any]:
         """``{layer: [n_items, hidden]}``: each catalog item's text as the model reads it, the

@@ -70,7 +70,7 @@ def test_the_bench_scores_the_harness_rows_and_chooses_the_share_on_validation(t
     ds = load_dataset("interactions", **data)
     config = EvalConfig(dataset="interactions", data=data, methods=["content"], k=10, seed=0, cold_items=0.3, only="new", tune_on="new")
     doc = run_evaluation(ds, config, tmp_path / "run", progress=False)
-    assert one["rows"] == doc["n_users"] > 0
+    assert one["rows"] == doc["n_users"] > 0 and one["left_out"] == {"valid": 0, "test": 0}  # every target has genres
     assert one["test_ndcg10"]["content"] == pytest.approx(doc["methods"]["content"]["NDCG@10"], abs=1e-4)
     assert got["rows"] > one["rows"]  # two seeds' rows pooled
 

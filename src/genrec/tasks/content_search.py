@@ -57,8 +57,11 @@ class ContentSearch:
     history's TF-IDF profile from its last ``window`` items (0: all) weighted ``decay ** age``
     (what the content baseline chose on the validation rows of D3 and Amazon Scientific; MovieLens
     chose a window of 10 with the same decay); the model's reading at ``reading`` of its depth, at
-    ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone); a request at
-    ``request_share`` times its history's items together (``genrec.content.request_weights``)."""
+    ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone); a request's words
+    in the TF-IDF profile at ``request_share`` times its history's items together
+    (``genrec.content.request_weights``), and in the model's reading too with ``read_requests``
+    (measured worse: a short request read by the model pulled the list away from it; eval/notes/
+    2026-12-07-requests-and-a-larger-reader.md)."""
 
     candidates: int = 50
     weight: float = 1.0
@@ -67,6 +70,7 @@ class ContentSearch:
     reading: float | None = READING_DEPTH
     reading_weight: float = READING_WEIGHT
     request_share: float = REQUEST_SHARE
+    read_requests: bool = False
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or not 0.0 <= self.weight <= 1.0:
