@@ -105,3 +105,14 @@ def test_unreadable_inputs_are_one_line_errors(items_csv, tiny_model_dir, tmp_pa
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("genrec: error:") and problem in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_columns_name_a_headerless_files_columns(tmp_path, capsys):
+    items = tmp_path / "u.item"
+    items.write_text("1|Alien (1979)|0|1\n2|Heat (1995)|1|0\n", encoding="latin-1")
+    argv = ["ground", "--catalog", str(items), "--sep", "|", "--no-header", "--encoding", "latin-1", "heat", "--json"]
+    assert main([*argv, "--columns", "item_id,title,Crime,Sci-Fi"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["item_id"] == "2"
+    rc = main([*argv, "--columns", "item_id,title"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "expected 2 fields, found 4" in err and "Traceback" not in err

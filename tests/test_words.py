@@ -149,3 +149,16 @@ def test_by_default_the_words_order_the_list_without_a_model_call(make_rec, cata
     reading = rec.words()
     assert reading.read is not None and reading.request_share == 0.5
     assert not np.allclose(reading.scores([[catalog.position("x0")]], ["a comedy"]).logits, expected)
+
+
+def test_zero_one_columns_read_as_their_names(tmp_path):
+    """MovieLens' u.item read as it is holds its genres as 0/1 columns: named, they are words."""
+    from genrec.content import catalog_texts, flag_attributes
+
+    path = tmp_path / "u.item"
+    path.write_text("1|Alien (1979)|1979|0|1|1\n2|Heat (1995)|1995|1|0|0\n3|Jaws (1975)|1975|0|1|0\n", encoding="latin-1")
+    films = Catalog.from_file(path, sep="|", header=False, encoding="latin-1", columns=["item_id", "title", "year", "Crime", "Horror", "Sci-Fi"])
+    assert flag_attributes(films) == {"Crime", "Horror", "Sci-Fi"}  # a year is no flag
+    assert catalog_texts(films) == ["Alien (1979) 1979 Horror Sci-Fi", "Heat (1995) 1995 Crime", "Jaws (1975) 1975 Horror"]
+    scores = ContentScores(films).similarities([[]], requests=["horror"])[0]
+    assert scores[0] > 0 and scores[2] > 0 and scores[1] == 0

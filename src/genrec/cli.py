@@ -32,6 +32,7 @@ def _add_catalog_options(p: argparse.ArgumentParser, required: bool = True) -> N
     g.add_argument("--sep", help="column separator (default: from the file extension)")
     g.add_argument("--encoding", default="utf-8")
     g.add_argument("--no-header", action="store_true", help="the file has no header row")
+    g.add_argument("--columns", help="the columns' names, comma-separated, in place of a header (0/1 columns read as their names)")
     g.add_argument("--kind", default="item", help='what an item is, for prompts ("movie", "book")')
     g.add_argument("--lenient", action="store_true", help="skip bad rows (they are counted and reported)")
     g.add_argument("--title-words", type=int, metavar="N",
@@ -161,6 +162,7 @@ def _load_catalog(args: argparse.Namespace):
         sep=args.sep,
         encoding=args.encoding,
         header=not args.no_header,
+        columns=args.columns.split(",") if args.columns else None,
         lenient=args.lenient,
         kind=args.kind,
     )

@@ -20,7 +20,8 @@ from .catalog import Catalog
 from .errors import ConfigError
 
 __all__ = [
-    "REQUEST_SHARE", "ContentScores", "item_text", "catalog_texts", "log_similarity", "history_weights", "request_weights", "standardised",
+    "REQUEST_SHARE", "ContentScores", "item_text", "flag_attributes", "catalog_texts", "log_similarity", "history_weights",
+    "request_weights", "standardised",
 ]  # fmt: skip
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
@@ -39,17 +40,34 @@ def standardised(scores: np.ndarray) -> np.ndarray:
     return centred / (centred.std(axis=1, keepdims=True) + 1e-9)
 
 
-def item_text(item: dict[str, Any]) -> str:
+def item_text(item: dict[str, Any], flags: frozenset[str] = frozenset()) -> str:
     """An item's words: its title and every attribute value ("Crime|Drama" reads as two words),
     less web addresses (an address names a page, and its words would make every item of one site
-    near every other: MovieLens' ``u.item`` read as it is has one per film)."""
-    values = [item.get("title", "")] + [str(v) for k, v in item.items() if k not in _SKIP and k != "title" and v is not None]
+    near every other: MovieLens' ``u.item`` read as it is has one per film). A ``flags`` attribute
+    (a 0/1 column) reads as its name where it is 1 ("Sci-Fi"), as nothing where it is 0."""
+    values = [item.get("title", "")]
+    for key, value in item.items():
+        if key in _SKIP or key == "title" or value is None:
+            continue
+        values.append((key if str(value).strip() == "1" else "") if key in flags else str(value))
     return " ".join(v.replace("|", " ") for v in values if v and not _URL.match(v.strip()))
 
 
+def flag_attributes(catalog: Catalog) -> frozenset[str]:
+    """The attributes that are 0/1 flags over the whole catalog (MovieLens' nineteen genre columns
+    in ``u.item``): their values alone are no words, their names are."""
+    seen: dict[str, bool] = {}
+    for p in range(len(catalog)):
+        for key, value in catalog.item_at(p).items():
+            if key not in _SKIP and key != "title" and value is not None:
+                seen[key] = seen.get(key, True) and str(value).strip() in ("0", "1")
+    return frozenset(key for key, flag in seen.items() if flag)
+
+
 def catalog_texts(catalog: Catalog) -> list[str]:
-    """Every item's words (``item_text``), in catalog order."""
-    return [item_text(catalog.item_at(p)) for p in range(len(catalog))]
+    """Every item's words (``item_text``, the catalog's 0/1 columns read as flags), in catalog order."""
+    flags = flag_attributes(catalog)
+    return [item_text(catalog.item_at(p), flags) for p in range(len(catalog))]
 
 
 def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window: int, decay: float) -> Any:
