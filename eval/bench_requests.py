@@ -25,6 +25,10 @@ excluded, the run's tie order, credit from the top-10 list):
 - ``words-read+request``: the request read by the model too (``ContentSearch(read_requests=True)``,
   the library's way until this bench), at ``REQUEST_SHARE`` and at the share chosen on validation.
 
+With ``--beam-rows N``, a seeded sample of N test rows is also decoded by beam search with the
+request in its prompt (the ``request`` template, the last 20 history items, the history
+excluded), credited from the beam's own top-10, against the library's default on the same rows.
+
 A share is one value for every seed, chosen on all seeds' validation rows together (ties: the
 smaller). Rows are each seed's ``--only`` test rows (``new``: targets the training part never saw);
 pooled over seeds, a row that several seeds hold counts once in the paired tests.
@@ -61,6 +65,7 @@ from genrec.words import Words
 
 SHARES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 PARTS = ("valid", "test")
+MAX_HISTORY = 20  # history items in a beam search's prompt, as eval/run.py's default
 Scorer = Callable[[list[Example], float | None], np.ndarray]  # rows, request share (None: no request) -> scores
 
 
@@ -126,6 +131,26 @@ def method_scores(seed_rows: SeedRows, variants: dict[str, Words], share_grid: S
     return out
 
 
+def beam_comparison(rec: Recommender, rows: list[Example], requests: list[str], against: list[int | None], n: int,
+                    clusters: list) -> dict:  # fmt: skip
+    """Beam search with each row's request in its prompt, on a seeded sample of ``n`` rows, paired
+    against the ranks ``against`` (one per row) of the same rows."""
+    from genrec.ranking.metrics import rank_in_list
+
+    picked = sorted(random.Random(0).sample(range(len(rows)), min(n, len(rows))))
+    recs = rec.recommend_batch(
+        [list(rows[i].history)[-MAX_HISTORY:] for i in picked], 10, requests=[requests[i] for i in picked],
+        excludes=[list(rows[i].history) for i in picked], template="request", search="beam", batch_size=8, progress=True,
+    )  # fmt: skip
+    beam = [UserResult(rows[i].user_id, rows[i].target, [], rank_in_list(rows[i].target, [r.item_id for r in found][:10]), 0, row=n)
+            for n, (i, found) in enumerate(zip(picked, recs))]  # fmt: skip
+    words = [UserResult(rows[i].user_id, rows[i].target, [], against[i], 0, row=n) for n, i in enumerate(picked)]
+    c = paired_comparison(beam, words, names=("beam+request", "words+request"), resamples=10000, clusters=[clusters[i] for i in picked])
+    print(f"\nbeam+request on {len(picked)} sampled test rows: {c.mean:.4f} against the default's {c.against_mean:.4f}, "
+          f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")  # fmt: skip
+    return {"rows": len(picked), "beam+request": c.mean, "words+request": c.against_mean, "p": c.p_value}
+
+
 def _ndcg(ranks: Sequence[int | None]) -> float:
     return float(np.mean([ndcg(r, 10) for r in ranks])) if ranks else 0.0
 
@@ -139,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["all", "new", "known"], default="all", help="the test rows (and the validation rows tuned on)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--model", default=None)
+    p.add_argument("--beam-rows", type=int, default=0, help="also decode this many sampled test rows by beam search with the request")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if "{value}" not in args.request:
@@ -149,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.content_search = replace(rec.content_search, read_requests=True)
     variants = {"words": words, "words-read": rec.words()}
     ranks: dict[str, dict[str, dict]] = {}
-    rows, clusters, left_out = [], [], {"valid": 0, "test": 0}
+    rows, clusters, requests, left_out = [], [], [], {"valid": 0, "test": 0}
     for seed in (int(s) for s in args.seeds.split(",")):
         seed_rows = SeedRows(dataset, args, seed)
         for method, parts in method_scores(seed_rows, variants, SHARES).items():
@@ -157,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 for share, r in by_share.items():
                     ranks.setdefault(method, {}).setdefault(part, {}).setdefault(share, []).extend(r)
         rows += [(seed, e) for e in seed_rows.rows["test"]]
+        requests += seed_rows.requests["test"]
         left_out = {part: n + seed_rows.left_out[part] for part, n in left_out.items()}
         clusters += [(e.user_id, e.target) for e in seed_rows.rows["test"]]
         print(f"seed {seed}: {len(seed_rows.rows['valid'])} validation rows, {len(seed_rows.rows['test'])} test rows; "
@@ -189,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         c = paired_comparison(results[names[a]], results[names[b]], names=(names[a], names[b]), resamples=10000, clusters=clusters)
         comparisons[f"{names[a]} vs {names[b]}"] = {"difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value}
         print(f"{names[a]} vs {names[b]}: {c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")
+    if args.beam_rows:
+        default = table[f"words+request@{REQUEST_SHARE:g}"]
+        comparisons["beam+request vs words+request@1"] = beam_comparison(rec, [e for _, e in rows], requests, default, args.beam_rows, clusters)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "data": data, "attribute": args.attribute, "request": args.request, "cold_items": args.cold_items, "only": args.only,

@@ -53,14 +53,17 @@ def test_the_bench_scores_the_harness_rows_and_chooses_the_share_on_validation(t
 
     data = _genre_dataset(tmp_path)
 
-    def bench(seeds):
-        argv = ["--dataset", "interactions", "--interactions", data["interactions"], "--catalog", data["catalog"],
+    def bench(seeds, *more):
+        argv = [*more, "--dataset", "interactions", "--interactions", data["interactions"], "--catalog", data["catalog"],
                 "--attribute", "genres", "--cold-items", "0.3", "--only", "new", "--seeds", seeds,
                 "--model", str(tiny_model_dir), "--out", str(tmp_path / "bench")]  # fmt: skip
         assert script_main(REPO / "eval" / "bench_requests.py", argv) == 0
         return json.loads((tmp_path / "bench" / "requests.json").read_text())
 
-    got = bench("0,1")
+    got = bench("0,1", "--beam-rows", "3")
+    # beam search with the request in its prompt, on three sampled rows, against the default there
+    beam = got["comparisons"]["beam+request vs words+request@1"]
+    assert beam["rows"] == 3 and 0.0 <= beam["beam+request"] <= 1.0 and 0.0 <= beam["words+request"] <= 1.0
     # each share chosen as the best on the validation rows (ties: the smaller)
     for method, share in got["chosen_share"].items():
         grid = {float(s): v for s, v in got["valid_ndcg10"][method].items() if s != "None"}
