@@ -136,9 +136,10 @@ class ContentScores:
     ) -> np.ndarray:  # fmt: skip
         """``[users, n_items]`` cosine similarities for histories given as catalog positions
         (oldest first); ``window`` and ``decay``: in place of this scorer's own. A user's
-        ``requests`` text (None: none) joins the profile as much as the history's items together
-        (``request_weights``, ``request_share`` times that), its English stop words left out ("for", "a": a request is a sentence,
-        a title a name, and a title holding "for" is no nearer a request holding it)."""
+        ``requests`` text (None: none) joins the profile ``request_share`` times as much as the
+        history's items together (``request_weights``), its English stop words left out ("for",
+        "a": a request is a sentence, a title a name, and a title holding "for" is no nearer a
+        request holding it)."""
         texts = [text or "" for text in requests] if requests is not None else [""] * len(histories)
         if not any(len(h) for h in histories) and not any(t.strip() for t in texts):  # near nothing, without building the vectors
             return np.zeros((len(histories), len(self.catalog)))
