@@ -162,3 +162,8 @@ def test_zero_one_columns_read_as_their_names(tmp_path):
     assert catalog_texts(films) == ["Alien (1979) 1979 Horror Sci-Fi", "Heat (1995) 1995 Crime", "Jaws (1975) 1975 Horror"]
     scores = ContentScores(films).similarities([[]], requests=["horror"])[0]
     assert scores[0] > 0 and scores[2] > 0 and scores[1] == 0
+    # true/false (a JSON catalog's booleans) are flags too; a column holding anything else is not
+    tools = Catalog.from_records([
+        {"item_id": "d", "title": "Drill", "cordless": True, "volts": "1"}, {"item_id": "s", "title": "Saw", "cordless": False, "volts": "18"},
+    ])  # fmt: skip
+    assert flag_attributes(tools) == {"cordless"} and catalog_texts(tools) == ["Drill cordless 1", "Saw 18"]

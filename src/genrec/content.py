@@ -26,6 +26,8 @@ __all__ = [
 
 _SKIP = {"item_id", "full_title"}  # (the short title's full form repeats the title's words)
 _URL = re.compile(r"(?i)^(https?|ftp)://\S*$")
+_SET = ("1", "true")  # a flag's values (as text, lower case): set, and
+_FLAG_VALUES = (*_SET, "0", "false")
 
 
 def log_similarity(similarities: np.ndarray) -> np.ndarray:
@@ -44,23 +46,23 @@ def item_text(item: dict[str, Any], flags: frozenset[str] = frozenset()) -> str:
     """An item's words: its title and every attribute value ("Crime|Drama" reads as two words),
     less web addresses (an address names a page, and its words would make every item of one site
     near every other: MovieLens' ``u.item`` read as it is has one per film). A ``flags`` attribute
-    (a 0/1 column) reads as its name where it is 1 ("Sci-Fi"), as nothing where it is 0."""
+    (a 0/1 or true/false column) reads as its name where it is set ("Sci-Fi"), as nothing elsewhere."""
     values = [item.get("title", "")]
     for key, value in item.items():
         if key in _SKIP or key == "title" or value is None:
             continue
-        values.append((key if str(value).strip() == "1" else "") if key in flags else str(value))
+        values.append((key if str(value).strip().lower() in _SET else "") if key in flags else str(value))
     return " ".join(v.replace("|", " ") for v in values if v and not _URL.match(v.strip()))
 
 
 def flag_attributes(catalog: Catalog) -> frozenset[str]:
-    """The attributes that are 0/1 flags over the whole catalog (MovieLens' nineteen genre columns
-    in ``u.item``): their values alone are no words, their names are."""
+    """The attributes that are flags (0/1 or true/false) over the whole catalog (MovieLens' nineteen
+    genre columns in ``u.item``): their values alone are no words, their names are."""
     seen: dict[str, bool] = {}
     for p in range(len(catalog)):
         for key, value in catalog.item_at(p).items():
             if key not in _SKIP and key != "title" and value is not None:
-                seen[key] = seen.get(key, True) and str(value).strip() in ("0", "1")
+                seen[key] = seen.get(key, True) and str(value).strip().lower() in _FLAG_VALUES
     return frozenset(key for key, flag in seen.items() if flag)
 
 
