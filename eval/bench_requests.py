@@ -40,8 +40,8 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ from genrec.data.splits import split_dataset
 from genrec.errors import DataError
 from genrec.evaluation.significance import paired_comparison
 from genrec.log_model import VALID_ROWS
-from genrec.ranking.metrics import UserResult, hit_rate, ndcg
+from genrec.ranking.metrics import UserResult, hit_rate, ndcg, rank_in_list
 from genrec.ranking.protocol import Protocol
 from genrec.ranking.rows import protocol_list
 from genrec.words import Words
@@ -66,7 +66,6 @@ from genrec.words import Words
 SHARES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 PARTS = ("valid", "test")
 MAX_HISTORY = 20  # history items in a beam search's prompt, as eval/run.py's default
-Scorer = Callable[[list[Example], float | None], np.ndarray]  # rows, request share (None: no request) -> scores
 
 
 def _values(catalog: Catalog, item_id: str, attribute: str) -> list[str]:
@@ -135,8 +134,6 @@ def beam_comparison(rec: Recommender, rows: list[Example], requests: list[str], 
                     clusters: list) -> dict:  # fmt: skip
     """Beam search with each row's request in its prompt, on a seeded sample of ``n`` rows, paired
     against the ranks ``against`` (one per row) of the same rows."""
-    from genrec.ranking.metrics import rank_in_list
-
     picked = sorted(random.Random(0).sample(range(len(rows)), min(n, len(rows))))
     recs = rec.recommend_batch(
         [list(rows[i].history)[-MAX_HISTORY:] for i in picked], 10, requests=[requests[i] for i in picked],
@@ -153,6 +150,30 @@ def beam_comparison(rec: Recommender, rows: list[Example], requests: list[str], 
 
 def _ndcg(ranks: Sequence[int | None]) -> float:
     return float(np.mean([ndcg(r, 10) for r in ranks])) if ranks else 0.0
+
+
+def print_table(table: dict[str, list], ranks: dict[str, dict[str, dict]]) -> None:
+    print("| method | NDCG@10 | HR@10 | validation NDCG@10 by share |")
+    print("|---|---:|---:|---|")
+    for name, rs in table.items():
+        method = name.split("+")[0].split(" ")[0]
+        valid = ranks[method]["valid"]
+        grid = ", ".join(f"{s:g}: {_ndcg(valid[s]):.4f}" for s in SHARES) if "+" in name else f"none: {_ndcg(valid[None]):.4f}"
+        print(f"| {name} | {_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
+
+
+def compare(table: dict[str, list], rows: list[Example], clusters: list) -> dict[str, dict]:
+    """The default against content given the same request, against no request and against the
+    model reading the request; the chosen shares likewise (paired, a repeated row counted once)."""
+    names = list(table)
+    results = {name: [UserResult(e.user_id, e.target, [], r, 0, row=n) for n, (e, r) in enumerate(zip(rows, rs))] for name, rs in table.items()}
+    comparisons = {}
+    print()
+    for a, b in [(3, 1), (4, 1), (2, 0), (3, 2), (3, 5), (6, 4)]:
+        c = paired_comparison(results[names[a]], results[names[b]], names=(names[a], names[b]), resamples=10000, clusters=clusters)
+        comparisons[f"{names[a]} vs {names[b]}"] = {"difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value}
+        print(f"{names[a]} vs {names[b]}: {c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")
+    return comparisons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,14 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     rec.content_search = replace(rec.content_search, read_requests=True)
     variants = {"words": words, "words-read": rec.words()}
     ranks: dict[str, dict[str, dict]] = {}
-    rows, clusters, requests, left_out = [], [], [], {"valid": 0, "test": 0}
+    rows: list[Example] = []
+    clusters, requests, left_out = [], [], {"valid": 0, "test": 0}
     for seed in (int(s) for s in args.seeds.split(",")):
         seed_rows = SeedRows(dataset, args, seed)
         for method, parts in method_scores(seed_rows, variants, SHARES).items():
             for part, by_share in parts.items():
                 for share, r in by_share.items():
                     ranks.setdefault(method, {}).setdefault(part, {}).setdefault(share, []).extend(r)
-        rows += [(seed, e) for e in seed_rows.rows["test"]]
+        rows += seed_rows.rows["test"]
         requests += seed_rows.requests["test"]
         left_out = {part: n + seed_rows.left_out[part] for part, n in left_out.items()}
         clusters += [(e.user_id, e.target) for e in seed_rows.rows["test"]]
@@ -198,27 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         f"words-read+request@{REQUEST_SHARE:g}": ranks["words-read"]["test"][REQUEST_SHARE],
         f"words-read+request (share {chosen['words-read']})": ranks["words-read"]["test"][chosen["words-read"]],
     }
-    results = {name: [UserResult(e.user_id, e.target, [], r, 0, row=n) for n, ((_, e), r) in enumerate(zip(rows, rs))] for name, rs in table.items()}
     print(f"\n{len(rows)} test rows ({args.only}), {len(set(clusters))} distinct user and target; left out, their target "
           f"having no {args.attribute}: {left_out['test']} test and {left_out['valid']} validation rows\n")  # fmt: skip
-    print("| method | NDCG@10 | HR@10 | validation NDCG@10 by share |")
-    print("|---|---:|---:|---|")
-    for name, rs in table.items():
-        method = name.split("+")[0].split(" ")[0]
-        grid = ", ".join(f"{s:g}: {_ndcg(ranks[method]['valid'][s]):.4f}" for s in SHARES) if "+" in name else f"none: {_ndcg(ranks[method]['valid'][None]):.4f}"
-        print(f"| {name} | {_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
-    names = list(table)
-    # the default against the baseline given the same request, against no request, and against the model reading it
-    pairs = [(3, 1), (4, 1), (2, 0), (3, 2), (3, 5), (6, 4)]
-    comparisons = {}
-    print()
-    for a, b in pairs:
-        c = paired_comparison(results[names[a]], results[names[b]], names=(names[a], names[b]), resamples=10000, clusters=clusters)
-        comparisons[f"{names[a]} vs {names[b]}"] = {"difference": c.difference, "ci": [c.ci_low, c.ci_high], "p": c.p_value}
-        print(f"{names[a]} vs {names[b]}: {c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}], p = {c.p_value:.3f}")
+    print_table(table, ranks)
+    comparisons = compare(table, rows, clusters)
     if args.beam_rows:
         default = table[f"words+request@{REQUEST_SHARE:g}"]
-        comparisons["beam+request vs words+request@1"] = beam_comparison(rec, [e for _, e in rows], requests, default, args.beam_rows, clusters)
+        comparisons["beam+request vs words+request@1"] = beam_comparison(rec, rows, requests, default, args.beam_rows, clusters)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "data": data, "attribute": args.attribute, "request": args.request, "cold_items": args.cold_items, "only": args.only,
