@@ -60,8 +60,8 @@ class ContentSearch:
     ``reading_weight`` of the words' score (``genrec.words``; None: TF-IDF alone); a request's words
     in the TF-IDF profile at ``request_share`` times its history's items together
     (``genrec.content.request_weights``), and in the model's reading too with ``read_requests``
-    (measured worse: a short request read by the model pulled the list away from it; eval/notes/
-    2026-12-07-requests-and-a-larger-reader.md)."""
+    (measured: better on Amazon Scientific's long category requests, worse on MovieLens' genres,
+    the less good compromise over five row sets; eval/notes/2026-12-07-requests-and-a-larger-reader.md)."""
 
     candidates: int = 50
     weight: float = 1.0
