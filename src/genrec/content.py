@@ -58,9 +58,13 @@ def item_text(item: dict[str, Any], flags: frozenset[str] = frozenset()) -> str:
 def flag_attributes(catalog: Catalog) -> frozenset[str]:
     """The attributes that are flags (0/1 or true/false) over the whole catalog (MovieLens' nineteen
     genre columns in ``u.item``): their values alone are no words, their names are."""
+    return _flags([catalog.item_at(p) for p in range(len(catalog))])
+
+
+def _flags(items: Sequence[dict[str, Any]]) -> frozenset[str]:
     seen: dict[str, bool] = {}
-    for p in range(len(catalog)):
-        for key, value in catalog.item_at(p).items():
+    for item in items:
+        for key, value in item.items():
             if key not in _SKIP and key != "title" and value is not None:
                 seen[key] = seen.get(key, True) and str(value).strip().lower() in _FLAG_VALUES
     return frozenset(key for key, flag in seen.items() if flag)
@@ -68,8 +72,9 @@ def flag_attributes(catalog: Catalog) -> frozenset[str]:
 
 def catalog_texts(catalog: Catalog) -> list[str]:
     """Every item's words (``item_text``, the catalog's 0/1 columns read as flags), in catalog order."""
-    flags = flag_attributes(catalog)
-    return [item_text(catalog.item_at(p), flags) for p in range(len(catalog))]
+    items = [catalog.item_at(p) for p in range(len(catalog))]  # (each item read once, for its flags and its words)
+    flags = _flags(items)
+    return [item_text(item, flags) for item in items]
 
 
 def history_weights(histories: Sequence[Sequence[int]], n_items: int, *, window: int, decay: float) -> Any:
