@@ -37,6 +37,7 @@ pooled over seeds, a row that several seeds hold counts once in the paired tests
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -125,8 +126,9 @@ def method_scores(seed_rows: SeedRows, variants: dict[str, Words], share_grid: S
                                             request_share=share or REQUEST_SHARE)  # fmt: skip
             out["content"].setdefault(part, {})[share] = seed_rows.ranks(part, c)
             for name, variant in variants.items():
-                variant.request_share = share or REQUEST_SHARE
-                out[name].setdefault(part, {})[share] = seed_rows.ranks(part, variant.scores(positions, asked).logits)
+                scored = copy.copy(variant)  # (the Recommender's own words keep their share)
+                scored.request_share = share or REQUEST_SHARE
+                out[name].setdefault(part, {})[share] = seed_rows.ranks(part, scored.scores(positions, asked).logits)
     return out
 
 
