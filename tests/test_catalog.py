@@ -160,9 +160,19 @@ def test_catalog_pickles_for_worker_processes():
 
     catalog = Catalog.from_records([{"item_id": "a", "title": "Heat", "year": 1995}, {"item_id": "b", "title": "Alien"}])
     catalog.grounder  # built: not carried over, rebuilt on use
+    catalog.item_at(0)  # its columns read once: not carried over either
     copy = pickle.loads(pickle.dumps(catalog))
     assert copy.ids == catalog.ids and copy.content_hash == catalog.content_hash
     assert copy.grounder.ground("heat", limit=1)[0].item_id == "a"
+    assert copy.item_at(0) == catalog.item_at(0) == {"item_id": "a", "title": "Heat", "year": 1995}
+
+
+def test_an_item_keeps_each_attributes_own_type():
+    frame = pd.DataFrame({"year": [1995, 1979], "rating": [4.5, None], "seen": [True, False], "genre": ["Crime", None]})
+    catalog = Catalog(["a", "b"], ["Heat", "Alien"], frame)
+    assert catalog.item_at(0) == {"item_id": "a", "title": "Heat", "year": 1995, "rating": 4.5, "seen": True, "genre": "Crime"}
+    assert [type(v) for v in catalog.item_at(0).values()] == [str, str, int, float, bool, str]
+    assert catalog.item("b") == {"item_id": "b", "title": "Alien", "year": 1979, "rating": None, "seen": False, "genre": None}
 
 
 def test_short_titles_keep_items_and_their_full_titles():

@@ -41,6 +41,24 @@ def test_untrained_scores_are_cosines_with_the_decayed_profile():
     assert not encoder.scores([[]]).any()
 
 
+def test_a_new_map_or_new_features_change_the_scores_at_once():
+    # the unit vectors are kept between calls; a map replaced (training, a saved fit) must not
+    # leave the old ones in use
+    rng = np.random.default_rng(1)
+    encoder = ItemEncoder(rng.normal(size=(5, 3)), EncoderSettings(window=2, decay=1.0))
+    before = encoder.scores([[0, 2]])
+    assert encoder.vectors is encoder.vectors  # kept
+    encoder.weight, encoder.bias = np.diag([1.0, -1.0, 2.0]).astype(np.float32), np.ones(3, dtype=np.float32)
+    mapped = encoder.features @ encoder.weight.T + encoder.bias
+    v = mapped / np.linalg.norm(mapped, axis=1, keepdims=True)
+    profile = v[0] + v[2]
+    np.testing.assert_allclose(encoder.scores([[0, 2]])[0], v @ (profile / np.linalg.norm(profile)), atol=1e-6)
+    encoder.weight = encoder.bias = None
+    np.testing.assert_array_equal(encoder.scores([[0, 2]]), before)
+    encoder.features = rng.normal(size=(5, 3)).astype(np.float32)
+    assert not np.allclose(encoder.scores([[0, 2]]), before)
+
+
 def test_training_pairs_keep_each_items_window():
     histories, targets = training_pairs([[1, 2, 3, 4]], window=2)
     assert histories == [[1], [1, 2], [2, 3]] and targets == [2, 3, 4]

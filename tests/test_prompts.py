@@ -52,6 +52,18 @@ def test_user_folder_overrides_and_extends(tmp_path):
     assert lib.source_path("next_item") == tmp_path / "next_item.jinja"
 
 
+def test_rendering_reads_no_template_file_after_loading(tmp_path):
+    # the blocks of a template and of those it extends are found once, at load: finding them per
+    # render parsed the files again, most of a search from words
+    (tmp_path / "next_item.jinja").write_text('{% extends "builtin/next_item.jinja" %}{% block system %}Mine.{% endblock %}')
+    lib = PromptLibrary(tmp_path)
+    first = lib.render("next_item", history=HISTORY, request=None, kind="movie", k=3)
+    (tmp_path / "next_item.jinja").unlink()
+    assert lib.render("next_item", history=HISTORY, request=None, kind="movie", k=3) == first
+    assert first.messages[0]["content"] == "Mine."
+    assert lib.has_block("next_item", "user") and not lib.has_block("next_item", "no_such_block")
+
+
 def test_broken_template_fails_at_load_with_file_and_line(tmp_path):
     (tmp_path / "next_item.jinja").write_text("{% block user %}\nline two\n{% for x in history %}\n{{ x }\n{% endblock %}")
     with pytest.raises(TemplateError) as err:

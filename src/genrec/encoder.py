@@ -183,6 +183,7 @@ class ItemEncoder:
         self.weight: np.ndarray | None = None  # the trained map (None: the identity)
         self.bias: np.ndarray | None = None
         self.history: list[dict[str, float]] = []  # per epoch: loss and validation score
+        self._cached: tuple[tuple[Any, ...], np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_standardised(
@@ -198,7 +199,18 @@ class ItemEncoder:
     @property
     def vectors(self) -> np.ndarray:
         """Every item's unit vector, after the trained map if any."""
-        return self._unit(self.features)
+        return self._vectors()[0]
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unit vectors, and in float64 (what a float64 profile multiplies), made once while
+        the features and the map stay the same arrays: remade per user, they cost most of a search
+        from words. The key holds the arrays themselves, so a new one is never taken for an old."""
+        key = (self.features, self.weight, self.bias)
+        cached = self._cached
+        if cached is None or any(a is not b for a, b in zip(cached[0], key)):
+            vectors = self._unit(self.features)
+            cached = self._cached = (key, vectors, vectors.astype(np.float64))
+        return cached[1], cached[2]
 
     def unit_vectors(self, features: np.ndarray) -> np.ndarray:
         """Unit vectors of texts read apart from the catalog (a request), standardised and mapped
@@ -212,12 +224,12 @@ class ItemEncoder:
     def scores(self, histories: Sequence[Sequence[int]], *, extra: np.ndarray | None = None) -> np.ndarray:
         """``[users, n_items]`` cosines of every item with each history's profile (positions);
         ``extra``: ``[users, dimensions]`` added to the profiles (a request's unit vector)."""
-        vectors = self.vectors
+        vectors, wide = self._vectors()
         profile = history_weights(histories, len(vectors), window=self.settings.window, decay=self.settings.decay) @ vectors
         if extra is not None:
             profile = profile + extra
         profile = profile / (np.linalg.norm(profile, axis=1, keepdims=True) + 1e-9)
-        return np.asarray(profile @ vectors.T, dtype=np.float64)
+        return np.asarray(profile @ (wide if profile.dtype == np.float64 else vectors).T, dtype=np.float64)
 
     def train(
         self, sequences: Iterable[Sequence[int]], known: np.ndarray, *, select: Callable[[], float] | None = None,

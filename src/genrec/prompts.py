@@ -103,6 +103,8 @@ class PromptLibrary:
             finalize=self._finalize,
         )
         self._templates: dict[str, jinja2.Template] = {}
+        # each template's blocks and its parents', found once: finding them parses the files
+        self._chains: dict[str, dict[str, list[Any]]] = {}
         for name in self.names():
             self._templates[name] = self._compile(name)
         self._title_ends = {name: self._render_title_end(name) for name in self._templates}
@@ -157,6 +159,7 @@ class PromptLibrary:
                 f"{self.source_path(name)}: a prompt template needs a {{% block user %}} "
                 f"(found blocks: {', '.join(blocks) or 'none'})"
             )
+        self._chains[name] = blocks
         return template
 
     def _block_chain(self, template: jinja2.Template) -> dict[str, list[Any]]:
@@ -197,12 +200,12 @@ class PromptLibrary:
             raise TemplateError(f"no template named {name!r} (have: {', '.join(self.names())})") from None
 
     def has_block(self, name: str, block: str) -> bool:
-        return block in self._block_chain(self.template(name))
+        self.template(name)  # an unknown name is an error naming the templates there are
+        return block in self._chains[name]
 
     def render(self, name: str, /, **context: Any) -> Prompt:
         """Render template ``name`` into chat messages. Errors name the template file and line."""
-        template = self.template(name)
-        ctx = self._new_context(template, context)
+        ctx = self._new_context(name, context)
         parts: dict[str, str] = {}
         # only the blocks that make the prompt; others (a chat reply) are rendered on demand
         for block in (*_MESSAGE_BLOCKS, "answer_prefix"):
@@ -221,23 +224,22 @@ class PromptLibrary:
         return self._title_ends[name]
 
     def _render_title_end(self, name: str) -> str | None:
-        template = self.template(name)
         if not self.has_block(name, "title_end"):
             return None
-        end = self._render_block(name, "title_end", self._new_context(template, {}), strip=False)
+        end = self._render_block(name, "title_end", self._new_context(name, {}), strip=False)
         if not end:
             raise TemplateError(f"{self.source_path(name)}: block 'title_end' rendered empty (a title needs an end)")
         return end
 
     def render_block(self, name: str, block: str, /, **context: Any) -> str:
-        ctx = self._new_context(self.template(name), context)
+        ctx = self._new_context(name, context)
         if block not in ctx.blocks:
             raise TemplateError(f"{self.source_path(name)}: no block {block!r}")
         return self._render_block(name, block, ctx)
 
-    def _new_context(self, template: jinja2.Template, context: dict[str, Any]) -> Any:
-        ctx = template.new_context(context)
-        ctx.blocks = self._block_chain(template)
+    def _new_context(self, name: str, context: dict[str, Any]) -> Any:
+        ctx = self.template(name).new_context(context)
+        ctx.blocks = {block: list(funcs) for block, funcs in self._chains[name].items()}  # a copy: Jinja may extend it
         return ctx
 
     def _render_block(self, name: str, block: str, ctx: Any, strip: bool = True) -> str:
