@@ -59,7 +59,7 @@ from genrec.data.splits import split_dataset
 from genrec.errors import DataError
 from genrec.evaluation.significance import paired_comparison
 from genrec.log_model import VALID_ROWS
-from genrec.ranking.metrics import UserResult, hit_rate, ndcg, rank_in_list
+from genrec.ranking.metrics import UserResult, hit_rate, mean_ndcg, rank_in_list
 from genrec.ranking.protocol import Protocol
 from genrec.ranking.rows import protocol_list
 from genrec.words import Words
@@ -150,18 +150,14 @@ def beam_comparison(rec: Recommender, rows: list[Example], requests: list[str], 
     return {"rows": len(picked), "beam+request": c.mean, "words+request": c.against_mean, "p": c.p_value}
 
 
-def _ndcg(ranks: Sequence[int | None]) -> float:
-    return float(np.mean([ndcg(r, 10) for r in ranks])) if ranks else 0.0
-
-
 def print_table(table: dict[str, list], ranks: dict[str, dict[str, dict]]) -> None:
     print("| method | NDCG@10 | HR@10 | validation NDCG@10 by share |")
     print("|---|---:|---:|---|")
     for name, rs in table.items():
         method = name.split("+")[0].split(" ")[0]
         valid = ranks[method]["valid"]
-        grid = ", ".join(f"{s:g}: {_ndcg(valid[s]):.4f}" for s in SHARES) if "+" in name else f"none: {_ndcg(valid[None]):.4f}"
-        print(f"| {name} | {_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
+        grid = ", ".join(f"{s:g}: {mean_ndcg(valid[s]):.4f}" for s in SHARES) if "+" in name else f"none: {mean_ndcg(valid[None]):.4f}"
+        print(f"| {name} | {mean_ndcg(rs):.4f} | {np.mean([hit_rate(r, 10) for r in rs]):.4f} | {grid} |")
 
 
 def compare(table: dict[str, list], rows: list[Example], clusters: list) -> dict[str, dict]:
@@ -212,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         clusters += [(e.user_id, e.target) for e in seed_rows.rows["test"]]
         print(f"seed {seed}: {len(seed_rows.rows['valid'])} validation rows, {len(seed_rows.rows['test'])} test rows; "
               f"e.g. {seed_rows.requests['test'][:3]}", flush=True)  # fmt: skip
-    chosen = {m: max(SHARES, key=lambda s: (_ndcg(ranks[m]["valid"][s]), -s)) for m in ranks}
+    chosen = {m: max(SHARES, key=lambda s: (mean_ndcg(ranks[m]["valid"][s]), -s)) for m in ranks}
     table = {
         "content": ranks["content"]["test"][None],
         f"content+request (share {chosen['content']})": ranks["content"]["test"][chosen["content"]],
@@ -233,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "data": data, "attribute": args.attribute, "request": args.request, "cold_items": args.cold_items, "only": args.only,
         "seeds": args.seeds, "rows": len(rows), "left_out": left_out, "chosen_share": chosen,
-        "test_ndcg10": {name: _ndcg(rs) for name, rs in table.items()},
-        "valid_ndcg10": {m: {str(s): _ndcg(r) for s, r in ranks[m]["valid"].items()} for m in ranks},
+        "test_ndcg10": {name: mean_ndcg(rs) for name, rs in table.items()},
+        "valid_ndcg10": {m: {str(s): mean_ndcg(r) for s, r in ranks[m]["valid"].items()} for m in ranks},
         "comparisons": comparisons,
     }  # fmt: skip
     tmp = args.out / "requests.json.tmp"

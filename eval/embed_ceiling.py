@@ -34,7 +34,7 @@ from genrec.encoder import EncoderSettings, ItemEncoder
 from genrec.content import standardised
 from genrec.log_model import VALID_ROWS, WEIGHTS
 from genrec.evaluation.significance import paired_comparison
-from genrec.ranking.metrics import UserResult, ndcg
+from genrec.ranking.metrics import UserResult, mean_ndcg
 from genrec.ranking.protocol import Protocol
 from genrec.ranking.rows import protocol_list
 
@@ -85,10 +85,6 @@ class RunScores:
         return [self.protocol.credit(e.target, protocol_list(self.catalog, scores[n], e, self.protocol)) for n, e in enumerate(rows)]
 
 
-def _mean_ndcg(ranks: list[int | None]) -> float:
-    return float(np.mean([ndcg(rank, 10) for rank in ranks])) if ranks else 0.0
-
-
 def ceiling(run: Path, base: str) -> int:
     """Every encoder ``run`` keeps, mixed with ``base`` at every w: validation / test NDCG@10."""
     scores = RunScores(run, base)
@@ -112,7 +108,7 @@ def ceiling(run: Path, base: str) -> int:
         cells = []
         for w in WEIGHTS:
             mixed = {k: (1 - w) * scores.theirs[k] + w * mine[k] for k in rows}
-            cells.append(" / ".join(f"{_mean_ndcg(scores.ranks(k, mixed[k])):.4f}" for k in ("valid", "test")))
+            cells.append(" / ".join(f"{mean_ndcg(scores.ranks(k, mixed[k])):.4f}" for k in ("valid", "test")))
         name = f"layer {layer}, " + (f"map of epoch {tuned['epoch']}" if mapping is not None else "untrained")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     return 0
@@ -141,7 +137,7 @@ def pooled_untrained(runs: list[Path], base: str) -> int:
         dataset = json.dumps([scores.config["dataset"], scores.config["data"]], sort_keys=True)
         clusters += [(dataset, e.user_id, e.target) for e in scores.rows["test"]]
         print(f"{run}: {len(scores.rows['valid'])} validation rows, {len(scores.rows['test'])} test rows", flush=True)
-    by_key = {key: _mean_ndcg(ranks) for key, ranks in valid.items()}
+    by_key = {key: mean_ndcg(ranks) for key, ranks in valid.items()}
     layer, w = max(by_key, key=lambda key: (by_key[key], -key[1], -key[0]))  # ties: less of the encoder, earlier layer
     alone = next(key for key in test if key[1] == 0.0)
     print("\npooled validation NDCG@10 by layer / w: " + ", ".join(f"{k[0]}/{k[1]} {v:.4f}" for k, v in sorted(by_key.items())))

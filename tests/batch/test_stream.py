@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from genrec import DataError
-from genrec.batch import DecodeSettings, RecommenderSpec, StreamInput, UserJob, read_users, run_batch_stream
+from genrec.batch import DecodeSettings, RecommenderSpec, StreamInput, read_users, run_batch_stream
 from genrec.batch.parts import user_hash
 from genrec.cli import main
 

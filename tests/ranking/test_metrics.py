@@ -13,6 +13,7 @@ from genrec.ranking.metrics import (
     UserResult,
     full_rank,
     hit_rate,
+    mean_ndcg,
     mrr,
     ndcg,
     popularity_percentiles,
@@ -29,6 +30,9 @@ def test_single_target_metrics_by_hand():
     assert ndcg(11, 10) == 0.0 and ndcg(None, 10) == 0.0
     assert hit_rate(10, 10) == 1.0 and hit_rate(11, 10) == 0.0
     assert mrr(4, 5) == 0.25 and mrr(6, 5) == 0.0
+    assert mean_ndcg([1, 3, None, 11]) == pytest.approx(1.5 / 4)  # a miss and a rank past k count 0
+    assert mean_ndcg([11], k=20) == pytest.approx(1 / math.log2(12)) and mean_ndcg([]) == 0.0
+    assert mean_ndcg(r for r in (1, 1)) == 1.0  # any iterable
 
 
 def test_rank_in_list():

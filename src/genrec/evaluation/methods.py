@@ -19,13 +19,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 
 from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod
 from ..errors import DataError
 from ..model_record import trained_vocabulary
-from ..ranking.metrics import UserResult, ndcg
+from ..ranking.metrics import UserResult, mean_ndcg
 from ..ranking.rows import evaluate_genrec, evaluate_scored, genrec_ndcg
 from ..tasks.content_search import ContentSearch
 from .config import ALIASES, METHODS, EvalConfig
@@ -62,7 +61,7 @@ class ScoredBaseline(Method):
         rows = list(enumerate(ctx.split.valid))
         evaluate_scored(method, rows, protocol=ctx.protocol, on_batch=found.extend, progress=False, name=self.name)
         if found:
-            described["valid_NDCG@10"] = round(float(np.mean([ndcg(r.rank, 10) for r in found])), 4)
+            described["valid_NDCG@10"] = round(mean_ndcg(r.rank for r in found), 4)
             described["valid_rows"] = len(found)
         return described
 
@@ -242,7 +241,7 @@ class GenrecRerank(GenrecPrior):
                 ctx.protocol.credit(e.target, mixed_list(r, weight, ctx.protocol, mixture))
                 for (_, e), r in zip(valid, scored[history])
             ]
-            return float(np.mean([ndcg(c, 10) for c in credits])) if credits else 0.0
+            return mean_ndcg(credits)
 
         # the beam's aggregation shapes its per-step prior only; a reranked list depends on the mixture instead
         return tune_on_validation(

@@ -20,6 +20,7 @@ __all__ = [
     "UserResult",
     "hit_rate",
     "ndcg",
+    "mean_ndcg",
     "mrr",
     "rank_in_list",
     "full_rank",
@@ -46,6 +47,12 @@ def hit_rate(rank: int | None, k: int) -> float:
 def ndcg(rank: int | None, k: int) -> float:
     """With one relevant item the ideal DCG is 1, so NDCG@k = 1 / log2(rank + 1)."""
     return 1.0 / math.log2(rank + 1) if rank is not None and rank <= k else 0.0
+
+
+def mean_ndcg(ranks: Iterable[int | None], k: int = 10) -> float:
+    """Mean NDCG@k of rows' ranks (None: not in the list); 0.0 for no rows."""
+    values = [ndcg(rank, k) for rank in ranks]
+    return float(np.mean(values)) if values else 0.0
 
 
 def mrr(rank: int | None, k: int) -> float:

@@ -17,7 +17,7 @@ from ..catalog import Catalog
 from ..data.datasets import Example
 from ..decoding import DEFAULT_FAMILY_SHARE
 from ..errors import DataError
-from .metrics import UserResult, ndcg, top_k
+from .metrics import UserResult, mean_ndcg, top_k
 from .protocol import Protocol
 
 __all__ = ["row_result", "protocol_list", "evaluate_scored", "evaluate_genrec", "genrec_ndcg"]
@@ -147,7 +147,7 @@ def genrec_ndcg(
     training's checkpoint selection); ``decoding`` is what ``evaluate_genrec`` takes beside them."""
     found: list[UserResult] = []
     evaluate_genrec(rec, examples, on_batch=found.extend, progress=progress, name=name, **decoding)
-    return float(np.mean([ndcg(r.rank, 10) for r in found])) if found else 0.0
+    return mean_ndcg(r.rank for r in found)
 
 
 def _genrec_result(
