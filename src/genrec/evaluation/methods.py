@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
 from ..baselines.fit import SCORED
 from ..baselines.scored import ScoredMethod
 from ..errors import DataError
