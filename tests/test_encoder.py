@@ -25,6 +25,39 @@ def test_a_texts_vector_does_not_depend_on_the_texts_read_beside_it(tiny_model, 
     assert embed_texts(tiny_model, tokenizer, [""], layers=(2,))[2].shape == (1, tiny_model.config.hidden_size)
 
 
+def test_a_shallow_layer_is_read_without_the_blocks_above_it_and_the_same(tiny_model, tokenizer):
+    import torch
+
+    texts = ["Alien", "Brazil (1985) Comedy Sci-Fi"]
+    read = embed_texts(tiny_model, tokenizer, texts, layers=(0, 1), batch_size=2)
+    ran = []
+    hook = tiny_model.base_model.layers[-1].register_forward_hook(lambda *args: ran.append(1))
+    try:
+        embed_texts(tiny_model, tokenizer, texts, layers=(0, 1))
+        assert not ran  # the last block is never run for layer 1 (block 0's output)
+        embed_texts(tiny_model, tokenizer, texts, layers=(2,))
+        assert ran  # the last layer needs every block
+    finally:
+        hook.remove()
+    assert len(tiny_model.base_model.layers) == tiny_model.config.num_hidden_layers  # the model keeps its blocks
+    for n, text in enumerate(texts):
+        ids = tokenizer(" " + text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            states = tiny_model(input_ids=ids, output_hidden_states=True).hidden_states
+        for layer in (0, 1):
+            np.testing.assert_allclose(read[layer][n], states[layer][0].mean(0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_reading_before_the_models_first_call_leaves_its_hidden_states_as_they_were(tokenizer):
+    import torch
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(len(tokenizer))  # never called yet
+    embed_texts(model, tokenizer, ["Alien"], layers=(1,))
+    states = model(input_ids=torch.tensor([[100, 200]]), output_hidden_states=True).hidden_states
+    assert len(states) == model.config.num_hidden_layers + 1  # each state recorded once
+
+
 def test_layers_outside_the_model_are_refused_by_name(tiny_model, tokenizer):
     with pytest.raises(ConfigError, match="0..2"):
         embed_texts(tiny_model, tokenizer, ["Alien"], layers=(8,))

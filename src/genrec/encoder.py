@@ -82,6 +82,7 @@ def embed_texts(
     out = {layer: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for layer in layers}
     order = sorted(range(len(texts)), key=lambda n: len(ids[n]))
     device = next(model.parameters()).device
+    reader = _blocks_up_to(model, max(layers))
     with torch.inference_mode(), tqdm(total=len(texts), desc="reading items", unit="item", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
@@ -91,13 +92,47 @@ def embed_texts(
             for row, n in enumerate(batch):
                 tokens[row, : len(ids[n])] = torch.tensor(ids[n])
                 mask[row, : len(ids[n])] = 1
-            states = model(input_ids=tokens.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
+            states = reader(input_ids=tokens.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
             weights = mask.to(device).unsqueeze(-1).float()
             for layer in layers:
                 mean = (states[layer].float() * weights).sum(1) / weights.sum(1)
                 out[layer][batch] = mean.cpu().numpy()
             bar.update(len(batch))
     return out
+
+
+def _blocks_up_to(model: Any, layer: int) -> Any:
+    """The model's blocks without its output layer, and only as deep as ``layer`` needs (its
+    hidden state is block ``layer - 1``'s output; the last layer's is after the final norm, so that
+    one needs the whole model). A copy that shares the weights and leaves the model as it is
+    (another thread may be decoding with it). Reading the default model at layer 8 of 30 runs 8
+    blocks and no output layer, not 30 and logits over the 49,152-token vocabulary for every
+    token: about 4x faster, the same states to the bit."""
+    import torch
+
+    base = model.base_model
+    blocks, norm = getattr(base, "layers", None), getattr(base, "norm", None)
+    if not isinstance(blocks, torch.nn.ModuleList) or layer >= len(blocks):
+        return base  # (a layout other than a list of blocks named ``layers``: all of them)
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # (a transformers whose forward collects the states itself: no hooks to share)
+        pass
+    else:
+        # transformers records hidden states with hooks on the blocks, installed at a model's first
+        # call and flagged on it: installed by the copy first, the model would install them again
+        # on the same blocks and record every state twice
+        maybe_install_capturing_hooks(base)
+    reader = copy.copy(base)
+    reader._modules = dict(base._modules)  # its own table of submodules: the model keeps all of its own
+    if isinstance(norm, torch.nn.Module):
+        # the hidden states' last entry is the final norm of the last block run: here no norm, so
+        # that entry is block ``layer - 1``'s output itself (at least one block: with none, no state
+        # is recorded at all, not even the embeddings)
+        reader.layers, reader.norm = torch.nn.ModuleList(list(blocks)[: max(layer, 1)]), torch.nn.Identity()
+    else:
+        reader.layers = torch.nn.ModuleList(list(blocks)[: layer + 1])  # one block more, its input kept
+    return reader
 
 
 def model_fingerprint(model: Any) -> str:
