@@ -16,24 +16,17 @@ import time
 from pathlib import Path
 
 
-def reference(model, tokenizer, texts, layers, batch_size: int = 32, max_tokens: int = 64):
+def reference(model, tokenizer, texts, layers):
     """The reading before: the whole causal LM (every block, logits for every token), then the
-    mean of the asked layers' states over each text's tokens; texts batched by length as embed_texts does."""
+    mean of the asked layers' states over each text's tokens, in embed_texts' batches."""
     import numpy as np
     import torch
 
-    ids = [tokenizer(" " + t, add_special_tokens=False)["input_ids"][:max_tokens] or [tokenizer.eos_token_id or 0] for t in texts]
+    from genrec.encoder import text_batches
+
     out = {layer: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for layer in layers}
-    order = sorted(range(len(texts)), key=lambda n: len(ids[n]))
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = max(len(ids[n]) for n in batch)
-            tokens = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, n in enumerate(batch):
-                tokens[row, : len(ids[n])] = torch.tensor(ids[n])
-                mask[row, : len(ids[n])] = 1
+        for batch, tokens, mask in text_batches(tokenizer, texts):
             states = model(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states
             weights = mask.unsqueeze(-1).float()
             for layer in layers:

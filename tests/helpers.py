@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,15 +81,20 @@ def split_dataset_with_unique_holdouts(n_users=6, n_items=40):
     return Dataset(name="toy", catalog=catalog, interactions=frame)
 
 
-def script_main(path: Path, argv: list[str]) -> int:
-    """A script's ``main(argv)`` run in this process: the same code as a script run, without a
-    fresh interpreter and its imports (each test still runs its script once as a real process)."""
+def load_script(path: Path) -> Any:
+    """A script (eval/*.py) imported as a module, to test its parts."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(argv)
+    return module
+
+
+def script_main(path: Path, argv: list[str]) -> int:
+    """A script's ``main(argv)`` run in this process: the same code as a script run, without a
+    fresh interpreter and its imports (each test still runs its script once as a real process)."""
+    return load_script(path).main(argv)
 
 
 # a small film catalog and a log whose co-occurrence no word predicts (tests of Recommender.fit)

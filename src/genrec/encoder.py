@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from .atomic import atomic_file
 from .content import history_weights
 from .errors import ConfigError
 
-__all__ = ["EncoderSettings", "ItemEncoder", "cached_embed_texts", "embed_texts", "model_fingerprint", "training_pairs"]
+__all__ = ["EncoderSettings", "ItemEncoder", "cached_embed_texts", "embed_texts", "model_fingerprint", "text_batches", "training_pairs"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,20 +78,11 @@ def embed_texts(
     n_layers = model.config.num_hidden_layers
     if not layers or any(not 0 <= layer <= n_layers for layer in layers):
         raise ConfigError(f"layers must lie in 0..{n_layers} for this model, got {list(layers)}")
-    ids = [tokenizer(" " + text, add_special_tokens=False)["input_ids"][:max_tokens] or [_any_token(tokenizer)] for text in texts]
     out = {layer: np.zeros((len(texts), model.config.hidden_size), dtype=np.float32) for layer in layers}
-    order = sorted(range(len(texts)), key=lambda n: len(ids[n]))
     device = next(model.parameters()).device
     reader = _blocks_up_to(model, max(layers))
     with torch.inference_mode(), tqdm(total=len(texts), desc="reading items", unit="item", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            width = max(len(ids[n]) for n in batch)
-            tokens = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, n in enumerate(batch):
-                tokens[row, : len(ids[n])] = torch.tensor(ids[n])
-                mask[row, : len(ids[n])] = 1
+        for batch, tokens, mask in text_batches(tokenizer, texts, batch_size=batch_size, max_tokens=max_tokens):
             states = reader(input_ids=tokens.to(device), attention_mask=mask.to(device), output_hidden_states=True).hidden_states
             weights = mask.to(device).unsqueeze(-1).float()
             for layer in layers:
@@ -99,6 +90,23 @@ def embed_texts(
                 out[layer][batch] = mean.cpu().numpy()
             bar.update(len(batch))
     return out
+
+
+def text_batches(tokenizer: Any, texts: Sequence[str], *, batch_size: int = 32, max_tokens: int = 64) -> Iterator[tuple[list[int], Any, Any]]:
+    """``(positions, tokens, mask)`` per batch of texts of similar lengths, right-padded: each
+    text read with the leading space a title has after a prompt, cut to ``max_tokens`` tokens."""
+    import torch
+
+    ids = [tokenizer(" " + text, add_special_tokens=False)["input_ids"][:max_tokens] or [_any_token(tokenizer)] for text in texts]
+    order = sorted(range(len(texts)), key=lambda n: len(ids[n]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        tokens = torch.zeros((len(batch), max(len(ids[n]) for n in batch)), dtype=torch.long)
+        mask = torch.zeros_like(tokens)
+        for row, n in enumerate(batch):
+            tokens[row, : len(ids[n])] = torch.tensor(ids[n])
+            mask[row, : len(ids[n])] = 1
+        yield batch, tokens, mask
 
 
 def _blocks_up_to(model: Any, layer: int) -> Any:

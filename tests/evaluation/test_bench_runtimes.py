@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
 from conftest import REPO
+from helpers import load_script
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_runtimes", REPO / "eval" / "bench_runtimes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "eval" / "bench_runtimes.py")
 
 
 def test_the_mixed_copy_multiplies_in_bf16_and_keeps_the_rest_float32(tiny_model):

@@ -12,20 +12,15 @@ from genrec import Catalog
 from genrec.data.datasets import Example, load_dataset
 from genrec.errors import DataError
 from genrec.evaluation import EvalConfig, run_evaluation
-from helpers import chain_dataset, script_main
+from helpers import chain_dataset, load_script, script_main
 
 GENRES = ("Action|Sci-Fi", "Comedy", "Drama|Romance", "Horror")
 
 
 def _bench():
-    import importlib.util
-
     from conftest import REPO
 
-    spec = importlib.util.spec_from_file_location("bench_requests", REPO / "eval" / "bench_requests.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "eval" / "bench_requests.py")
 
 
 def _genre_dataset(tmp_path):
