@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec import Recommender
+from genrec.atomic import atomic_file
 from genrec.baselines.fit import fit_scored
 from genrec.baselines.scored import ScoredMethod, scores_ranks
 from genrec.catalog import Catalog
@@ -233,9 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         "valid_ndcg10": {m: {str(s): mean_ndcg(r) for s, r in ranks[m]["valid"].items()} for m in ranks},
         "comparisons": comparisons,
     }  # fmt: skip
-    tmp = args.out / "requests.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    tmp.replace(args.out / "requests.json")
+    with atomic_file(args.out / "requests.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(f"\nwrote {args.out / 'requests.json'}")
     return 0
 

@@ -12,14 +12,13 @@ from genrec import Catalog
 from genrec.data.datasets import Example, load_dataset
 from genrec.errors import DataError
 from genrec.evaluation import EvalConfig, run_evaluation
+from conftest import REPO
 from helpers import chain_dataset, load_script, script_main
 
 GENRES = ("Action|Sci-Fi", "Comedy", "Drama|Romance", "Horror")
 
 
 def _bench():
-    from conftest import REPO
-
     return load_script(REPO / "eval" / "bench_requests.py")
 
 
@@ -44,8 +43,6 @@ def test_a_request_names_one_of_its_targets_values_drawn_by_the_row():
 
 
 def test_the_bench_scores_the_harness_rows_and_chooses_the_share_on_validation(tmp_path, tiny_model_dir):
-    from conftest import REPO
-
     data = _genre_dataset(tmp_path)
 
     def bench(seeds, *more):
@@ -77,7 +74,5 @@ def test_the_bench_refuses_a_request_without_its_value(tmp_path):
     data = _genre_dataset(tmp_path)
     argv = ["--dataset", "interactions", "--interactions", data["interactions"], "--catalog", data["catalog"],
             "--attribute", "genres", "--request", "a film", "--out", str(tmp_path / "bench")]  # fmt: skip
-    from conftest import REPO
-
     with pytest.raises(SystemExit, match="--request must hold"):
         script_main(REPO / "eval" / "bench_requests.py", argv)

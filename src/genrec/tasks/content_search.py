@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..content import REQUEST_SHARE
 from ..decoding import score_continuations
 from ..errors import ConfigError, DeadlineError
-from ..content import REQUEST_SHARE
 from ..words import READING_DEPTH, READING_WEIGHT, WordScores
 from .host import TaskHost, output_vocabulary
 from .pipeline import PreparedPrompt
