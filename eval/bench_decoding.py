@@ -3,8 +3,9 @@ on the same model and the same prompts.
 
     .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE | --long-titles]
 
-(a) genrec constrained top-10 (10 beams), one user at a time, with forced-chain lookahead (the
-    default) and without it (a model call every step), with the model calls each made;
+(a) genrec constrained top-10 (10 beams), one user at a time, as the Recommender runs it (its
+    default runtime: the lean decoder on a CPU), with forced-chain lookahead (the default) and
+    without it (a model call every step), with the model calls each made;
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch;
@@ -12,7 +13,8 @@ plus genrec's own decoder without the constraint, and several users decoded in o
     the mean overlap): with ``--int8`` the linear layers quantised to int8 (torch's dynamic
     quantisation, a measurement only); with ``--bf16`` the opt-in fast mode, the model in bfloat16
     (``Recommender(dtype="bfloat16")``), and with ``--compile`` too, that copy compiled;
-(f) exact to float rounding, each timed and its top-10 set against eager fp32's: with ``--compile``
+(f) exact to float rounding, each timed and its top-10 set against (a)'s: the same search through
+    transformers' forward (``runtime="transformers"``, always); with ``--compile``
     the model's blocks through torch.compile (its time after two searches have compiled it); with
     ``--onnx`` the blocks run by ONNX Runtime (``Recommender(runtime="onnxruntime")``; its export
     and session load timed).
@@ -138,7 +140,8 @@ def main(argv=None) -> int:
 
     from genrec import Catalog, Recommender
     from genrec.decoding import beam_search
-    from genrec.model import cache_root, default_model_dir
+    from genrec.decoding.runtime import with_runtime
+    from genrec.model import LoadedModel, cache_root, default_model_dir
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -180,11 +183,11 @@ def main(argv=None) -> int:
     print(f"index: built in {build['index_build_s']:.1f}s, +{build['process_peak_rss_mb'] - build['rss_before_mb']:.0f} MB "
           f"peak, loaded in {index_load_s:.2f}s, {build['index_nodes']} nodes", flush=True)  # fmt: skip
 
-    model = rec.lm.model
+    model, searcher = rec.lm.model, rec.lm.search_model  # transformers' model; what the Recommender decodes with
     end = rec.end_ids[0]
     k = 10
 
-    def genrec_one(job, lookahead=True, lm=model):
+    def genrec_one(job, lookahead=True, lm=searcher):
         stats: dict = {}
         t = time.perf_counter()
         hyps = beam_search(lm, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
@@ -207,7 +210,7 @@ def main(argv=None) -> int:
 
     def engine_floor(job, steps):
         t = time.perf_counter()
-        beam_search(model, [job.prompt_ids], num_beams=args.beams, num_return=1, index=None, eos_token_ids=(),
+        beam_search(searcher, [job.prompt_ids], num_beams=args.beams, num_return=1, index=None, eos_token_ids=(),
                     max_new_tokens=steps, pad_token_id=rec.pad_token_id)  # fmt: skip
         return time.perf_counter() - t
 
@@ -216,15 +219,16 @@ def main(argv=None) -> int:
     approx: dict = {}  # (e) approximate modes, by name: a model each
     if args.int8:
         approx["int8"] = _quantize_int8(copy.deepcopy(model), head=args.int8_head, per_channel=args.int8_per_channel)
-    if args.bf16:
-        approx["bf16"] = copy.deepcopy(model).to(torch.bfloat16)
-    exact: dict = {}  # (f) exact to float rounding, by name: a model each, and its set-up seconds
+    if args.bf16:  # as Recommender(dtype="bfloat16") decodes (the lean decoder), and through transformers' forward
+        approx["bf16_transformers"] = copy.deepcopy(model).to(torch.bfloat16)
+        approx["bf16"] = with_runtime(LoadedModel(approx["bf16_transformers"], None, "bf16", "cpu"), "torch", cache_dir).search_model
+    exact: dict = {"transformers": (model, 0.0)}  # (f) exact to float rounding, by name: a model each, and its set-up seconds
     if args.compile:  # the blocks compiled (a copy: eager runs stay eager)
         from genrec.model import compile_blocks
 
         compiled = compile_blocks(copy.deepcopy(model))
         if args.bf16:
-            approx["bf16_compiled"] = compile_blocks(copy.deepcopy(approx["bf16"]))
+            approx["bf16_compiled"] = compile_blocks(copy.deepcopy(approx["bf16_transformers"]))
         started = time.perf_counter()
         for job in jobs[:2]:  # the first searches compile
             genrec_one(job, lm=compiled)
@@ -308,7 +312,7 @@ def main(argv=None) -> int:
         result[f"{name}_same_top10"] = all(a[1] == b[1] for a, b in zip(runs, genrec_runs))
         result[f"{name}_score_max_abs_diff"] = max(max(abs(x - y) for x, y in zip(a[2], b[2])) for a, b in zip(runs, genrec_runs))
         print(f"(f) {name}: {result[f'{name}_s']:.3f} s/user ({result[f'{name}_vs_unconstrained']:.3f}x unconstrained, "
-              f"eager {genrec_s / unconstrained_s:.3f}x); same top-10 for every user: {result[f'{name}_same_top10']}", flush=True)  # fmt: skip
+              f"(a) {genrec_s / unconstrained_s:.3f}x); same top-10 for every user: {result[f'{name}_same_top10']}", flush=True)  # fmt: skip
     for name, runs in approx_runs.items():
         result[f"{name}_s"] = statistics.median(r[0] for r in runs)
         result[f"{name}_vs_unconstrained"] = result[f"{name}_s"] / unconstrained_s

@@ -4,10 +4,11 @@ chains, a batch of 16 users), timed the same way in each and compared with torch
 
     .venv/bin/python eval/bench_runtimes.py [--out runs/bench-runtimes]
 
-Runtimes (each timed only if it is installed): ``torch`` (float32, eager: the default),
+Runtimes (each timed only if it is installed): ``torch`` (float32, transformers' forward),
+``torch-lean`` (the same weights through genrec's lean loop, the default: ``decoding/lean.py``),
 ``onnxruntime`` (the export ``runtime="onnxruntime"`` uses), ``openvino`` (the same ONNX graph,
 float32 precision asked for: OpenVINO otherwise runs bf16 on CPUs with AMX), ``torch-bf16`` (the
-fast mode's weights), ``torch-mixed`` (bf16 matrix products, every other step and the residual
+fast mode's weights, transformers' forward), ``torch-lean-bf16`` (the fast mode as genrec runs it), ``torch-mixed`` (bf16 matrix products, every other step and the residual
 stream in float32) and ``openvino-bf16``. Medians of 6 calls after one warm-up, one after another
 in one process: compare them as ratios, on an idle machine. ``openvino`` is not a genrec
 dependency: ``pip install openvino`` to time it.
@@ -68,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import DynamicCache
 
-    from genrec.decoding.onnx_runtime import _array, _full_mask, with_runtime
+    from genrec.decoding.lean import LeanDecoder
+    from genrec.decoding.onnx_runtime import _array
+    from genrec.decoding.runtime import with_runtime
+    from genrec.decoding.stand_in import full_mask
     from genrec.model import cache_root, load_model
 
     torch.set_num_threads(args.threads)
@@ -88,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             return out.last_hidden_state.float().numpy()
         return run
 
-    runtimes = {"torch": torch_call(model, torch.float32)}
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    runtimes = {"torch": torch_call(model, torch.float32), "torch-lean": torch_call(LeanDecoder(model), torch.float32)}
     graph = None
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
         decoder = with_runtime(lm, "onnxruntime", cache_root()).decoder
         graph = next((cache_root() / "onnx").rglob("decoder.onnx"), None)
         runtimes["onnxruntime"] = lambda ids, mask, positions, feed: decoder.session.run(["hidden"], feed)[0]
-    runtimes["torch-bf16"] = torch_call(copy.deepcopy(model).to(torch.bfloat16), torch.bfloat16)
+    runtimes["torch-bf16"] = torch_call(bf16, torch.bfloat16)
+    runtimes["torch-lean-bf16"] = torch_call(LeanDecoder(bf16), torch.bfloat16)
     runtimes["torch-mixed"] = torch_call(_mixed(model), torch.float32)
     if graph is not None and importlib.util.find_spec("openvino"):
         import openvino as ov
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for width in WIDTHS:
             ids = torch.randint(100, 1000, (1, width), generator=torch.Generator().manual_seed(width))
-            mask, positions = _full_mask(ids, None, None, 200)
+            mask, positions = full_mask(ids, None, None, 200)
             feed = {"input_ids": _array(ids), "position_ids": _array(positions), "mask": _array(mask)}
             for i, (k, v) in enumerate(cached):
                 feed[f"past_keys_{i}"], feed[f"past_values_{i}"] = _array(k), _array(v)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import DataError, GenrecError, LimitError
 from .data.arguments import add_dataset_arguments, dataset_from_args
-from .decoding.onnx_runtime import RUNTIMES
+from .decoding.runtime import RUNTIMES
 from .options import add_options, options_from_args
 from .tasks.content_search import SEARCHES
 from .training.config import TrainConfig
@@ -50,9 +50,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="the model's weights (default: float32 on a CPU, bf16 on a GPU); bfloat16 on a CPU with AMX or "
                    "AVX512-BF16 is the fast mode: about 1.7x faster beam search, most of the same top-10, not all")  # fmt: skip
     g.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help="onnxruntime: beam search's model calls in ONNX Runtime (float32, CPU; exported once into the "
-                   "cache, about 10 s): the same lists, one user at a time 1.15-1.2x faster, 0.65 GB more memory; "
-                   "needs pip install 'genrec[onnx]'")  # fmt: skip
+                   help="torch (default): beam search's model calls through genrec's lean loop over a Llama or Qwen2 "
+                   "model's blocks on a CPU (transformers' forward for other models); transformers: always transformers' "
+                   "forward; onnxruntime: in ONNX Runtime (float32, CPU; exported once into the cache, about 10 s; "
+                   "0.65 GB more memory; pip install 'genrec[onnx]'). The same lists, to float rounding")  # fmt: skip
     g.add_argument("--max-per-family", type=int,
                    help="at most N variants of one product per list (titles sharing half their tokens; default: no cap)")  # fmt: skip
     g.add_argument("--log", metavar="FILE",

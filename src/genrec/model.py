@@ -60,11 +60,14 @@ class LoadedModel:
     tokenizer: Any
     name: str
     device: Any
-    decoder: Any = None  # what beam search calls instead of ``model`` (its blocks in ONNX Runtime), if set
+    decoder: Any = None  # what beam search calls instead of ``model`` (decoding/runtime.py), if set
 
     @property
     def search_model(self) -> Any:
-        return self.decoder if self.decoder is not None else self.model
+        # a decoder made for a model since replaced (wrapped in LoRA adapters, say) no longer applies
+        if self.decoder is not None and getattr(self.decoder, "model", self.model) is self.model:
+            return self.decoder
+        return self.model
 
     @property
     def max_context(self) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .catalog import Catalog
 from .decoding import DEFAULT_FAMILY_SHARE, TitleIndexes, check_family_cap, check_output_vocabulary
-from .decoding.onnx_runtime import check_runtime, with_runtime
+from .decoding.runtime import check_runtime, with_runtime
 from .encoder import embed_texts, model_fingerprint
 from .errors import CatalogError, ConfigError
 from .grounding import DEFAULT_THRESHOLD, Match, Mention
@@ -52,8 +52,8 @@ class Recommender(KeptResources):
     ``model``: None (the embedded default, SmolLM2-135M-Instruct), a transformers model id, a local
     directory, or an already loaded ``PreTrainedModel`` (then pass ``tokenizer``).
     ``catalog``: None for the bundled demo catalog.
-    ``runtime``: "torch", or "onnxruntime" (one user's model calls in ONNX Runtime, float32 on the
-    CPU: the same top-10, 1.14-1.2x faster, a second copy of the weights; ``decoding/onnx_runtime.py``).
+    ``runtime``: "torch" (on a CPU, a lean loop over a Llama or Qwen2 model's blocks), "transformers" or
+    "onnxruntime" (float32, CPU, a second copy of the weights): the same lists (``decoding/runtime.py``).
     Beam search is deterministic whatever the model's generation_config says; ``length_penalty``
     defaults to 0 because length normalisation favours long titles. ``lookahead`` feeds each
     beam's forced title continuation in one model call (exact; off only to measure it). ``prior`` / ``prior_weight``:

@@ -14,7 +14,9 @@ import torch
 
 from genrec.cli import main
 from genrec.decoding import beam_search, onnx_runtime
-from genrec.decoding.onnx_runtime import GRAPH_FILE, OnnxDecoder, check_runtime
+from genrec.decoding.lean import LeanDecoder
+from genrec.decoding.onnx_runtime import GRAPH_FILE, OnnxDecoder
+from genrec.decoding.runtime import check_runtime
 from genrec.encoder import model_fingerprint
 from genrec.errors import ConfigError, MissingDependencyError
 
@@ -76,7 +78,7 @@ def test_search_is_torchs(make_rec, tiny_model, onnx_model, titles, lookahead):
 def test_recommender_runtime_gives_torchs_lists(make_rec, tmp_path):
     catalog = catalog_of(long_titles(60))
     torch_rec, onnx_rec = make_rec(catalog), make_rec(catalog, runtime="onnxruntime")
-    assert isinstance(onnx_rec.lm.search_model, OnnxDecoder) and torch_rec.lm.search_model is torch_rec.lm.model
+    assert isinstance(onnx_rec.lm.search_model, OnnxDecoder) and isinstance(torch_rec.lm.search_model, LeanDecoder)
     for rec in (torch_rec, onnx_rec):  # the template's shared prompt prefix is cached and reused
         rec.warm()
     ours = onnx_rec.recommend_batch(HISTORIES, k=5, batch_size=2)
@@ -103,7 +105,7 @@ def test_export_is_kept_and_made_again_when_broken(tiny_model, tmp_path, monkeyp
 
 
 def test_refusals(tiny_model, make_rec, tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match="runtime must be one of torch, onnxruntime"):
+    with pytest.raises(ConfigError, match="runtime must be one of torch, transformers, onnxruntime"):
         check_runtime("tensorrt")
     with pytest.raises(ConfigError, match="runtime must be one of"):
         make_rec(catalog_of(["A", "B"]), runtime="onnx")

@@ -18,7 +18,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +28,12 @@ from transformers.cache_utils import DynamicLayer
 
 from ..errors import ConfigError, require
 from .attention import cache_argument
+from .stand_in import DecoderOutput, cache_of, full_mask, key_shape
 
-__all__ = ["RUNTIMES", "OnnxDecoder", "check_runtime", "export_decoder", "with_runtime"]
-
-RUNTIMES = ("torch", "onnxruntime")
+__all__ = ["OnnxDecoder", "export_decoder"]
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs or outputs change: older exports are made again
 GRAPH_FILE = "decoder.onnx"
-
-
-def check_runtime(runtime: str) -> str:
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    return runtime
-
-
-def with_runtime(lm: Any, runtime: str, cache_dir: Path) -> Any:
-    """``lm`` (a LoadedModel) whose searches run in ``runtime``: "torch" (the model itself) or
-    "onnxruntime" (its blocks exported once, then run by ONNX Runtime on the CPU; the export is a
-    snapshot of the weights, made again for another model)."""
-    if check_runtime(runtime) == "torch":
-        return lm
-    if getattr(lm.device, "type", str(lm.device)) != "cpu":
-        raise ConfigError(f"runtime='onnxruntime' decodes on the CPU; the model is on {lm.device} (pass device='cpu')")
-    from ..encoder import model_fingerprint
-
-    return replace(lm, decoder=OnnxDecoder.from_model(lm.model, model_fingerprint(lm.model), cache_dir))
 
 
 class _Blocks(torch.nn.Module):
@@ -88,7 +67,7 @@ def export_decoder(model: Any, directory: Path) -> Path:
     n_layers = config.num_hidden_layers
     if any(type(layer) is not DynamicLayer for layer in DynamicCache(config=config).layers):
         raise ConfigError(f"{type(model).__name__} keeps a sliding-window cache; the ONNX Runtime decoder supports full caches only")
-    heads, head_dim = _key_shape(config)
+    heads, head_dim = key_shape(config)
     dtype = next(model.parameters()).dtype
     if dtype != torch.float32:
         raise ConfigError(f"the ONNX Runtime decoder runs float32 models (an exact mode); this one is {dtype}")
@@ -119,13 +98,6 @@ def export_decoder(model: Any, directory: Path) -> Path:
     return directory / GRAPH_FILE
 
 
-@dataclass
-class _Output:
-    last_hidden_state: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: DynamicCache | None = None
-
-
 class OnnxDecoder:
     """A float32 causal LM whose blocks run in ONNX Runtime, for ``beam_search`` and the prompt
     cache; ``from_model`` exports (once, into ``cache_dir``) and loads the session. Calls of more
@@ -146,7 +118,7 @@ class OnnxDecoder:
         self.model, self.max_rows = model, max_rows
         self.config = model.config
         self.n_layers = model.config.num_hidden_layers
-        self.heads, self.head_dim = _key_shape(model.config)
+        self.heads, self.head_dim = key_shape(model.config)
         self.cache_arg = cache_argument(model)
         self.base_model = _BaseModel(self)
 
@@ -201,12 +173,12 @@ class OnnxDecoder:
         use_cache: bool = True,
         logits_to_keep: int = 0,
         cache: DynamicCache | None = None,
-    ) -> _Output:
-        cache = _cache_of(cache, past_key_values, self.config)
-        mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
+    ) -> DecoderOutput:
+        cache = cache_of(cache, past_key_values, self.config)
+        mask, position_ids = full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
         hidden = self.blocks(input_ids, mask, position_ids, cache)
         kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        return _Output(logits=self.model.lm_head(kept), past_key_values=cache)
+        return DecoderOutput(logits=self.model.lm_head(kept), past_key_values=cache)
 
 
 class _BaseModel:
@@ -215,40 +187,10 @@ class _BaseModel:
     def __init__(self, owner: OnnxDecoder) -> None:
         self.owner = owner
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> _Output:
-        cache = _cache_of(cache, past_key_values, self.owner.config)
-        mask, position_ids = _full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
-        return _Output(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
-
-
-def _key_shape(config: Any) -> tuple[int, int]:
-    """Key/value heads and their width: a cached layer is ``[rows, heads, positions, width]``."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def _cache_of(cache: DynamicCache | None, past_key_values: DynamicCache | None, config: Any) -> DynamicCache:
-    """The cache a call was given (under either name this transformers version uses), or a new one."""
-    given = cache if cache is not None else past_key_values
-    return given if given is not None else DynamicCache(config=config)
-
-
-def _full_mask(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cached: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The additive 4D mask and positions transformers would build: a 4D mask is used as it is; a
-    2D one (keys: cached then new; 1 = real) or none becomes causal with padding masked."""
-    rows, width = input_ids.shape
-    if attention_mask is not None and attention_mask.dim() == 4:
-        mask = attention_mask.float()
-    else:
-        keys = torch.ones((rows, cached + width), dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        causal = torch.arange(cached + width).view(1, -1) <= (cached + torch.arange(width)).view(-1, 1)
-        allowed = causal.unsqueeze(0) & keys.unsqueeze(1)
-        mask = torch.zeros((rows, 1, width, cached + width)).masked_fill_(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
-    if position_ids is None:
-        position_ids = (cached + torch.arange(width)).view(1, -1).expand(rows, -1)
-    return mask, position_ids
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> DecoderOutput:
+        cache = cache_of(cache, past_key_values, self.owner.config)
+        mask, position_ids = full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
+        return DecoderOutput(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

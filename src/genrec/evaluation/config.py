@@ -8,7 +8,7 @@ from typing import Any
 
 from ..baselines.fit import SASREC_EPOCHS, SCORED
 from ..decoding import check_family_cap
-from ..decoding.onnx_runtime import RUNTIMES
+from ..decoding.runtime import RUNTIMES
 from ..decoding.prior import AGGREGATIONS
 from ..data.cold import ONLY, check_cold
 from ..data.splits import HOLDOUTS, TIE_BREAKS, legacy_holdout
@@ -87,7 +87,7 @@ class EvalConfig:
     )  # fmt: skip
     # the same lists as torch's to float rounding, still recorded: a run resumes in the runtime it began with
     runtime: str = option(
-        "torch", "genrec's model calls: torch, or onnxruntime (float32 on the CPU, one user's calls 1.15-1.2x faster; genrec[onnx])",
+        "torch", "genrec's model calls: torch (the lean decoder where the model allows), transformers (its forward), or onnxruntime (float32 on the CPU; genrec[onnx])",
         choices=list(RUNTIMES),
     )  # fmt: skip
     # part of a run's settings, as a wider beam finds titles a narrow one prunes (eval/notes/2026-12-02-wider-beam.md)

@@ -1,0 +1,58 @@
+"""What a stand-in for a transformers causal LM needs to be called as beam search calls the model
+(``model(...)`` for a prompt, ``model.base_model(...)`` for beam tokens): its outputs, the cache
+it was given under either name, and the 4D mask transformers would build from a 2D one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+__all__ = ["DecoderOutput", "cache_of", "full_mask", "key_shape"]
+
+
+@dataclass
+class DecoderOutput:
+    last_hidden_state: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: DynamicCache | None = None
+
+
+def key_shape(config: Any) -> tuple[int, int]:
+    """Key/value heads and their width: a cached layer is ``[rows, heads, positions, width]``."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def cache_of(cache: DynamicCache | None, past_key_values: DynamicCache | None, config: Any) -> DynamicCache:
+    """The cache a call was given (under either name this transformers version uses), or a new one."""
+    given = cache if cache is not None else past_key_values
+    return given if given is not None else DynamicCache(config=config)
+
+
+def full_mask(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    cached: int,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive 4D mask (in ``dtype``) and positions transformers would build: a 4D mask is
+    used as it is; a 2D one (keys: cached then new; 1 = real) or none becomes causal with padding
+    masked. Masked entries are the dtype's lowest finite value, not -inf, so a padding query that
+    sees no key gets finite (unused) outputs rather than NaN."""
+    rows, width = input_ids.shape
+    device = input_ids.device
+    if attention_mask is not None and attention_mask.dim() == 4:
+        mask = attention_mask.to(dtype)
+    else:
+        keys = torch.ones((rows, cached + width), dtype=torch.bool, device=device) if attention_mask is None else attention_mask.bool()
+        causal = torch.arange(cached + width, device=device).view(1, -1) <= (cached + torch.arange(width, device=device)).view(-1, 1)
+        allowed = causal.unsqueeze(0) & keys.unsqueeze(1)
+        mask = torch.zeros((rows, 1, width, cached + width), dtype=dtype, device=device)
+        mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+    if position_ids is None:
+        position_ids = (cached + torch.arange(width, device=device)).view(1, -1).expand(rows, -1)
+    return mask, position_ids
