@@ -12,7 +12,8 @@ plus genrec's own decoder without the constraint, and several users decoded in o
 (e) approximate modes, each timed and its top-10 set against fp32's (how many users get the same list,
     the mean overlap): with ``--int8`` the linear layers quantised to int8 (torch's dynamic
     quantisation, a measurement only); with ``--bf16`` the opt-in fast mode, the model in bfloat16
-    (``Recommender(dtype="bfloat16")``), and with ``--compile`` too, that copy compiled;
+    as ``Recommender(dtype="bfloat16")`` decodes it (``bf16``) and through transformers' forward
+    (``bf16_transformers``), and with ``--compile`` too, that copy compiled;
 (f) exact to float rounding, each timed and its top-10 set against (a)'s: the same search through
     transformers' forward (``runtime="transformers"``, always); with ``--compile``
     the model's blocks through torch.compile (its time after two searches have compiled it); with

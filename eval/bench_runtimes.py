@@ -8,8 +8,9 @@ Runtimes (each timed only if it is installed): ``torch`` (float32, transformers'
 ``torch-lean`` (the same weights through genrec's lean loop, the default: ``decoding/lean.py``),
 ``onnxruntime`` (the export ``runtime="onnxruntime"`` uses), ``openvino`` (the same ONNX graph,
 float32 precision asked for: OpenVINO otherwise runs bf16 on CPUs with AMX), ``torch-bf16`` (the
-fast mode's weights, transformers' forward), ``torch-lean-bf16`` (the fast mode as genrec runs it), ``torch-mixed`` (bf16 matrix products, every other step and the residual
-stream in float32) and ``openvino-bf16``. Medians of 6 calls after one warm-up, one after another
+fast mode's weights, transformers' forward), ``torch-lean-bf16`` (the fast mode as genrec runs
+it), ``torch-mixed`` (bf16 matrix products, every other step and the residual stream in float32)
+and ``openvino-bf16``. Medians of 6 calls after one warm-up, one after another
 in one process: compare them as ratios, on an idle machine. ``openvino`` is not a genrec
 dependency: ``pip install openvino`` to time it.
 """

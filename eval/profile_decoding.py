@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         stats: dict = {}
         users = jobs if users is None else users
         started = time.perf_counter()
-        hyps = beam_search(rec.lm.model, [j.prompt_ids for j in users], num_beams=10, num_return=10, index=index,
+        hyps = beam_search(rec.lm.search_model, [j.prompt_ids for j in users], num_beams=10, num_return=10, index=index,
                            banned_titles=[j.banned_titles for j in users], pad_token_id=rec.pad_token_id, stats=stats,
                            lookahead=lookahead, max_chain=max_chain, on_model_call=calls.append)  # fmt: skip
         return time.perf_counter() - started, stats, [[h.tokens for h in user] for user in hyps]

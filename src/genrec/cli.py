@@ -48,7 +48,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--beams", type=int, default=10, help="beam width (at least k)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="the model's weights (default: float32 on a CPU, bf16 on a GPU); bfloat16 on a CPU with AMX or "
-                   "AVX512-BF16 is the fast mode: about 1.7x faster beam search, most of the same top-10, not all")  # fmt: skip
+                   "AVX512-BF16 is the fast mode: about 1.8x faster beam search, most of the same top-10, not all")  # fmt: skip
     g.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="torch (default): beam search's model calls through genrec's lean loop over a Llama or Qwen2 "
                    "model's blocks on a CPU (transformers' forward for other models); transformers: always transformers' "

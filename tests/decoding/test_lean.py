@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genrec.decoding.lean import LeanDecoder, _packing_is_exact, lean_support
+from genrec.errors import ConfigError
 from genrec.model import LoadedModel
 from genrec.training.layers import drop_layers
 
@@ -103,5 +104,5 @@ def test_refusals_name_the_reason(tiny_model):
     eager = copy.deepcopy(tiny_model)
     eager.config._attn_implementation = "eager"
     assert "attention implementation 'eager'" in lean_support(eager)
-    with pytest.raises(ValueError, match="no lean decoder for this model: model type 'gpt2'"):
+    with pytest.raises(ConfigError, match="no lean decoder for this model: model type 'gpt2'"):
         LeanDecoder(gpt2)

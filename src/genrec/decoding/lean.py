@@ -10,10 +10,10 @@ what a single call of a search does not need, and with two changes measured on t
 - attention runs on the key/value heads as they are (``enable_gqa``), where transformers copies
   them to every query head when there is a mask: the same numbers (bitwise on calls of several
   tokens; to float rounding on one-token calls, which transformers computes another way);
-- in bfloat16, each linear layer's weight is packed once into oneDNN's blocked layout (the kernels
-  torch's inductor uses for a frozen model), which transformers' forward reorders at every call;
-  used only where a probe finds the packed product bitwise equal to the plain one, and packed
-  again when a weight changes.
+- in bfloat16, each linear layer's weight (without a bias) is packed once into oneDNN's blocked
+  layout (the kernels torch's inductor uses for a frozen model), which transformers' forward
+  reorders at every call; used only where a probe finds the packed product bitwise equal to the
+  plain one, and packed again when a weight changes.
 
 A model of another architecture, on another device or with another attention implementation is
 not given one (``lean_support`` says why), and a call that finds a block's layers replaced since
@@ -30,8 +30,9 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from ..errors import ConfigError
 from .attention import cache_argument
-from .stand_in import DecoderOutput, cache_of, full_mask
+from .stand_in import StandIn, full_mask
 
 __all__ = ["LeanDecoder", "lean_support"]
 
@@ -81,14 +82,14 @@ def _block_problem(layer: Any, layer_class: str) -> str | None:
     return None
 
 
-class LeanDecoder:
+class LeanDecoder(StandIn):
     """Beam search's model calls through a lean loop over ``model``'s blocks (see the module's
     docstring); everything else (config, parameters, generation settings) is the model's."""
 
     def __init__(self, model: Any, pack: bool | None = None) -> None:
         problem = lean_support(model)
         if problem is not None:
-            raise ValueError(f"no lean decoder for this model: {problem}")
+            raise ConfigError(f"no lean decoder for this model: {problem}")
         self.model = model
         self.layer_class = ARCHITECTURES[model.config.model_type]
         # the architecture's own rotary function: the positions enter exactly as in its forward
@@ -98,26 +99,10 @@ class LeanDecoder:
         self._packed: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._cache_arg = cache_argument(model)
-        self.base_model = _BaseModel(self)
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
 
     def get_output_embeddings(self) -> Any:
         head = self.model.get_output_embeddings()
         return _PackedHead(self, head) if self.pack else head
-
-    def __call__(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-        past_key_values: DynamicCache | None = None, use_cache: bool = True, logits_to_keep: int = 0, cache: DynamicCache | None = None,
-    ) -> DecoderOutput:  # fmt: skip
-        cache = cache_of(cache, past_key_values, self.model.config)
-        hidden = self.blocks(input_ids, attention_mask, position_ids, cache)
-        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        return DecoderOutput(logits=self.linear(self.model.get_output_embeddings(), kept), past_key_values=cache)
 
     def blocks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cache: DynamicCache) -> torch.Tensor:
         """Final hidden states (after the last norm) of ``input_ids`` after ``cache``, which gains
@@ -147,10 +132,10 @@ class LeanDecoder:
         return base.norm(x)
 
     def linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if not self.pack:
+        if not self.pack or module.bias is not None:  # (the probe checks products without a bias)
             return torch.nn.functional.linear(x, module.weight, module.bias)
         packed = self._packed_weight(module.weight)
-        flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, module.bias, "none", [], "")
+        flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, None, "none", [], "")
         return flat.view(*x.shape[:-1], -1)
 
     def _packed_weight(self, weight: torch.Tensor) -> torch.Tensor:
@@ -160,17 +145,6 @@ class LeanDecoder:
                 entry = (weight, weight._version, _pack(weight))
                 self._packed[id(weight)] = entry
         return entry[2]
-
-
-class _BaseModel:
-    """``model.base_model``: hidden states only (the search applies the output layer to the rows it keeps)."""
-
-    def __init__(self, owner: LeanDecoder) -> None:
-        self.owner = owner
-
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> DecoderOutput:
-        cache = cache_of(cache, past_key_values, self.owner.model.config)
-        return DecoderOutput(last_hidden_state=self.owner.blocks(input_ids, attention_mask, position_ids, cache), past_key_values=cache)
 
 
 class _PackedHead:

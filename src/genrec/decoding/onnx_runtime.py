@@ -28,7 +28,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ..errors import ConfigError, require
 from .attention import cache_argument
-from .stand_in import DecoderOutput, cache_of, full_mask, key_shape
+from .stand_in import StandIn, full_mask, key_shape
 
 __all__ = ["OnnxDecoder", "export_decoder"]
 
@@ -98,7 +98,7 @@ def export_decoder(model: Any, directory: Path) -> Path:
     return directory / GRAPH_FILE
 
 
-class OnnxDecoder:
+class OnnxDecoder(StandIn):
     """A float32 causal LM whose blocks run in ONNX Runtime, for ``beam_search`` and the prompt
     cache; ``from_model`` exports (once, into ``cache_dir``) and loads the session. Calls of more
     than ``max_rows`` rows (users decoded together) run in torch."""
@@ -120,7 +120,6 @@ class OnnxDecoder:
         self.n_layers = model.config.num_hidden_layers
         self.heads, self.head_dim = key_shape(model.config)
         self.cache_arg = cache_argument(model)
-        self.base_model = _BaseModel(self)
 
     @classmethod
     def from_model(cls, model: Any, fingerprint: str, cache_dir: Path, threads: int | None = None, max_rows: int = 1) -> OnnxDecoder:
@@ -136,17 +135,11 @@ class OnnxDecoder:
         export_decoder(model, directory)
         return cls(model, graph, threads, max_rows)
 
-    def parameters(self):
-        return self.model.parameters()
-
-    def __getattr__(self, name: str) -> Any:
-        # the output layer, generation settings and the rest stay the torch model's
-        return getattr(self.model, name)
-
-    def blocks(self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def blocks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cache: DynamicCache) -> torch.Tensor:
         """Final hidden states of ``input_ids`` after ``cache`` (extended with their keys): a call
         of up to ``max_rows`` rows (users) in ONNX Runtime, a bigger one in torch, where its matrix
         products ran as fast or faster (eval/notes/2026-12-07-onnx-runtime.md)."""
+        mask, position_ids = full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
         if len(input_ids) > self.max_rows:  # (the blocks torch runs, as the search itself calls them)
             out = self.model.base_model(
                 input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True, **{self.cache_arg: cache}
@@ -163,34 +156,6 @@ class OnnxDecoder:
         for i in range(self.n_layers):
             cache.update(torch.from_numpy(new[2 * i]), torch.from_numpy(new[2 * i + 1]), i)
         return torch.from_numpy(hidden)
-
-    def __call__(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: DynamicCache | None = None,
-        use_cache: bool = True,
-        logits_to_keep: int = 0,
-        cache: DynamicCache | None = None,
-    ) -> DecoderOutput:
-        cache = cache_of(cache, past_key_values, self.config)
-        mask, position_ids = full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
-        hidden = self.blocks(input_ids, mask, position_ids, cache)
-        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        return DecoderOutput(logits=self.model.lm_head(kept), past_key_values=cache)
-
-
-class _BaseModel:
-    """``model.base_model``: hidden states only (the search applies the output layer to the rows it keeps)."""
-
-    def __init__(self, owner: OnnxDecoder) -> None:
-        self.owner = owner
-
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> DecoderOutput:
-        cache = cache_of(cache, past_key_values, self.owner.config)
-        mask, position_ids = full_mask(input_ids, attention_mask, position_ids, cache.get_seq_length())
-        return DecoderOutput(last_hidden_state=self.owner.blocks(input_ids, mask, position_ids, cache), past_key_values=cache)
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:

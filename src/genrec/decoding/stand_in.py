@@ -1,6 +1,7 @@
-"""What a stand-in for a transformers causal LM needs to be called as beam search calls the model
-(``model(...)`` for a prompt, ``model.base_model(...)`` for beam tokens): its outputs, the cache
-it was given under either name, and the 4D mask transformers would build from a 2D one."""
+"""What stands in for a transformers causal LM where beam search calls the model (``model(...)``
+for a prompt, ``model.base_model(...)`` for beam tokens): ``StandIn``, the base of the lean and
+ONNX Runtime decoders, with its outputs, the cache it was given under either name, and the 4D
+mask transformers would build from a 2D one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-__all__ = ["DecoderOutput", "cache_of", "full_mask", "key_shape"]
+__all__ = ["StandIn", "DecoderOutput", "cache_of", "full_mask", "key_shape"]
 
 
 @dataclass
@@ -56,3 +57,47 @@ def full_mask(
     if position_ids is None:
         position_ids = (cached + torch.arange(width, device=device)).view(1, -1).expand(rows, -1)
     return mask, position_ids
+
+
+class StandIn:
+    """Runs a causal LM's blocks its own way; everything else (the output layer, config,
+    parameters, generation settings) stays the model's. A subclass sets ``self.model`` and gives
+    ``blocks(input_ids, attention_mask, position_ids, cache)``: the final hidden states (after the
+    last norm), the mask as the caller gave it, ``cache`` extended with the new keys."""
+
+    model: Any
+
+    def blocks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cache: DynamicCache) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # (not set yet: no model to ask)
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    @property
+    def base_model(self) -> _BaseModel:
+        return _BaseModel(self)
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+        past_key_values: DynamicCache | None = None, use_cache: bool = True, logits_to_keep: int = 0, cache: DynamicCache | None = None,
+    ) -> DecoderOutput:  # fmt: skip
+        cache = cache_of(cache, past_key_values, self.model.config)
+        hidden = self.blocks(input_ids, attention_mask, position_ids, cache)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        return DecoderOutput(logits=self.get_output_embeddings()(kept), past_key_values=cache)
+
+
+class _BaseModel:
+    """``model.base_model``: hidden states only (the search applies the output layer to the rows it keeps)."""
+
+    def __init__(self, owner: StandIn) -> None:
+        self.owner = owner
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=True, cache=None) -> DecoderOutput:
+        cache = cache_of(cache, past_key_values, self.owner.model.config)
+        return DecoderOutput(last_hidden_state=self.owner.blocks(input_ids, attention_mask, position_ids, cache), past_key_values=cache)
