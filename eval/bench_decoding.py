@@ -3,9 +3,8 @@ on the same model and the same prompts.
 
     .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE | --long-titles]
 
-(a) genrec constrained top-10 (10 beams), one user at a time, as the Recommender runs it (its
-    default runtime: the lean decoder on a CPU), with forced-chain lookahead (the default) and
-    without it (a model call every step), with the model calls each made;
+(a) genrec constrained top-10 (10 beams), one user at a time, as the Recommender runs it (the lean
+    decoder on a CPU), with lookahead (the default) and without (a model call every step);
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch;
@@ -14,11 +13,10 @@ plus genrec's own decoder without the constraint, and several users decoded in o
     quantisation, a measurement only); with ``--bf16`` the opt-in fast mode, the model in bfloat16
     as ``Recommender(dtype="bfloat16")`` decodes it (``bf16``) and through transformers' forward
     (``bf16_transformers``), and with ``--compile`` too, that copy compiled;
-(f) exact to float rounding, each timed and its top-10 set against (a)'s: the same search through
-    transformers' forward (``runtime="transformers"``, always); with ``--compile``
-    the model's blocks through torch.compile (its time after two searches have compiled it); with
-    ``--onnx`` the blocks run by ONNX Runtime (``Recommender(runtime="onnxruntime")``; its export
-    and session load timed).
+(f) exact to float rounding, each timed and its top-10 set against (a)'s: transformers' forward
+    (``runtime="transformers"``, always); with ``--compile`` the model's blocks through
+    torch.compile (timed after two searches compiled them); with ``--onnx`` the blocks run by ONNX
+    Runtime (``runtime="onnxruntime"``; its export and session load timed).
 Medians over users. Writes OUTDIR/bench.json.
 """
 

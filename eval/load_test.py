@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mix", action="store_true", help="hostile requests beside the valid ones (see above)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), help="the server's --dtype (bfloat16: the fast mode)")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch", help="the server's --runtime")
+    p.add_argument("--runtime", choices=("torch", "transformers", "onnxruntime"), default="torch", help="the server's --runtime")
     p.add_argument("--search", default="auto", choices=("auto", "beam", "content"),
                    help="the server's search (its default, auto, is content search for the default model)")  # fmt: skip
     return p.parse_args(argv)

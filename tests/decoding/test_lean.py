@@ -66,6 +66,20 @@ def test_bf16_packed_weights_are_the_plain_products(make_rec, tiny_model):
     assert torch.equal(_logits(packed, ids), _logits(plain, ids))
 
 
+def test_packing_is_probed_on_the_decoding_thread(tiny_model, monkeypatch):
+    """Not at construction: AMX products from the thread that built the decoder and then from the
+    one that decodes (a server's) slowed both."""
+    from genrec.decoding import lean
+
+    probes = []
+    monkeypatch.setattr(lean, "_packing_is_exact", lambda weight: probes.append(weight) or False)
+    decoder = LeanDecoder(copy.deepcopy(tiny_model).to(torch.bfloat16))
+    assert probes == []
+    _logits(decoder, torch.tensor([[5, 6, 7]]))
+    _logits(decoder, torch.tensor([[5, 6, 7]]))
+    assert len(probes) == 1 and decoder.pack is False
+
+
 def test_follows_the_model_when_it_changes(tiny_model):
     model = copy.deepcopy(tiny_model)
     lean = LeanDecoder(model)

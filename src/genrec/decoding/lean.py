@@ -94,11 +94,23 @@ class LeanDecoder(StandIn):
         self.layer_class = ARCHITECTURES[model.config.model_type]
         # the architecture's own rotary function: the positions enter exactly as in its forward
         self._rotary = sys.modules[type(model.base_model.layers[0]).__module__].apply_rotary_pos_emb
-        dtype = next(model.parameters()).dtype
-        self.pack = _packing_is_exact(model.base_model.layers[0].self_attn.q_proj.weight) if pack is None and dtype == torch.bfloat16 else bool(pack)
+        bf16 = next(model.parameters()).dtype == torch.bfloat16
+        self._pack = (None if bf16 else False) if pack is None else pack  # None: probed at the first call
         self._packed: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._cache_arg = cache_argument(model)
+
+    @property
+    def pack(self) -> bool:
+        """Whether linear layers run with packed weights. Probed at the first call, on the thread
+        that decodes, not at construction: bf16 products on AMX from a second thread (a server
+        loads on one thread and decodes on another) ran 2.4x slower, on both threads
+        (eval/notes/2026-12-07-lean-decoder.md)."""
+        if self._pack is None:
+            with self._lock:
+                if self._pack is None:
+                    self._pack = _packing_is_exact(self.model.base_model.layers[0].self_attn.q_proj.weight)
+        return self._pack
 
     def get_output_embeddings(self) -> Any:
         head = self.model.get_output_embeddings()
