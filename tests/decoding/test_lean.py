@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from genrec.decoding.attention import cache_argument
 from genrec.decoding.lean import LeanDecoder, _packing_is_exact, lean_support
 from genrec.errors import ConfigError
 from genrec.model import LoadedModel
@@ -101,6 +102,24 @@ def test_follows_the_model_when_it_changes(tiny_model):
     model.model.layers[0].self_attn.v_proj = adapter
     assert lean_support(model) is not None
     assert torch.allclose(_logits(lean, ids), _logits(model, ids), atol=1e-5)
+
+
+def test_qwen2_with_its_biases():
+    from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, initializer_range=0.5)  # fmt: skip
+    model = Qwen2ForCausalLM(config).eval()
+    assert model.model.layers[0].self_attn.q_proj.bias is not None and lean_support(model) is None
+    lean = LeanDecoder(model)
+    ids, more = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]]), torch.tensor([[13, 14], [15, 16]])
+    with torch.inference_mode():
+        ours, theirs = DynamicCache(config=config), DynamicCache(config=config)
+        first = (lean(ids, cache=ours).logits, model(ids, **{cache_argument(model): theirs}).logits)
+        second = (lean(more, cache=ours).logits, model(more, **{cache_argument(model): theirs}).logits)
+    for a, b in (first, second):  # a prompt, then tokens after its cache
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_a_replaced_model_is_searched_itself(tiny_model, tokenizer):
