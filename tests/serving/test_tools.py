@@ -127,6 +127,31 @@ def test_mcp_server_over_stdio_with_the_official_client(tiny_model_dir, tmp_path
     assert not again.is_error and json.loads(again.content[0].text)[0]["title"] == "The Matrix"  # still serving
 
 
+def test_mcp_tool_calls_run_on_one_model_thread(rec, monkeypatch):
+    """Every call on the same thread, not the event loop's nor a pool's next free one (bf16
+    products from several threads slowed all of them)."""
+    pytest.importorskip("mcp")
+    import threading
+
+    import anyio
+    from mcp import types
+
+    from genrec.serving import mcp_server
+
+    threads = []
+    real = mcp_server.call_tool
+    monkeypatch.setattr(mcp_server, "call_tool", lambda *a: threads.append(threading.current_thread().name) or real(*a))
+    handler = mcp_server.build_server(rec).get_request_handler("tools/call").handler
+
+    async def calls():
+        params = types.CallToolRequestParams(name="ground", arguments={"text": "the matrix"})
+        return [await handler(None, params) for _ in range(3)]
+
+    results = anyio.run(calls)
+    assert all(not r.is_error for r in results)
+    assert len(threads) == 3 and len(set(threads)) == 1 and threads[0].startswith("genrec-model")
+
+
 def test_tool_schemas_follow_the_limits_the_recommender_enforces():
     default = definition(tools.recommend)["function"]["parameters"]["properties"]
     assert default["k"]["maximum"] == min(Limits().max_k, Limits().max_beams)  # a search keeps at least k beams

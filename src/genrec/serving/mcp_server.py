@@ -3,13 +3,16 @@
 Needs the optional extra ``genrec[mcp]`` (the official ``mcp`` package, 2.x). Tool definitions
 and argument validation come from ``genrec.tools``. A malformed or oversized call, an unknown
 item, or anything a task raises comes back as a tool error (``isError``) with a clear message;
-the server keeps serving. Tasks run in a worker thread, so the event loop stays responsive.
+the server keeps serving. Tasks run on one model thread, as ``genrec serve``'s do, so the event
+loop stays responsive: the same thread for every call, since bf16 products on AMX from several
+threads slowed all of them (eval/notes/2026-12-07-lean-decoder.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import require
@@ -34,6 +37,7 @@ def build_server(rec: Any):
     """A low-level MCP server whose tools run on ``rec`` (a Recommender)."""
     anyio, types, Server, _ = _mcp()
     definitions = {d["function"]["name"]: d["function"] for d in tool_definitions(rec.limits)}
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-model")  # one model, one decoder at a time
 
     async def list_tools(ctx: Any, params: Any) -> Any:
         return types.ListToolsResult(
@@ -45,7 +49,8 @@ def build_server(rec: Any):
 
     async def call(ctx: Any, params: Any) -> Any:
         try:
-            result = await anyio.to_thread.run_sync(call_tool, rec, params.name, params.arguments)
+            job = model_thread.submit(call_tool, rec, params.name, params.arguments)
+            result = await anyio.to_thread.run_sync(job.result)  # (waits off the event loop)
         except ToolError as exc:
             return _error(types, str(exc))
         except Exception as exc:  # a bug must not take the server down: report it as a tool error
