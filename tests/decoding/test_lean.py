@@ -65,6 +65,10 @@ def test_bf16_packed_weights_are_the_plain_products(make_rec, tiny_model):
     with torch.no_grad():
         weight.mul_(1.5)
     assert torch.equal(_logits(packed, ids), _logits(plain, ids))
+    # a weight replaced by another takes its place, not a second entry beside the stale one
+    entries = len(packed._packed)
+    bf16.model.layers[0].self_attn.q_proj.weight = torch.nn.Parameter(weight.detach() * 0.5)
+    assert torch.equal(_logits(packed, ids), _logits(plain, ids)) and len(packed._packed) == entries
 
 
 def test_packing_is_probed_on_the_decoding_thread(tiny_model, monkeypatch):

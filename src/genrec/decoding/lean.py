@@ -146,16 +146,18 @@ class LeanDecoder(StandIn):
     def linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
         if not self.pack or module.bias is not None:  # (the probe checks products without a bias)
             return torch.nn.functional.linear(x, module.weight, module.bias)
-        packed = self._packed_weight(module.weight)
+        packed = self._packed_weight(module)
         flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, None, "none", [], "")
         return flat.view(*x.shape[:-1], -1)
 
-    def _packed_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        entry = self._packed.get(id(weight))
+    def _packed_weight(self, module: torch.nn.Linear) -> torch.Tensor:
+        # keyed by the layer: a weight replaced by another takes the old one's place (and memory)
+        weight = module.weight
+        entry = self._packed.get(id(module))
         if entry is None or entry[0] is not weight or entry[1] != weight._version:
             with self._lock:  # (a weight changed in place, by training or loading, is packed again)
                 entry = (weight, weight._version, _pack(weight))
-                self._packed[id(weight)] = entry
+                self._packed[id(module)] = entry
         return entry[2]
 
 
