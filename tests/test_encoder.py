@@ -45,7 +45,8 @@ def test_a_shallow_layer_is_read_without_the_blocks_above_it_and_the_same(tiny_m
         with torch.inference_mode():
             states = tiny_model(input_ids=ids, output_hidden_states=True).hidden_states
         for layer in (0, 1):
-            np.testing.assert_allclose(read[layer][n], states[layer][0].mean(0).numpy(), rtol=1e-5, atol=1e-6)
+            # (to float rounding: read two texts at once, which MKL sums in another order on some CPUs)
+            np.testing.assert_allclose(read[layer][n], states[layer][0].mean(0).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_reading_before_the_models_first_call_leaves_its_hidden_states_as_they_were(tokenizer):
