@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from genrec.decoding.attention import cache_argument
-from genrec.decoding.lean import LeanDecoder, _packing_is_exact, lean_support
+from genrec.decoding.lean import LeanDecoder, _packing_is_close, _packing_is_exact, lean_support
 from genrec.errors import ConfigError
 from genrec.model import LoadedModel
 from genrec.training.layers import drop_layers
@@ -56,7 +56,7 @@ def test_bf16_packed_weights_are_the_plain_products(make_rec, tiny_model):
     if not _packing_is_exact(weight):
         pytest.skip("this CPU's torch has no packed bf16 kernels equal to the plain ones: the decoder does not pack")
     packed, plain = LeanDecoder(bf16), LeanDecoder(bf16, pack=False)
-    assert packed.pack and not plain.pack and not LeanDecoder(tiny_model).pack  # (float32 is never packed)
+    assert packed.pack and not plain.pack
     ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
     assert torch.equal(_logits(packed, ids), _logits(plain, ids))
     rec = make_rec(catalog_of(long_titles(60)), runtime="transformers")
@@ -69,6 +69,35 @@ def test_bf16_packed_weights_are_the_plain_products(make_rec, tiny_model):
     entries = len(packed._packed)
     bf16.model.layers[0].self_attn.q_proj.weight = torch.nn.Parameter(weight.detach() * 0.5)
     assert torch.equal(_logits(packed, ids), _logits(plain, ids)) and len(packed._packed) == entries
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD", None])
+def test_float32_packs_on_amd_cpus_only(tiny_model, monkeypatch, vendor):
+    """MKL's float32 products ran at half oneDNN's speed on an AMD EPYC, level on an Intel Xeon."""
+    from genrec.decoding import lean
+
+    monkeypatch.setattr(lean, "cpu_vendor", lambda: vendor)
+    usable = _packing_is_close(tiny_model.model.layers[0].self_attn.q_proj.weight)
+    assert LeanDecoder(tiny_model).pack is (vendor == "AuthenticAMD" and usable)
+    assert LeanDecoder(copy.deepcopy(tiny_model).to(torch.float16)).pack is False
+
+
+@pytest.mark.parametrize("min_weights", [0, None], ids=["every-layer", "larger-layers"])
+def test_float32_packed_search_is_transformers(make_rec, tiny_model, monkeypatch, min_weights):
+    """oneDNN's float32 products: transformers' lists, scores to float rounding; the small layers
+    (all of the tiny model's blocks, by default) keep the plain products."""
+    from genrec.decoding import lean
+
+    if not _packing_is_close(tiny_model.model.layers[0].self_attn.q_proj.weight):
+        pytest.skip("this CPU's torch has no packed float32 kernels")
+    if min_weights is not None:
+        monkeypatch.setattr(lean, "_FP32_PACK_MIN_WEIGHTS", min_weights)
+    rec = make_rec(catalog_of(long_titles(60)), runtime="transformers")
+    packed = LeanDecoder(tiny_model, pack=True)
+    for lookahead in (True, False):
+        _assert_same(_search(rec, packed, HISTORIES, lookahead), _search(rec, tiny_model, HISTORIES, lookahead))
+    packed_layers = 1 if min_weights is None else 7 * len(tiny_model.model.layers) + 1  # the output layer, and the blocks'
+    assert id(tiny_model.get_output_embeddings()) in packed._packed and len(packed._packed) == packed_layers
 
 
 def test_packing_is_probed_on_the_decoding_thread(tiny_model, monkeypatch):

@@ -13,7 +13,11 @@ what a single call of a search does not need, and with two changes measured on t
 - in bfloat16, each linear layer's weight (without a bias) is packed once into oneDNN's blocked
   layout (the kernels torch's inductor uses for a frozen model), which transformers' forward
   reorders at every call; used only where a probe finds the packed product bitwise equal to the
-  plain one, and packed again when a weight changes.
+  plain one, and packed again when a weight changes;
+- in float32 on AMD CPUs, the larger linear layers (the output layer included) run oneDNN's packed
+  products, not MKL's, which ran them at about half the speed there (equal to float rounding,
+  not to the bit: eval/notes/2026-12-07-onednn-fp32.md). On other CPUs float32 runs the plain
+  products, bit for bit transformers' (``runtime="transformers"`` keeps them everywhere).
 
 A model of another architecture, on another device or with another attention implementation is
 not given one (``lean_support`` says why), and a call that finds a block's layers replaced since
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,6 +48,12 @@ _PROJECTIONS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", 
                 ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))  # fmt: skip
 #: row counts the packing probe checks (one user's calls to several users' beams)
 _PROBE_ROWS = (1, 2, 7, 10, 33, 64, 160)
+#: CPUs whose MKL float32 products of a few rows ran at about half oneDNN's speed (an AMD EPYC:
+#: a 10-token call of the default model 105 ms against 57; on an Intel Xeon the two were level)
+_ONEDNN_FP32_VENDORS = ("AuthenticAMD",)
+#: float32 layers with fewer weights keep MKL's products: a 192 x 576 key/value projection ran
+#: slower in oneDNN on the CPU where the 576 x 576 and larger ones ran 1.2-4.7x faster
+_FP32_PACK_MIN_WEIGHTS = 200_000
 
 
 def lean_support(model: Any) -> str | None:
@@ -84,7 +95,10 @@ def _block_problem(layer: Any, layer_class: str) -> str | None:
 
 class LeanDecoder(StandIn):
     """Beam search's model calls through a lean loop over ``model``'s blocks (see the module's
-    docstring); everything else (config, parameters, generation settings) is the model's."""
+    docstring); everything else (config, parameters, generation settings) is the model's.
+    ``pack``: whether linear layers run oneDNN's packed products; None decides at the first call
+    (bf16: where they are bitwise the plain ones; float32: on AMD CPUs, where they agree to
+    float rounding)."""
 
     def __init__(self, model: Any, pack: bool | None = None) -> None:
         problem = lean_support(model)
@@ -94,22 +108,26 @@ class LeanDecoder(StandIn):
         self.layer_class = ARCHITECTURES[model.config.model_type]
         # the architecture's own rotary function: the positions enter exactly as in its forward
         self._rotary = sys.modules[type(model.base_model.layers[0]).__module__].apply_rotary_pos_emb
-        bf16 = next(model.parameters()).dtype == torch.bfloat16
-        self._pack = (None if bf16 else False) if pack is None else pack  # None: probed at the first call
+        self._pack = pack  # None: decided at the first call
         self._packed: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._cache_arg = cache_argument(model)
 
     @property
     def pack(self) -> bool:
-        """Whether linear layers run with packed weights. Probed at the first call, on the thread
-        that decodes, not at construction: bf16 products on AMX from a second thread (a server
-        loads on one thread and decodes on another) ran 2.4x slower, on both threads
-        (eval/notes/2026-12-07-lean-decoder.md)."""
+        """Whether linear layers run oneDNN's packed products (in float32, the larger layers
+        only). Decided at the first call, on the thread that decodes, not at construction: bf16
+        products on AMX from a second thread (a server loads on one thread and decodes on
+        another) ran 2.4x slower, on both threads (eval/notes/2026-12-07-lean-decoder.md)."""
         if self._pack is None:
             with self._lock:
                 if self._pack is None:
-                    self._pack = _packing_is_exact(self.model.base_model.layers[0].self_attn.q_proj.weight)
+                    weight = self.model.base_model.layers[0].self_attn.q_proj.weight
+                    if weight.dtype == torch.bfloat16:
+                        self._pack = _packing_is_exact(weight)
+                    else:
+                        onednn_faster = weight.dtype == torch.float32 and cpu_vendor() in _ONEDNN_FP32_VENDORS
+                        self._pack = onednn_faster and _packing_is_close(weight)
         return self._pack
 
     def get_output_embeddings(self) -> Any:
@@ -144,8 +162,10 @@ class LeanDecoder(StandIn):
         return base.norm(x)
 
     def linear(self, module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if not self.pack or module.bias is not None:  # (the probe checks products without a bias)
-            return torch.nn.functional.linear(x, module.weight, module.bias)
+        weight = module.weight
+        small = weight.dtype != torch.bfloat16 and weight.numel() < _FP32_PACK_MIN_WEIGHTS
+        if not self.pack or module.bias is not None or small:  # (the probes check products without a bias)
+            return torch.nn.functional.linear(x, weight, module.bias)
         packed = self._packed_weight(module)
         flat = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, None, "none", [], "")
         return flat.view(*x.shape[:-1], -1)
@@ -181,6 +201,16 @@ def _pack(weight: torch.Tensor) -> torch.Tensor:
 
 def _packing_is_exact(weight: torch.Tensor) -> bool:
     """Whether this torch has the packed kernels and they give the plain product bit for bit."""
+    return _packing_agrees(weight, torch.equal)
+
+
+def _packing_is_close(weight: torch.Tensor) -> bool:
+    """Whether this torch has the packed kernels and they give the plain product to float rounding
+    (another summation order; a kernel that is wrong is off by far more)."""
+    return _packing_agrees(weight, lambda ours, plain: bool((ours - plain).abs().max() <= 1e-4 * (1.0 + plain.abs().max())))
+
+
+def _packing_agrees(weight: torch.Tensor, agree: Callable[[torch.Tensor, torch.Tensor], bool]) -> bool:
     try:
         if not torch.backends.mkldnn.is_available():
             return False
@@ -189,8 +219,20 @@ def _packing_is_exact(weight: torch.Tensor) -> bool:
         for rows in _PROBE_ROWS:
             x = torch.randn((rows, weight.shape[1]), generator=generator).to(weight.dtype)
             ours = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-            if not torch.equal(ours, torch.nn.functional.linear(x, weight)):
+            if not agree(ours, torch.nn.functional.linear(x, weight)):
                 return False
         return True
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
+
+
+def cpu_vendor() -> str | None:
+    """The CPU's vendor as Linux reports it (``GenuineIntel``, ``AuthenticAMD``); None elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
