@@ -5,13 +5,15 @@ chains, a batch of 16 users), timed the same way in each and compared with torch
     .venv/bin/python eval/bench_runtimes.py [--out runs/bench-runtimes]
 
 Runtimes (each timed only if it is installed): ``torch`` (float32, transformers' forward),
-``torch-lean`` (the same weights through genrec's lean loop, the default: ``decoding/lean.py``),
+``torch-lean`` (the same weights through genrec's lean loop, the default: ``decoding/lean.py``;
+``torch-lean-plain`` and ``torch-lean-packed`` force its products, whatever this CPU's default),
 ``onnxruntime`` (the export ``runtime="onnxruntime"`` uses), ``openvino`` (the same ONNX graph,
 float32 precision asked for: OpenVINO otherwise runs bf16 on CPUs with AMX), ``torch-bf16`` (the
 fast mode's weights, transformers' forward), ``torch-lean-bf16`` (the fast mode as genrec runs
 it), ``torch-mixed`` (bf16 matrix products, every other step and the residual stream in float32)
 and ``openvino-bf16``. Medians of 6 calls after one warm-up, one after another
-in one process: compare them as ratios, on an idle machine. ``openvino`` is not a genrec
+in one process: compare them as ratios, on an idle machine. ``--head``: each call also applies the
+output layer to every position, as lookahead's calls do (ONNX Runtime's with torch's layer, as genrec). ``openvino`` is not a genrec
 dependency: ``pip install openvino`` to time it.
 """
 
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="folder for runtimes.json")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--head", action="store_true", help="time the output layer over every position too")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -90,16 +93,21 @@ def main(argv: list[str] | None = None) -> int:
             for i, (k, v) in enumerate(cached):
                 cache.update(k.to(dtype), v.to(dtype), i)
             out = net.base_model(input_ids=ids, attention_mask=mask.to(dtype), position_ids=positions, use_cache=True, past_key_values=cache)
-            return out.last_hidden_state.float().numpy()
+            return _head(net, out.last_hidden_state).float().numpy()
         return run
 
+    def _head(net, hidden):
+        return net.get_output_embeddings()(hidden) if args.head else hidden
+
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
-    runtimes = {"torch": torch_call(model, torch.float32), "torch-lean": torch_call(LeanDecoder(model), torch.float32)}
+    runtimes = {"torch": torch_call(model, torch.float32), "torch-lean": torch_call(LeanDecoder(model), torch.float32),
+                "torch-lean-plain": torch_call(LeanDecoder(model, pack=False), torch.float32),
+                "torch-lean-packed": torch_call(LeanDecoder(model, pack=True), torch.float32)}
     graph = None
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
         decoder = with_runtime(lm, "onnxruntime", cache_root()).decoder
         graph = next((cache_root() / "onnx").rglob("decoder.onnx"), None)
-        runtimes["onnxruntime"] = lambda ids, mask, positions, feed: decoder.session.run(["hidden"], feed)[0]
+        runtimes["onnxruntime"] = lambda ids, mask, positions, feed: _head(model, torch.from_numpy(decoder.session.run(["hidden"], feed)[0])).numpy()
     runtimes["torch-bf16"] = torch_call(bf16, torch.bfloat16)
     runtimes["torch-lean-bf16"] = torch_call(LeanDecoder(bf16), torch.bfloat16)
     runtimes["torch-mixed"] = torch_call(_mixed(model), torch.float32)
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": str(args.threads)}
             compiled = core.compile_model(str(graph), "CPU", config)
             request = compiled.create_infer_request()
-            runtimes[name] = lambda ids, mask, positions, feed, r=request, c=compiled: r.infer(feed)[c.output("hidden")]
+            runtimes[name] = lambda ids, mask, positions, feed, r=request, c=compiled: _head(model, torch.from_numpy(r.infer(feed)[c.output("hidden")])).numpy()
 
     rows = []
     with torch.inference_mode():
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for width in WIDTHS:
         cells = {r["runtime"]: r for r in rows if r["tokens"] == width}
         print(f"| {width} | " + " | ".join(f"{cells[n]['ms']} ({cells[n]['max_abs_diff_vs_torch']:.0e})" for n in names) + " |")
-    print("(in brackets: the largest difference from torch float32's hidden states)")
+    print(f"(in brackets: the largest difference from torch float32's {'logits' if args.head else 'hidden states'})")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "runtimes.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

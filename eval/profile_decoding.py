@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model")
+    p.add_argument("--dtype", default="float32", help="as Recommender(dtype=) loads the model (bfloat16: the fast mode)")
     p.add_argument("--max-chains", help="comma-separated caps to compare with whole chains (users searched one at a time)")
     p.add_argument("--ops", type=int, metavar="N", help="instead: torch.profiler's N costliest operators of one search, and "
                    "bare forwards of the same model beside the weights' read time")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         make = product_titles if args.long_titles else synthetic_titles
         catalog = Catalog(list(map(str, range(args.titles))), make(args.titles, vocabulary_words(rec.tokenizer), args.seed))
-    rec = Recommender(catalog, model=rec.lm.model, tokenizer=rec.tokenizer, search="beam")
+    rec = Recommender(catalog, model=args.model, tokenizer=rec.tokenizer, search="beam", dtype=args.dtype)
     rng = random.Random(args.seed)
     jobs = [rec.pipeline.prepare(rng.sample(catalog.ids, 5), "next_item") for _ in range(args.users)]
     index = rec.pipeline.index(jobs[0].ctx)
