@@ -4,8 +4,8 @@
 prompt, ``model.base_model(...)`` for beam tokens), as ``OnnxDecoder`` does. Each block runs the
 operations of transformers' forward for these architectures, on the model's own modules and
 weights, read at every call (so a model trained, cut or reloaded in place is what runs), without
-what a single call of a search does not need, and with two changes measured on this project's
-2-core CPU (eval/notes/2026-12-07-lean-decoder.md):
+what a single call of a search does not need, and with these changes, measured on this project's
+2-core CPUs (eval/notes/2026-12-07-lean-decoder.md):
 
 - attention runs on the key/value heads as they are (``enable_gqa``), where transformers copies
   them to every query head when there is a mask: the same numbers (bitwise on calls of several
@@ -52,7 +52,7 @@ _PROBE_ROWS = (1, 2, 7, 10, 33, 64, 160)
 #: a 10-token call of the default model 105 ms against 57; on an Intel Xeon the two were level)
 _ONEDNN_FP32_VENDORS = ("AuthenticAMD",)
 #: float32 layers with fewer weights keep MKL's products: a 192 x 576 key/value projection ran
-#: slower in oneDNN on the CPU where the 576 x 576 and larger ones ran 1.2-4.7x faster
+#: slower in oneDNN on the CPU where the 576 x 576 and larger ones ran 1.3-4.7x faster from 10 rows up
 _FP32_PACK_MIN_WEIGHTS = 200_000
 
 
