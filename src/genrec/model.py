@@ -60,7 +60,7 @@ class LoadedModel:
     tokenizer: Any
     name: str
     device: Any
-    decoder: Any = None  # what beam search calls instead of ``model`` (decoding/runtime.py), if set
+    decoder: Any = None  # what searches and scoring call instead of ``model`` (decoding/runtime.py), if set
 
     @property
     def search_model(self) -> Any:

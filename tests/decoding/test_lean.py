@@ -100,6 +100,25 @@ def test_float32_packed_search_is_transformers(make_rec, tiny_model, monkeypatch
     assert id(tiny_model.get_output_embeddings()) in packed._packed and len(packed._packed) == packed_layers
 
 
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_ranking_calls_the_lean_decoder_and_gives_transformers_order(make_rec, monkeypatch, vendor):
+    """Scoring given titles (``rank``) runs through the decoder the search uses: transformers' order,
+    scores to float rounding, with plain products and with oneDNN's."""
+    from genrec.decoding import lean
+
+    monkeypatch.setattr(lean, "cpu_vendor", lambda: vendor)
+    catalog = catalog_of(long_titles(60))
+    ours, reference = make_rec(catalog), make_rec(catalog, runtime="transformers")
+    calls = []
+    blocks = LeanDecoder.blocks
+    monkeypatch.setattr(LeanDecoder, "blocks", lambda self, *args: calls.append(len(args[0][0])) or blocks(self, *args))
+    candidates = [f"i{n}" for n in range(0, 60, 4)]
+    ranked, expected = ours.rank(HISTORIES[1], candidates), reference.rank(HISTORIES[1], candidates)
+    assert calls and max(calls) > 1  # the prompt, then the candidates' tokens in one pass
+    assert [r.item_id for r in ranked] == [r.item_id for r in expected]
+    assert [r.score for r in ranked] == pytest.approx([r.score for r in expected], rel=1e-5, abs=1e-4)
+
+
 def test_packing_is_probed_on_the_decoding_thread(tiny_model, monkeypatch):
     """Not at construction: AMX products from the thread that built the decoder and then from the
     one that decodes (a server's) slowed both."""

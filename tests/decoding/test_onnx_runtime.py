@@ -87,6 +87,19 @@ def test_recommender_runtime_gives_torchs_lists(make_rec, tmp_path):
     assert list(tmp_path.glob(f"cache/onnx/*/{GRAPH_FILE}"))
 
 
+def test_ranking_runs_in_onnx_runtime_with_transformers_order(make_rec):
+    """Scoring given titles calls the decoder the search uses: a tree-masked pass of one row."""
+    catalog = catalog_of(long_titles(60))
+    ours, reference = make_rec(catalog, runtime="onnxruntime"), make_rec(catalog, runtime="transformers")
+    rows: list[int] = []
+    ours.lm.search_model.session = _Spy(ours.lm.search_model.session, rows)
+    candidates = [f"i{n}" for n in range(0, 60, 4)]
+    ranked, expected = ours.rank(HISTORIES[1], candidates), reference.rank(HISTORIES[1], candidates)
+    assert rows == [1, 1]  # the prompt, then every candidate's tokens: both in ONNX Runtime
+    assert [r.item_id for r in ranked] == [r.item_id for r in expected]
+    assert [r.score for r in ranked] == pytest.approx([r.score for r in expected], rel=1e-5, abs=1e-4)
+
+
 def test_export_is_kept_and_made_again_when_broken(tiny_model, tmp_path, monkeypatch):
     fingerprint = model_fingerprint(tiny_model)
     OnnxDecoder.from_model(tiny_model, fingerprint, tmp_path)

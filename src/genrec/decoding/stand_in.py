@@ -84,11 +84,13 @@ class StandIn:
 
     def __call__(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-        past_key_values: DynamicCache | None = None, use_cache: bool = True, logits_to_keep: int = 0, cache: DynamicCache | None = None,
+        past_key_values: DynamicCache | None = None, use_cache: bool = True, logits_to_keep: int | torch.Tensor = 0,
+        cache: DynamicCache | None = None,
     ) -> DecoderOutput:  # fmt: skip
         cache = cache_of(cache, past_key_values, self.model.config)
         hidden = self.blocks(input_ids, attention_mask, position_ids, cache)
-        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        # as transformers: the last ``n`` positions (0: all), or the positions a tensor lists
+        kept = hidden[:, logits_to_keep] if isinstance(logits_to_keep, torch.Tensor) else hidden[:, -logits_to_keep:]
         return DecoderOutput(logits=self.get_output_embeddings()(kept), past_key_values=cache)
 
 

@@ -146,7 +146,7 @@ def decode_content(
             index = pipeline.index(job.ctx)
             sequences = [index.sequence(int(titles[p])) for p in proposed]
             model = np.asarray(
-                score_continuations(host.lm.model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
+                score_continuations(host.lm.search_model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
             )  # fmt: skip
             mixed = _mixture(model, log_words, settings.weight)
         order = np.argsort(-mixed, kind="stable")[:k]

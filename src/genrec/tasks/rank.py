@@ -48,7 +48,7 @@ def rank(
     pipeline.check_fits(len(prompt_ids), f"the {template} prompt with {len(positions)} candidates")
     index = pipeline.index(ctx)
     sequences = [index.sequence(pipeline.title_number(p)) for p in positions]
-    scores = score_continuations(host.lm.model, prompt_ids, sequences, vocabulary=output_vocabulary(host, index))
+    scores = score_continuations(host.lm.search_model, prompt_ids, sequences, vocabulary=output_vocabulary(host, index))
     if length_normalize:
         scores = [score / len(seq) for score, seq in zip(scores, sequences)]
     if item_scores is not None:
@@ -89,7 +89,7 @@ def score_titles(
     if not sequences:
         return np.zeros(0)
     return np.asarray(
-        score_continuations(host.lm.model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
+        score_continuations(host.lm.search_model, job.prompt_ids, sequences, vocabulary=output_vocabulary(host, index)), dtype=np.float64
     )
 
 
