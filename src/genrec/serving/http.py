@@ -28,7 +28,6 @@ import logging
 import time
 import typing
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,7 +36,7 @@ from ..errors import DeadlineError, GenrecError, UnknownItemError, require
 from .admission import Admission, Metrics, Overloaded
 from .batching import RecommendBatcher
 from ..limits import Limits
-from .tools import RESULTS, TOOLS, argument_bounds, package_version
+from .tools import RESULTS, TOOLS, argument_bounds, model_thread, package_version
 
 __all__ = ["ServeConfig", "create_app", "serve"]
 
@@ -164,7 +163,7 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
 
     metrics = Metrics(config.latency_window)
     admission = Admission(config.max_queue, config.request_timeout_s, metrics)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-model")  # one model, one decoder at a time
+    executor = model_thread()
     state: dict[str, Any] = {"ready": False}
 
     @asynccontextmanager

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import require
-from .tools import TOOLS, ToolError, call_tool, package_version, tool_definitions
+from .tools import TOOLS, ToolError, call_tool, model_thread, package_version, tool_definitions
 
 __all__ = ["build_server", "serve_stdio"]
 
@@ -37,7 +36,7 @@ def build_server(rec: Any):
     """A low-level MCP server whose tools run on ``rec`` (a Recommender)."""
     anyio, types, Server, _ = _mcp()
     definitions = {d["function"]["name"]: d["function"] for d in tool_definitions(rec.limits)}
-    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-model")  # one model, one decoder at a time
+    executor = model_thread()
 
     async def list_tools(ctx: Any, params: Any) -> Any:
         return types.ListToolsResult(
@@ -49,7 +48,7 @@ def build_server(rec: Any):
 
     async def call(ctx: Any, params: Any) -> Any:
         try:
-            job = model_thread.submit(call_tool, rec, params.name, params.arguments)
+            job = executor.submit(call_tool, rec, params.name, params.arguments)
             result = await anyio.to_thread.run_sync(job.result)  # (waits off the event loop)
         except ToolError as exc:
             return _error(types, str(exc))

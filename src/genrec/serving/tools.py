@@ -15,6 +15,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import typing_extensions
@@ -25,9 +26,19 @@ from ..grounding import Match
 from ..limits import Limits
 from ..tasks.results import ChatResponse, Explanation, Recommendation, RecommendationsRead
 
-__all__ = ["ToolError", "tool_definitions", "call_tool", "TOOLS", "RESULTS", "Message", "argument_bounds", "tool_docs", "package_version"]
+__all__ = [
+    "ToolError", "tool_definitions", "call_tool", "model_thread", "TOOLS", "RESULTS", "Message", "argument_bounds", "tool_docs",
+    "package_version",
+]  # fmt: skip
 
 MAX_ARGUMENT_CHARS = 100_000
+
+
+def model_thread() -> ThreadPoolExecutor:
+    """The one thread a server runs its Recommender's tasks on (``genrec serve``, ``genrec mcp``):
+    one model, one decoder at a time, and bf16 products on AMX from several threads slowed all of
+    them (eval/notes/2026-12-07-lean-decoder.md)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrec-model")
 
 
 class ToolError(GenrecError):
