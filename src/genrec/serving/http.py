@@ -233,7 +233,7 @@ def create_app(rec: Any, config: ServeConfig = ServeConfig()) -> Any:
         log.error("internal error %s on %s", error_id, request.url.path, exc_info=exc)
         return _error(500, "InternalError", f"internal error (id {error_id}, in the server log)", id=error_id)
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "still starting: the title index is being built (status \"starting\")"}})
     async def health() -> Any:
         from fastapi.responses import JSONResponse
 
