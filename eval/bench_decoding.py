@@ -14,9 +14,9 @@ plus genrec's own decoder without the constraint, and several users decoded in o
     as ``Recommender(dtype="bfloat16")`` decodes it (``bf16``) and through transformers' forward
     (``bf16_transformers``), and with ``--compile`` too, that copy compiled;
 (f) exact to float rounding, each timed and its top-10 set against (a)'s: transformers' forward
-    (``runtime="transformers"``, always); with ``--compile`` the model's blocks through
-    torch.compile (timed after two searches compiled them); with ``--onnx`` the blocks run by ONNX
-    Runtime (``runtime="onnxruntime"``; its export and session load timed).
+    (``runtime="transformers"``, always); with ``--compile`` the blocks through torch.compile (timed
+    after two searches compiled them); with ``--onnx`` the blocks in ONNX Runtime (its export and
+    load timed); with ``--whole-chains`` lookahead feeding whole chains (no horizon).
 Medians over users. Writes OUTDIR/bench.json.
 """
 
@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--int8-head", action="store_true", help="with --int8, the output head quantised too")
     p.add_argument("--int8-per-channel", action="store_true", help="with --int8, one weight scale per output channel")
     p.add_argument("--bf16", action="store_true", help="(e) also decode with a bfloat16 copy (the fast mode); with --compile, compiled too")
+    p.add_argument("--whole-chains", action="store_true", help="(f) also decode feeding whole chains at once (max_chain=None)")
     args = p.parse_args(argv)
 
     import torch
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
 
     from genrec import Catalog, Recommender
     from genrec.decoding import beam_search
+    from genrec.decoding.lookahead import DEFAULT_MAX_CHAIN
     from genrec.decoding.runtime import with_runtime
     from genrec.model import LoadedModel, cache_root, default_model_dir
 
@@ -186,12 +188,12 @@ def main(argv=None) -> int:
     end = rec.end_ids[0]
     k = 10
 
-    def genrec_one(job, lookahead=True, lm=searcher):
+    def genrec_one(job, lookahead=True, lm=searcher, max_chain=DEFAULT_MAX_CHAIN):
         stats: dict = {}
         t = time.perf_counter()
         hyps = beam_search(lm, [job.prompt_ids], num_beams=args.beams, num_return=k, index=index,
                            banned_titles=[job.banned_titles], pad_token_id=rec.pad_token_id, stats=stats,
-                           lookahead=lookahead)[0]  # fmt: skip
+                           lookahead=lookahead, max_chain=max_chain)[0]  # fmt: skip
         seconds = time.perf_counter() - t
         return seconds, [index.titles_at(h.node)[0] for h in hyps], [h.score for h in hyps], stats["steps"], stats["model_calls"]
 
@@ -222,6 +224,9 @@ def main(argv=None) -> int:
         approx["bf16_transformers"] = copy.deepcopy(model).to(torch.bfloat16)
         approx["bf16"] = with_runtime(LoadedModel(approx["bf16_transformers"], None, "bf16", "cpu"), "torch", cache_dir).search_model
     exact: dict = {"transformers": (model, 0.0)}  # (f) exact to float rounding, by name: a model each, and its set-up seconds
+    chain_of = {"whole_chains": None}  # (f) entries that differ in max_chain only
+    if args.whole_chains:
+        exact["whole_chains"] = (searcher, 0.0)
     if args.compile:  # the blocks compiled (a copy: eager runs stay eager)
         from genrec.model import compile_blocks
 
@@ -264,7 +269,7 @@ def main(argv=None) -> int:
         for name, lm in approx.items():
             approx_runs[name].append(genrec_one(job, lm=lm))
         for name, (lm, _) in exact.items():
-            exact_runs[name].append(genrec_one(job, lm=lm))
+            exact_runs[name].append(genrec_one(job, lm=lm, max_chain=chain_of.get(name, DEFAULT_MAX_CHAIN)))
     genrec_s = statistics.median(r[0] for r in genrec_runs)
     plain_s = statistics.median(r[0] for r in plain_runs)
     unconstrained_s = statistics.median(floor)
@@ -277,8 +282,7 @@ def main(argv=None) -> int:
           f"{statistics.median(engine):.3f}", flush=True)  # fmt: skip
 
     result = {
-        "n_titles": n_titles,
-        "genrec_s": genrec_s,
+        "n_titles": n_titles, "genrec_s": genrec_s, "max_chain": DEFAULT_MAX_CHAIN,
         "genrec_no_lookahead_s": plain_s,
         "lookahead_speedup": plain_s / genrec_s,
         "model_calls_per_user": statistics.median(r[4] for r in genrec_runs),
@@ -288,15 +292,11 @@ def main(argv=None) -> int:
         "unconstrained_s": unconstrained_s,
         "unconstrained_genrec_engine_s": statistics.median(engine),
         "same_topk": None,
-        "index_build_s": build["index_build_s"],
-        "index_peak_rss_mb": build["process_peak_rss_mb"] - build["rss_before_mb"],
+        "index_build_s": build["index_build_s"], "index_peak_rss_mb": build["process_peak_rss_mb"] - build["rss_before_mb"],
         "index_process_peak_rss_mb": build["process_peak_rss_mb"],
-        "index_load_s": index_load_s,
-        "index_nodes": build["index_nodes"],
+        "index_load_s": index_load_s, "index_nodes": build["index_nodes"],
         "index_max_depth": build["max_depth"],
-        "users": args.users,
-        "beams": args.beams,
-        "history_items": args.history,
+        "users": args.users, "beams": args.beams, "history_items": args.history,
         "prompt_tokens_median": statistics.median(len(j.prompt_ids) for j in jobs),
         "genrec_steps_median": statistics.median(r[3] for r in genrec_runs),
         "threads": torch.get_num_threads(),

@@ -97,6 +97,26 @@ def test_a_capped_chain_changes_nothing_but_the_model_calls(make_rec, tiny_model
         assert capped_stats["model_calls"] == off_stats["model_calls"]
 
 
+@pytest.mark.parametrize("every_call", [False, True], ids=["one-user", "chains-in-every-call"])
+def test_topping_up_chains_saves_calls_and_changes_nothing(make_rec, tiny_model, monkeypatch, every_call, request):
+    """Every call also feeds the next stretch of the chains other live beams stand on: the same
+    search as without top-ups, in fewer calls than a beam running out of its stretch would make."""
+    import importlib
+
+    if every_call:
+        request.getfixturevalue("chains_in_every_call")
+    rec = make_rec(catalog_of(long_titles(60)))
+    histories = [["i1"], ["i2", "i3", "i4"], ["i5"]] if every_call else [["i2", "i3", "i4"]]
+    topped_hyps, topped_stats, _ = _search(rec, tiny_model, histories, True, max_chain=2)
+    whole_stats = _search(rec, tiny_model, histories, True, max_chain=None)[1]
+    monkeypatch.setattr(importlib.import_module("genrec.decoding.lookahead"), "top_up", lambda *args: None)
+    plain_hyps, plain_stats, _ = _search(rec, tiny_model, histories, True, max_chain=2)
+    for a, b in zip(topped_hyps, plain_hyps):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=2e-6, abs=1e-4)
+    assert whole_stats["model_calls"] <= topped_stats["model_calls"] < plain_stats["model_calls"]
+
+
 def test_a_negative_chain_cap_is_refused(make_rec, tiny_model):
     rec = make_rec(catalog_of(long_titles(20)))
     with pytest.raises(ConfigError, match="max_chain"):

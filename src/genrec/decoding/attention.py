@@ -42,7 +42,7 @@ def tree_mask(
     tokens of each user at once, after a cache holding the prompt and ``n_keys`` generated keys.
 
     Query ``i`` sits at ``(q_user[i], column[i])``; it sees the real prompt positions, the keys of
-    its beam's earlier tokens (``earlier[i]``: their slots among the generated keys) and its own
+    its beam's earlier tokens (``earlier[i]``: their slots among the generated keys; -1 pads) and its own
     beam's new tokens from ``q_start[i]`` up to itself. Columns no query was given (padding) see
     the prompt only, and their keys are never in anyone's ``earlier``: no query ever sees them.
     """
@@ -52,7 +52,9 @@ def tree_mask(
     allowed = torch.zeros((n_users, width, new + width), dtype=torch.bool, device=device)
     allowed[:, :, :prompt_len] = prompt_keep.unsqueeze(1)
     if earlier.shape[1]:
-        allowed[q_user.unsqueeze(1), column.unsqueeze(1), prompt_len + earlier] = True
+        seen = earlier >= 0
+        at = seen.nonzero(as_tuple=True)
+        allowed[q_user[at[0]], column[at[0]], prompt_len + earlier[at]] = True
     within = torch.arange(width, device=device).view(1, -1)
     allowed[q_user, column, new:] = (within >= q_start.view(-1, 1)) & (within <= column.view(-1, 1))
     mask = torch.zeros((n_users, 1, width, new + width), dtype=dtype, device=device)

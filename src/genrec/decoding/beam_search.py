@@ -10,13 +10,15 @@ Lookahead: most title tokens are not decisions (a trie node with one child). Whe
 token leads into such a chain, the chain is fed in the same model call as that token, and the
 log-probability of every forced token and the full row where the chain ends are kept
 (``Ahead``). The steps that walk the chain take their log-probabilities from there; the model is
-called at a step only when some live beam has just taken a token whose logits are not known. The
-search stays step-synchronous, so candidates, order and scores are those of calling the model
-every step.
+called at a step only when some live beam has just taken a token whose logits are not known. A
+beam is fed at most ``max_chain`` forced tokens ahead of where it stands, and every call tops the
+others back up to that horizon, so beams pruned midway waste few tokens. The search stays
+step-synchronous, so candidates, order and scores are those of calling the model every step.
 
 One step, in the order ``beam_search`` runs them:
 
-- ``feed`` (``lookahead.py``): the model on every live beam whose last token is not in the cache (plus its chain);
+- ``feed`` (``lookahead.py``): the model on every live beam whose last token is not in the cache (plus its chain),
+  and on the next stretch of the chains other live beams stand on;
 - ``step_logp``: each beam's next-token log-probabilities, from its last call;
 - ``_mask``: tokens that continue no allowed title set to -inf (constrained search), and the
   allowed ones mixed with a collaborative prior when there is one (``TitlePrior``); under a
@@ -52,7 +54,7 @@ from .constraint import NEG_INF, TitleConstraint
 from .family import DEFAULT_FAMILY_SHARE, FamilyCap, check_family_cap
 from .index import TitleIndex
 from .kv_rows import compact, drop_done
-from .lookahead import feed, step_logp
+from .lookahead import DEFAULT_MAX_CHAIN, feed, step_logp
 from .prefix_cache import PrefixCache
 from .prior import TitlePrior
 from .search_types import CANDIDATE_FIELDS, Ahead, Candidates, Hypothesis, ModelCall, SearchSettings, SearchState
@@ -78,7 +80,7 @@ def beam_search(
     prefix_cache: PrefixCache | None = None,
     prior: TitlePrior | None = None,
     lookahead: bool = True,
-    max_chain: int | None = None,
+    max_chain: int | None = DEFAULT_MAX_CHAIN,
     max_per_family: int | None = None,
     family_share: float = DEFAULT_FAMILY_SHARE,
     vocabulary: OutputVocabulary | None = None,
@@ -95,9 +97,11 @@ def beam_search(
 
     ``lookahead`` (constrained only): a beam's forced continuation (the single-child chain after
     its token) is fed in the same model call, so the steps that take it need no call (exact: the
-    same beams and scores as without). ``max_chain`` feeds at most that many forced tokens of a
-    chain per call (the rest when the beam reaches them): fewer tokens fed for beams pruned
-    midway, more calls; exact too (eval/notes/2026-12-07-chain-cap.md measures the trade).
+    same beams and scores as without). ``max_chain``: a beam is fed at most that many forced
+    tokens beyond the one it stands on, and every call tops each live beam back up to it (None:
+    whole chains at once). Exact too; fewer tokens are fed for beams pruned midway, at the cost of
+    a call where a beam runs out before any other beam needed one
+    (eval/notes/2026-12-08-chain-horizon.md measures the trade).
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
     ``max_per_family`` (constrained only): at most that many titles of one family of variants

@@ -42,7 +42,7 @@ class SearchSettings:
     mask_dtype: torch.dtype
     lookahead: bool
     vocabulary: OutputVocabulary | None
-    max_chain: int | None = None  # forced tokens fed ahead per beam and call (None: the whole chain)
+    max_chain: int | None = None  # forced tokens fed ahead of a beam, topped up at every call (None: whole chains)
 
 
 @dataclass(frozen=True)
