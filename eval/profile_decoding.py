@@ -5,12 +5,13 @@ seconds), and the rest of the search (prefill, masks and bookkeeping).
     .venv/bin/python eval/profile_decoding.py --long-titles [--users 1]
     .venv/bin/python eval/profile_decoding.py --real-catalog ../shared/datasets/ml-100k/u.item \
         --sep '|' --encoding latin-1 --no-header [--users 8]
-    .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 2,4,8,16   # capped chains
+    .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 4,8,16   # horizons
     .venv/bin/python eval/profile_decoding.py --long-titles --ops 15 [--compile]   # by operator, and the floors
 
-``--max-chains`` times each cap on forced tokens fed per call (``beam_search(max_chain=)``) against
-whole chains, each user searched alone, and checks every cap returns the same lists (``none``:
-whole chains only); ``--compile`` adds whole chains with the model's blocks through torch.compile.
+Lookahead runs with the default horizon (``beam_search(max_chain=)``: forced tokens fed ahead of
+each beam, topped up by every call). ``--max-chains`` times each horizon against whole chains,
+each user searched alone, and checks every horizon returns the same lists (``none``: whole chains
+only); ``--compile`` adds whole chains with the model's blocks through torch.compile.
 
 The same prompts as eval/bench_decoding.py (a 5-item history, seed 0); ``--users N`` decodes N
 users in one batch.
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model")
     p.add_argument("--dtype", default="float32", help="as Recommender(dtype=) loads the model (bfloat16: the fast mode)")
-    p.add_argument("--max-chains", help="comma-separated caps to compare with whole chains (users searched one at a time)")
+    p.add_argument("--max-chains", help="comma-separated horizons to compare with whole chains (users searched one at a time)")
     p.add_argument("--ops", type=int, metavar="N", help="instead: torch.profiler's N costliest operators of one search, and "
                    "bare forwards of the same model beside the weights' read time")
     p.add_argument("--compile", action="store_true",
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from genrec import Catalog, Recommender
     from genrec.decoding import beam_search
+    from genrec.decoding.lookahead import DEFAULT_MAX_CHAIN
     from genrec.decoding.search_types import ModelCall
     rec = Recommender(Catalog.demo(), model=args.model)  # for the tokenizer; rebuilt on the catalog below
     if args.real_catalog:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     calls: list[ModelCall] = []
 
-    def run(lookahead: bool, users: list | None = None, max_chain: int | None = None) -> tuple[float, dict, list]:
+    def run(lookahead: bool, users: list | None = None, max_chain: int | None = DEFAULT_MAX_CHAIN) -> tuple[float, dict, list]:
         calls.clear()
         stats: dict = {}
         users = jobs if users is None else users

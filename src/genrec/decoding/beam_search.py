@@ -98,10 +98,10 @@ def beam_search(
     ``lookahead`` (constrained only): a beam's forced continuation (the single-child chain after
     its token) is fed in the same model call, so the steps that take it need no call (exact: the
     same beams and scores as without). ``max_chain``: a beam is fed at most that many forced
-    tokens beyond the one it stands on, and every call tops each live beam back up to it (None:
-    whole chains at once). Exact too; fewer tokens are fed for beams pruned midway, at the cost of
-    a call where a beam runs out before any other beam needed one
-    (eval/notes/2026-12-08-chain-horizon.md measures the trade).
+    tokens beyond the one it stands on (all of a chain that ends within twice that), and every
+    call tops each live beam back up to it (None: whole chains at once). Exact too; fewer tokens
+    are fed for beams pruned midway, at the cost of a call where a beam runs out before any other
+    beam needed one (eval/notes/2026-12-08-chain-horizon.md measures the trade).
     ``prefix_cache`` reuses the cache of the prompt text all prompts share (see PrefixCache).
     ``prior`` (constrained only) mixes a per-user collaborative prior into every step (TitlePrior).
     ``max_per_family`` (constrained only): at most that many titles of one family of variants

@@ -39,11 +39,10 @@ __all__ = ["DEFAULT_MAX_CHAIN", "LOOKAHEAD_MAX_ROWS", "chains", "feed", "step_lo
 #: (eval/notes/2026-11-28-decoding-speed.md); such calls feed one token per beam.
 LOOKAHEAD_MAX_ROWS = 16
 
-#: Forced tokens a beam is fed ahead of where it stands. On product titles half the tokens of whole
-#: chains went to beams pruned before they reached them; a horizon of 8 fed 29-34% fewer tokens
-#: for 12-46% more calls, a fifth less model time on two CPUs' costs, and on MovieLens (short
-#: chains, nearly no waste) about a twentieth more (eval/notes/2026-12-08-chain-horizon.md).
-DEFAULT_MAX_CHAIN = 8
+#: Forced tokens a beam is fed ahead of where it stands (a chain that ends within twice that is fed
+#: whole: cutting it would cost a call for a few tokens). On product titles half the tokens of whole
+#: chains went to beams pruned before they reached them (eval/notes/2026-12-08-chain-horizon.md).
+DEFAULT_MAX_CHAIN = 6
 
 
 @dataclass
@@ -85,10 +84,12 @@ def _chains_fed(settings: SearchSettings, n_rows: int) -> bool:
 
 
 def _forced_after(settings: SearchSettings, node: torch.Tensor, room: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The forced tokens after each ``node``, at most ``room`` of them (-1: no limit), and how many to feed."""
+    """The forced tokens after each ``node``, and how many to feed: at most ``room`` of them (-1: no
+    limit), or all of them if they end within ``max_chain`` beyond it."""
     arrays = settings.constraint.arrays
     length = arrays["forced"][node].long()
-    length = torch.where(room >= 0, torch.minimum(length, room), length)
+    cut = (room >= 0) & (length > room + (settings.max_chain or 0))
+    length = torch.where(cut, torch.minimum(length, room), length)
     longest = int(length.max()) if len(node) else 0
     tokens = torch.full((len(node), longest), -1, dtype=torch.long, device=node.device)
     fed = length.clone()
