@@ -8,9 +8,9 @@ some live beam has just taken a token whose logits are not known. Exact: the sam
 scores as calling the model every step.
 
 With a horizon (``max_chain=N``), a beam is fed at most N forced tokens beyond the token it
-stands on, and every model call tops up each live beam's fed part back to N (``top_up``): a call
-some beam needs anyway carries the others' next stretch, so a beam runs out only when no call
-came for N steps, and a beam pruned midway wasted at most N tokens.
+stands on (all of a chain that ends within 2N), and every model call tops up each live beam's fed
+part back to N (``top_up``): a call some beam needs anyway carries the others' next stretch, so a
+beam runs out only when no call came for N steps, and a beam pruned midway wasted at most 2N tokens.
 """
 
 from __future__ import annotations
@@ -71,12 +71,8 @@ def chains(state: SearchState, settings: SearchSettings, rows: torch.Tensor) -> 
     if not _chains_fed(settings, len(rows)):
         none = torch.zeros(len(rows), dtype=torch.long, device=device)
         return torch.zeros((len(rows), 0), dtype=torch.long, device=device), none
-    room = _horizon(settings, rows) if settings.max_chain is not None else torch.full((len(rows),), -1, device=device)
+    room = torch.full((len(rows),), -1 if settings.max_chain is None else settings.max_chain, device=device)
     return _forced_after(settings, state.nodes[rows], room)
-
-
-def _horizon(settings: SearchSettings, rows: torch.Tensor) -> torch.Tensor:
-    return torch.full((len(rows),), settings.max_chain, device=rows.device)
 
 
 def _chains_fed(settings: SearchSettings, n_rows: int) -> bool:
@@ -106,12 +102,9 @@ def _forced_after(settings: SearchSettings, node: torch.Tensor, room: torch.Tens
 def top_up(state: SearchState, settings: SearchSettings, live: torch.Tensor) -> _Feed | None:
     """Of the ``live`` beam rows (their last token in the cache), those standing on a chain whose
     fed part reaches fewer than ``max_chain`` tokens ahead: the next stretch of each, back to it."""
-    ahead = state.ahead
+    ahead, horizon = state.ahead, settings.max_chain
     left = ahead.length - ahead.taken
-    rows = live.nonzero().view(-1)
-    horizon = _horizon(settings, rows)
-    short = left[rows] < horizon
-    rows, horizon = rows[short], horizon[short]
+    rows = (live & (left < horizon)).nonzero().view(-1)
     if len(rows) == 0:
         return None
     # the node where each row's known tokens end: walk the single-child chain it stands on
@@ -148,7 +141,6 @@ def feed(model: Any, cache: DynamicCache, state: SearchState, settings: SearchSe
     or None when every live beam is served from earlier lookahead."""
     started = time.perf_counter()
     n_active, beams = len(state.active), settings.beams
-    device = state.scores.device
     live = (state.scores > NEG_INF).view(-1)
     need = (state.slots[:, :, -1] < 0).view(-1) & live
     rows = need.nonzero().view(-1)

@@ -52,8 +52,8 @@ class ModelCall:
 
     users: int  # users with a beam fed in this call
     active: int  # users still decoding
-    rows: int  # beam rows fed
-    tokens: int  # tokens fed: each fed beam's last token and the fed part of its chain
+    rows: int  # beam rows fed (topped up ones included)
+    tokens: int  # tokens fed: each fed beam's last token and the fed part of its chain, and top-ups
     width: int  # queries per user in the call (padded)
     keys: int  # cache positions before the call (prompt and generated)
     seconds: float
