@@ -107,16 +107,15 @@ def top_up(state: SearchState, settings: SearchSettings, live: torch.Tensor) -> 
     rows = (live & (left < horizon)).nonzero().view(-1)
     if len(rows) == 0:
         return None
-    # the node where each row's known tokens end: walk the single-child chain it stands on
-    node, left = state.nodes[rows], left[rows]
-    first_child = settings.constraint.arrays["first_child"]
-    for i in range(int(left.max())):
-        node = torch.where(i < left, first_child[node].long(), node)
-    chain, fed = _forced_after(settings, node, horizon - left)
+    # what a fresh feed would give each beam where it stands, less the ``left`` tokens it holds
+    left = left[rows]
+    whole, whole_fed = _forced_after(settings, state.nodes[rows], torch.full_like(left, horizon))
+    fed = whole_fed - left
     going = fed > 0  # (a stretch of only the end of a title is read off the row already known)
     if not bool(going.any()):
         return None
-    rows, chain, fed, left = rows[going], chain[going], fed[going], left[going]
+    rows, left, fed, whole = rows[going], left[going], fed[going], whole[going]
+    chain = _pad_gather(whole, left, (whole >= 0).sum(dim=1) - left)
     ahead_slots = _pad_gather(ahead.slots[rows], ahead.taken[rows], left)
     beams_slots = state.slots.reshape(-1, state.slots.shape[-1])[rows]
     return _Feed(
