@@ -7,11 +7,19 @@ seconds), and the rest of the search (prefill, masks and bookkeeping).
         --sep '|' --encoding latin-1 --no-header [--users 8]
     .venv/bin/python eval/profile_decoding.py --long-titles --users 4 --max-chains 4,8,16   # horizons
     .venv/bin/python eval/profile_decoding.py --long-titles --ops 15 [--compile]   # by operator, and the floors
+    .venv/bin/python eval/profile_decoding.py --long-titles --users 16   # a batch against its floor
 
 Lookahead runs with the default horizon (``beam_search(max_chain=)``: forced tokens fed ahead of
 each beam, topped up by every call). ``--max-chains`` times each horizon against whole chains,
 each user searched alone, and checks every horizon returns the same lists (``none``: whole chains
 only); ``--compile`` adds whole chains with the model's blocks through torch.compile.
+
+Each search is also set against its floor: the seconds its linear products (the blocks' on every
+prompt token, the blocks' and the output layer's on every token a call fed) would take at the best
+rate this CPU gave them (each weight's product on 64-256 rows, as the decoder runs it), a call never
+taking less than reading every weight once. Attention, masks and bookkeeping count nothing in it,
+so no decoder of this model on this CPU can beat it; a search's ratio to it is what any faster
+code could still win.
 
 The same prompts as eval/bench_decoding.py (a 5-item history, seed 0); ``--users N`` decodes N
 users in one batch.
@@ -23,6 +31,7 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 from synthetic import product_titles, synthetic_titles, vocabulary_words
 
@@ -80,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         caps = [None, *map(int, args.max_chains.split(","))] if args.max_chains != "none" else [None]
         return compare_caps(run, jobs, calls, caps, model=rec.lm.model if args.compile else None)
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
+    rates = None
     for lookahead in (True, False):
         total, stats, _ = run(lookahead)
         model_s = sum(c.seconds for c in calls)
@@ -91,7 +101,66 @@ def main(argv: list[str] | None = None) -> int:
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c in enumerate(calls, 1):
             print(f"| {n} | {c.users} / {c.active} | {c.rows} | {c.tokens} | {c.width} | {c.keys} | {c.seconds:.3f} |")
+        rates = rates or product_rates(rec.lm.model, rec.lm.search_model)
+        floor = search_floor(rates, sum(len(j.prompt_ids) for j in jobs), [c.tokens for c in calls])
+        print(f"floor: {floor:.2f} s ({floor / args.users:.2f} s a user); this search {total / floor:.2f}x it "
+              f"(blocks {rates.block_s * 1e3:.2f} ms and output layer {rates.head_s * 1e3:.2f} ms a token at best, "
+              f"every weight read once {rates.read_s * 1e3:.1f} ms)")  # fmt: skip
     return 0
+
+
+@dataclass(frozen=True)
+class ProductRates:
+    block_s: float  # the blocks' linear products, seconds a token at their best
+    head_s: float  # the output layer's, seconds a token
+    read_s: float  # reading every weight once
+
+
+def product_rates(model, decoder, rows: tuple[int, ...] = (64, 128, 256), repeats: int = 5) -> ProductRates:
+    """The best this CPU does with ``model``'s linear products, run as ``decoder`` runs them (the
+    lean decoder's packed or plain kernels): each weight of the first block and the output layer
+    on each of ``rows`` tokens, its best time a token over them and ``repeats``; and the time to
+    read every weight once."""
+    import torch
+
+    linear = decoder.linear if hasattr(decoder, "linear") else (lambda m, x: torch.nn.functional.linear(x, m.weight, m.bias))
+    block = model.base_model.layers[0]
+    layers = len(model.base_model.layers)
+
+    def seconds(module) -> float:
+        best = float("inf")
+        with torch.inference_mode():
+            for n in rows:
+                x = torch.randn(n, module.in_features)
+                linear(module, x)
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    linear(module, x)
+                    best = min(best, (time.perf_counter() - started) / n)
+        return best
+
+    projections = [m for m in block.modules() if isinstance(m, torch.nn.Linear)]
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return ProductRates(layers * sum(map(seconds, projections)), seconds(model.get_output_embeddings()), _read_seconds(weights))
+
+
+def search_floor(rates: ProductRates, prompt_tokens: int, call_tokens: list[int]) -> float:
+    """Seconds a search cannot go under: every prompt token through the blocks, and each call's
+    tokens through the blocks and the output layer, or the weights' read time if that is longer."""
+    per_token = rates.block_s + rates.head_s
+    return prompt_tokens * rates.block_s + sum(max(tokens * per_token, rates.read_s) for tokens in call_tokens)
+
+
+def _read_seconds(n_bytes: int) -> float:
+    """Seconds to read ``n_bytes`` of float32 once (this machine's memory bandwidth)."""
+    import torch
+
+    block = torch.ones(n_bytes // 4, dtype=torch.float32)
+    block.sum()
+    started = time.perf_counter()
+    for _ in range(5):
+        block.sum()
+    return (time.perf_counter() - started) / 5
 
 
 def _bare_forward(model, tokens: int, keep: int) -> float:
@@ -126,12 +195,7 @@ def operator_profile(run, model, n: int, compiled: bool = False) -> int:
     print(f"one search: {total:.2f} s, {stats['model_calls']} model calls")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=n))
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    block = torch.ones(weights // 4, dtype=torch.float32)
-    block.sum()
-    started = time.perf_counter()
-    for _ in range(5):
-        block.sum()
-    read_s = (time.perf_counter() - started) / 5
+    read_s = _read_seconds(weights)
     print(f"reading {weights / 1e6:.0f} MB of weights once: {read_s * 1e3:.1f} ms ({weights / read_s / 1e9:.1f} GB/s)")
     for label, forward in (("eager", model), *((("torch.compile", torch.compile(model, dynamic=True)),) if compiled else ())):
         for tokens, keep in ((1, 1), (10, 1), (10, 0), (40, 1)):

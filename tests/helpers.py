@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def load_script(path: Path) -> Any:
 
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (as an import does: a dataclass of the script looks its module up there)
     spec.loader.exec_module(module)
     return module
 
