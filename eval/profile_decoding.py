@@ -18,8 +18,8 @@ Each search is also set against its floor: the seconds its linear products (the 
 prompt token, the blocks' and the output layer's on every token a call fed) would take at the best
 rate this CPU gave them (each weight's product on 64-256 rows, as the decoder runs it), a call never
 taking less than reading every weight once. Attention, masks and bookkeeping count nothing in it,
-so no decoder of this model on this CPU can beat it; a search's ratio to it is what any faster
-code could still win.
+so no code making the same calls with the same tokens can beat it on this CPU; a search's ratio
+to it bounds what faster code could still win (fewer calls or tokens are the search's own business).
 
 The same prompts as eval/bench_decoding.py (a 5-item history, seed 0); ``--users N`` decodes N
 users in one batch.
