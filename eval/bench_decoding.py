@@ -3,8 +3,9 @@ on the same model and the same prompts.
 
     .venv/bin/python eval/bench_decoding.py --titles N --out OUTDIR [--real-catalog FILE | --long-titles]
 
-(a) genrec constrained top-10 (10 beams), one user at a time, as the Recommender runs it (the lean
-    decoder on a CPU), with lookahead (the default) and without (a model call every step);
+(a) genrec constrained top-10 (10 beams), one user at a time, with the Recommender's decoder (the
+    lean one on a CPU) but without its prompt-prefix cache: every prompt computed whole, as (c)
+    computes it; with lookahead (the default) and without (a model call every step);
 (b) transformers generate(num_beams=10, prefix_allowed_tokens_fn=<GENRE-style dict trie>);
 (c) the same model's unconstrained 10-beam generate() of the same number of new tokens (the floor);
 plus genrec's own decoder without the constraint, and several users decoded in one batch;
