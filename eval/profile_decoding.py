@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         caps = [None, *map(int, args.max_chains.split(","))] if args.max_chains != "none" else [None]
         return compare_caps(run, jobs, calls, caps, model=rec.lm.model if args.compile else None)
     print(f"{len(catalog.unique_titles)} titles, {args.users} user(s) in one batch, 10 beams")
-    rates = None
+    rates = product_rates(rec.lm.model, rec.lm.search_model)
+    prompt_tokens = sum(len(j.prompt_ids) for j in jobs)
     for lookahead in (True, False):
         total, stats, _ = run(lookahead)
         model_s = sum(c.seconds for c in calls)
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for n, c in enumerate(calls, 1):
             print(f"| {n} | {c.users} / {c.active} | {c.rows} | {c.tokens} | {c.width} | {c.keys} | {c.seconds:.3f} |")
-        rates = rates or product_rates(rec.lm.model, rec.lm.search_model)
-        floor = search_floor(rates, sum(len(j.prompt_ids) for j in jobs), [c.tokens for c in calls])
+        floor = search_floor(rates, prompt_tokens, [c.tokens for c in calls])
         print(f"floor: {floor:.2f} s ({floor / args.users:.2f} s a user); this search {total / floor:.2f}x it "
               f"(blocks {rates.block_s * 1e3:.2f} ms and output layer {rates.head_s * 1e3:.2f} ms a token at best, "
               f"every weight read once {rates.read_s * 1e3:.1f} ms)")  # fmt: skip
